@@ -1,0 +1,1 @@
+"""Anomaly detection: sliding windows, rules and the pure engine (issue 3)."""

@@ -1,0 +1,376 @@
+"""The configuration: config.toml into one frozen, typed, validated tree.
+
+Defaults live here; the file goes on top; unknown keys are rejected;
+durations, sizes and networks are parsed at load time; fields are checked
+against each other. Every error names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailgw import hashing
+from mailgw.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
+    re.IGNORECASE,
+)
+_SYSTEM_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the text names file, key and expectation."""
+
+
+def _domain(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if not _HOSTNAME.match(value):
+        raise ValueError(f"expected a domain name, got {value!r}")
+    return value
+
+
+def _hostport(value: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' -> (host, port)."""
+    m = re.match(r"^\[(?P<h6>[^\]]+)\](?::(?P<p6>\d+))?$|^(?P<h>[^:\[\]]+)(?::(?P<p>\d+))?$", value)
+    if not m:
+        raise ValueError(f"expected host or host:port, got {value!r}")
+    host = m.group("h6") or m.group("h")
+    port = int(m.group("p6") or m.group("p") or default_port)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NextHop(_Model):
+    """Where mail for a domain goes instead of its MX: 'host:port'. A host in
+    brackets is used as it is, without an MX lookup (as in Postfix)."""
+
+    host: str
+    port: int
+    mx_lookup: bool
+
+    @classmethod
+    def parse(cls, value: str) -> NextHop:
+        text = value.strip()
+        literal = text.startswith("[")
+        host, port = _hostport(text, 25)
+        return cls(host=host.lower(), port=port, mx_lookup=not literal)
+
+
+def _next_hop(value: object) -> object:
+    return NextHop.parse(value) if isinstance(value, str) else value
+
+
+HopField = Annotated[NextHop, BeforeValidator(_next_hop)]
+
+
+class Listen(_Model):
+    host: str
+    port: int
+
+
+def _listen(value: object) -> object:
+    if isinstance(value, str):
+        host, port = _hostport(value, 25)
+        return {"host": host, "port": port}
+    return value
+
+
+class TLSFiles(_Model):
+    cert: Path
+    key: Path
+
+
+class DKIMKey(_Model):
+    domain: str
+    selector: str
+    key_file: Path
+
+    _norm_domain = field_validator("domain")(classmethod(lambda cls, v: _domain(v)))
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", v):
+            raise ValueError(f"expected a DKIM selector (letters, digits, . _ -), got {v!r}")
+        return v
+
+
+class Gateway(_Model):
+    hostname: str = "localhost"
+    listen: list[Annotated[Listen, BeforeValidator(_listen)]] = Field(
+        default_factory=lambda: [Listen(host="127.0.0.1", port=2525)], min_length=1
+    )
+    spool_dir: Path = Path("spool")
+    event_log: Path = Path("events.jsonl")
+    templates_dir: Path = Path("templates")
+    status_url: str = "http://localhost:8025/v1/systems/{system}/status"
+    tls: TLSFiles | None = None
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+
+    _norm_hostname = field_validator("hostname")(classmethod(lambda cls, v: _domain(v)))
+
+
+class Limits(_Model):
+    max_message_size: Size = 25 * 1024**2
+    max_recipients: int = Field(default=1000, ge=100)
+    max_command_length: int = Field(default=512, ge=512)
+    max_line_length: int = Field(default=998, ge=998)
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_ip: int = Field(default=100, ge=1)
+    idle_timeout: Duration = 300.0
+    session_timeout: Duration = 1800.0
+    max_errors: int = Field(default=10, ge=1)
+    min_free_disk: Size = 256 * 1024**2
+
+
+class Delivery(_Model):
+    helo_name: str | None = None
+    resolver: list[str] = Field(default_factory=list)
+    port: int = Field(default=25, ge=1, le=65535)
+    relayhost: HopField | None = None
+    routes: dict[str, HopField] = Field(default_factory=dict)
+    tls_required_domains: list[str] = Field(default_factory=list)
+    tls_ca_file: Path | None = None
+    first_retry: Duration = 300.0
+    max_retry_interval: Duration = 3600.0
+    max_queue_lifetime: Duration = 5 * 86400.0
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    max_connections: int = Field(default=100, ge=1)
+    max_connections_per_destination: int = Field(default=20, ge=1)
+    max_messages_per_connection: int = Field(default=100, ge=1)
+    connect_timeout: Duration = 30.0
+    command_timeout: Duration = 300.0
+    max_crashes: int = Field(default=5, ge=1)
+
+    @field_validator("resolver")
+    @classmethod
+    def _resolvers(cls, v: list[str]) -> list[str]:
+        for item in v:
+            host, _ = _hostport(item, 53)
+            ipaddress.ip_address(host)  # a resolver is an address, never a name
+        return v
+
+    @field_validator("routes")
+    @classmethod
+    def _route_domains(cls, v: dict[str, NextHop]) -> dict[str, NextHop]:
+        return {_domain(k): hop for k, hop in v.items()}
+
+    @field_validator("tls_required_domains")
+    @classmethod
+    def _tls_domains(cls, v: list[str]) -> list[str]:
+        return [_domain(d) for d in v]
+
+    def resolver_addresses(self) -> list[tuple[str, int]]:
+        return [_hostport(item, 53) for item in self.resolver]
+
+
+class Auth(_Model):
+    username: str = Field(min_length=1, max_length=256)
+    password_hash: str
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hashed(cls, v: str) -> str:
+        if not hashing.is_password_hash(v):
+            raise ValueError("expected a scrypt hash from `mailgw hash-password`, not a password")
+        return v
+
+
+class System(_Model):
+    id: str
+    name: str
+    owners: list[str] = Field(min_length=1)
+    networks: list[Network] = Field(default_factory=list)
+    sender_domains: list[str] = Field(min_length=1)
+    auth: list[Auth] = Field(default_factory=list)
+    status_token_hash: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _SYSTEM_ID.match(v):
+            raise ValueError(f"expected lower-case letters, digits, - and _, got {v!r}")
+        return v
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if not _EMAIL.match(addr):
+                raise ValueError(f"expected an email address, got {addr!r}")
+        return v
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _networks(cls, v: object) -> object:
+        if not isinstance(v, list):
+            return v
+        out = []
+        for item in v:
+            try:
+                out.append(ipaddress.ip_network(item, strict=True))
+            except ValueError as e:
+                raise ValueError(f"expected a network in CIDR form, got {item!r} ({e})") from None
+        return out
+
+    @field_validator("sender_domains")
+    @classmethod
+    def _sender_domains(cls, v: list[str]) -> list[str]:
+        return [_domain(d) for d in v]
+
+    @field_validator("status_token_hash")
+    @classmethod
+    def _token(cls, v: str | None) -> str | None:
+        if v is not None and not hashing.is_token_hash(v):
+            raise ValueError("expected a sha256$... hash from `mailgw hash-token`, not a token")
+        return v
+
+    @model_validator(mode="after")
+    def _reachable(self) -> System:
+        if not self.networks and not self.auth:
+            raise ValueError("a system needs networks or auth credentials, or it can never relay")
+        return self
+
+
+class Config(_Model):
+    gateway: Gateway = Field(default_factory=Gateway)
+    limits: Limits = Field(default_factory=Limits)
+    delivery: Delivery = Field(default_factory=Delivery)
+    dkim: list[DKIMKey] = Field(default_factory=list)
+    systems: list[System] = Field(default_factory=list)
+    source: Path | None = None
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        seen_ids: dict[str, int] = {}
+        seen_nets: dict[Network, str] = {}
+        seen_users: dict[str, str] = {}
+        for i, system in enumerate(self.systems):
+            if system.id in seen_ids:
+                raise _KeyError(f"systems[{i}].id", f"duplicate system id {system.id!r}")
+            seen_ids[system.id] = i
+            for j, net in enumerate(system.networks):
+                other = seen_nets.setdefault(net, system.id)
+                if other != system.id:
+                    raise _KeyError(
+                        f"systems[{i}].networks[{j}]", f"{net} is already a network of {other!r}"
+                    )
+            for j, cred in enumerate(system.auth):
+                other = seen_users.setdefault(cred.username, system.id)
+                if other != system.id:
+                    raise _KeyError(
+                        f"systems[{i}].auth[{j}].username",
+                        f"{cred.username!r} is already a login of {other!r}",
+                    )
+        seen_dkim: set[str] = set()
+        for i, key in enumerate(self.dkim):
+            if key.domain in seen_dkim:
+                raise _KeyError(f"dkim[{i}].domain", f"two keys for {key.domain!r}")
+            seen_dkim.add(key.domain)
+        if any(s.auth for s in self.systems) and self.gateway.tls is None:
+            raise _KeyError("gateway.tls", "SMTP AUTH is offered only after STARTTLS; set cert and key")
+        return self
+
+    def resolve_paths(self, base: Path) -> Config:
+        """Relative paths in the file are relative to the file's directory."""
+
+        def rel(p: Path) -> Path:
+            return p if p.is_absolute() else base / p
+
+        gw = self.gateway
+        tls = gw.tls and gw.tls.model_copy(update={"cert": rel(gw.tls.cert), "key": rel(gw.tls.key)})
+        gateway = gw.model_copy(
+            update={
+                "spool_dir": rel(gw.spool_dir),
+                "event_log": rel(gw.event_log),
+                "templates_dir": rel(gw.templates_dir),
+                "tls": tls,
+            }
+        )
+        ca = self.delivery.tls_ca_file
+        delivery = self.delivery.model_copy(update={"tls_ca_file": ca and rel(ca)})
+        dkim = [k.model_copy(update={"key_file": rel(k.key_file)}) for k in self.dkim]
+        return self.model_copy(update={"gateway": gateway, "delivery": delivery, "dkim": dkim})
+
+
+class _KeyError(ValueError):
+    """A cross-field error that knows which key it is about."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def _format_loc(loc: tuple[object, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "is-instance[")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def load(path: str | Path) -> Config:
+    """Read, parse and validate a config file; ConfigError names file and key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+    if "source" in raw:
+        raise ConfigError(f"{path}: source: unknown key")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _KeyError):
+                lines.append(f"{path}: {ctx_err.key}: {ctx_err.message}")
+                continue
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err['input']!r})"
+            if "got " in msg:
+                got = ""
+            lines.append(f"{path}: {_format_loc(err['loc'])}: {msg}{got}")
+        raise ConfigError("\n".join(lines)) from None
+    return config.resolve_paths(path.resolve().parent).model_copy(update={"source": path})

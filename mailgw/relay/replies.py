@@ -1,0 +1,67 @@
+"""Every SMTP reply the gateway gives a client, named, in one place.
+
+Search here for a code ("450 4.7.1") to find what decides it: each constant is
+used at exactly the point where that decision is made. Texts are generic to
+strangers and never name internal hosts or other systems' limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+
+    def format(self, **values: object) -> str:
+        return f"{self.code} {self.enhanced} {self.text.format(**values)}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+
+# Success
+QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
+SENDER_OK = Reply(250, "2.1.0", "Ok")
+RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
+
+# Who may relay (decided in relay/policy.py)
+RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied: this client is not a connected mail system")
+SENDER_DOMAIN_DENIED = Reply(
+    550, "5.7.1", "Sender domain {domain} is not registered for mail system {system}"
+)
+ADDRESS_FORM_DENIED = Reply(
+    553, "5.1.3", "Address form not accepted: {why}"
+)
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+
+# Limits (decided in relay/ingress.py)
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
+MESSAGE_TOO_LARGE = Reply(552, "5.3.4", "Message exceeds the size limit of {limit} bytes")
+LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; try again later")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors; closing connection")
+SESSION_TOO_LONG = Reply(421, "4.4.2", "Session time limit reached; closing connection")
+IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout; closing connection")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down; try again later")
+
+# Bad input (decided in relay/linecheck.py and relay/ingress.py)
+BARE_LINE_ENDING_COMMAND = Reply(
+    500, "5.5.2", "Syntax error: command lines must end with CRLF (bare CR or LF received)"
+)
+BARE_LINE_ENDING_DATA = Reply(
+    550, "5.6.2", "Message rejected: bare CR or LF in message data; lines must end with CRLF"
+)
+CONTROL_CHARACTERS = Reply(501, "5.5.2", "Syntax error: control characters are not allowed")
+BAD_HELO = Reply(501, "5.5.2", "Syntax error: invalid HELO/EHLO hostname")
+
+# Storage (decided in relay/spool.py's callers in relay/ingress.py)
+INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage; try again later")
+STORE_FAILED = Reply(451, "4.3.0", "Temporary failure storing the message; try again later")

@@ -1,0 +1,193 @@
+"""The spool: accepted mail on disk, the only copy the gateway keeps.
+
+Guarantees:
+- `put` returns only after the message bytes and its metadata are written,
+  fsynced, renamed into place and their directories fsynced. Only then may
+  ingress answer 250.
+- A message is raw bytes (`messages/ID.eml`) plus JSON metadata whose
+  directory is its state: `queue/` (waiting, new or deferred), `active/`
+  (claimed by delivery), `hold/` (kept back), `corrupt/` (set aside).
+  State changes are renames.
+- `recover` at start puts every message claimed by a process that died back
+  into the queue, counting the crash; a message that crashed delivery
+  `max_crashes` times is set aside instead of being retried forever.
+  Leftovers of unfinished puts (never answered 250) are removed.
+
+All methods block; callers on the event loop run them in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+State = Literal["queue", "active", "hold", "corrupt"]
+STATES: tuple[State, ...] = ("queue", "active", "hold", "corrupt")
+RecipientState = Literal["pending", "delivered", "bounced"]
+Origin = Literal["system", "dsn", "notice"]
+
+
+@dataclass
+class Recipient:
+    address: str
+    state: RecipientState = "pending"
+    code: int | None = None
+    response: str | None = None
+    remote: str | None = None
+
+
+@dataclass
+class Meta:
+    id: str
+    system: str | None
+    sender: str
+    recipients: list[Recipient]
+    size: int
+    received_at: float
+    origin: Origin = "system"
+    attempts: int = 0
+    next_try: float = 0.0
+    crashes: int = 0
+    client: dict[str, str | None] = field(default_factory=dict)
+
+    def pending(self) -> list[Recipient]:
+        return [r for r in self.recipients if r.state == "pending"]
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Meta:
+        obj = json.loads(raw)
+        obj["recipients"] = [Recipient(**r) for r in obj["recipients"]]
+        return cls(**obj)
+
+
+class SpoolError(Exception):
+    pass
+
+
+def new_queue_id() -> str:
+    """Time-ordered, unique: microseconds since the epoch plus 24 random bits."""
+    return f"{time.time_ns() // 1000:013X}{secrets.token_hex(3).upper()}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(self, root: Path, max_crashes: int = 5):
+        self.root = root
+        self.max_crashes = max_crashes
+        self.tmp = root / "tmp"
+        self.messages = root / "messages"
+        for d in (self.tmp, self.messages, *(root / s for s in STATES)):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def _meta_path(self, state: State, queue_id: str) -> Path:
+        return self.root / state / f"{queue_id}.json"
+
+    def data_path(self, queue_id: str) -> Path:
+        return self.messages / f"{queue_id}.eml"
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def put(self, meta: Meta, data: bytes) -> None:
+        """Store a new message durably in `queue/`. Raises SpoolError on any
+        failure, after removing what it wrote."""
+        data_path = self.data_path(meta.id)
+        tmp_meta = self.tmp / f"{meta.id}.json"
+        try:
+            _write_new(data_path, data)
+            _write_new(tmp_meta, meta.to_json())
+            os.rename(tmp_meta, self._meta_path("queue", meta.id))
+            _fsync_dir(self.messages)
+            _fsync_dir(self.root / "queue")
+        except OSError as e:
+            for p in (tmp_meta, data_path, self._meta_path("queue", meta.id)):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            raise SpoolError(f"cannot store {meta.id}: {e}") from e
+
+    def read(self, state: State, queue_id: str) -> Meta:
+        return Meta.from_json(self._meta_path(state, queue_id).read_bytes())
+
+    def read_data(self, queue_id: str) -> bytes:
+        return self.data_path(queue_id).read_bytes()
+
+    def move(self, queue_id: str, src: State, dst: State) -> None:
+        """Change state by rename. Not fsynced: losing a move in a crash only
+        means the message is found in its previous state, which recovery handles."""
+        os.rename(self._meta_path(src, queue_id), self._meta_path(dst, queue_id))
+
+    def claim(self, queue_id: str) -> Meta:
+        self.move(queue_id, "queue", "active")
+        return self.read("active", queue_id)
+
+    def rewrite(self, meta: Meta, src: State, dst: State) -> None:
+        """Write updated metadata durably into `dst` and drop it from `src`."""
+        tmp = self.tmp / f"{meta.id}.json"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        _write_new(tmp, meta.to_json())
+        os.rename(tmp, self._meta_path(dst, meta.id))
+        if src != dst:
+            with contextlib.suppress(FileNotFoundError):
+                self._meta_path(src, meta.id).unlink()
+        _fsync_dir(self.root / dst)
+
+    def remove(self, queue_id: str, state: State) -> None:
+        """Forget a finished message: metadata first, so a crash in between
+        leaves only an orphan data file that recovery removes."""
+        with contextlib.suppress(FileNotFoundError):
+            self._meta_path(state, queue_id).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.data_path(queue_id).unlink()
+
+    def ids(self, state: State) -> list[str]:
+        return sorted(p.stem for p in (self.root / state).glob("*.json"))
+
+    def recover(self) -> list[Meta]:
+        """Run once at start, before anything else touches the spool. Returns
+        the metadata of every message now waiting in `queue/`."""
+        for leftover in self.tmp.iterdir():
+            leftover.unlink()
+        for queue_id in self.ids("active"):
+            meta = self.read("active", queue_id)
+            meta.crashes += 1
+            self.rewrite(meta, "active", "corrupt" if meta.crashes >= self.max_crashes else "queue")
+        known = {i for s in STATES for i in self.ids(s)}
+        for data in self.messages.glob("*.eml"):
+            if data.stem not in known:
+                data.unlink()
+        waiting = []
+        for queue_id in self.ids("queue"):
+            try:
+                waiting.append(self.read("queue", queue_id))
+            except (ValueError, TypeError, KeyError):
+                self.move(queue_id, "queue", "corrupt")
+        return waiting
