@@ -1,0 +1,122 @@
+"""The running gateway: builds every stage from the config, hands each its
+collaborators, runs ingress and delivery on one event loop, stops cleanly.
+
+Nothing else reads the config or builds objects: this is the one place
+where the pieces meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+
+import jinja2
+
+from mailgw.clock import Clock, SystemClock
+from mailgw.config import Config
+from mailgw.events import EventLog
+from mailgw.relay import dsn
+from mailgw.relay.courier import Courier
+from mailgw.relay.delivery import Delivery
+from mailgw.relay.destinations import Destinations
+from mailgw.relay.dkim import DkimSigner
+from mailgw.relay.ingress import Ingress
+from mailgw.relay.routing import Router
+from mailgw.relay.spool import Meta, Recipient, Spool
+from mailgw.systems import SystemDirectory
+
+log = logging.getLogger("mailgw")
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.gateway.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.gateway.tls.cert, config.gateway.tls.key)
+    return ctx
+
+
+class Gateway:
+    def __init__(self, config: Config, clock: Clock | None = None):
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.addresses: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        cfg, clock = self.config, self.clock
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mailgw-io")
+        self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
+        waiting = self.spool.recover()
+        self.events = EventLog(cfg.gateway.event_log, clock)
+        templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
+            autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        )
+
+        def make_bounce(meta: Meta, data: bytes, failed: list[Recipient], reason: str) -> bytes | None:
+            if not dsn.should_notify(meta):
+                return None
+            return dsn.build_dsn(meta, data, failed, reporting_mta=cfg.gateway.hostname,
+                                 now=clock.now(), templates=templates, reason=reason)
+
+        courier = Courier(
+            helo_name=cfg.delivery.helo_name or cfg.gateway.hostname,
+            connect_timeout=cfg.delivery.connect_timeout,
+            command_timeout=cfg.delivery.command_timeout, tls_ca_file=cfg.delivery.tls_ca_file,
+        )
+        self.delivery = Delivery(
+            config=cfg.delivery, spool=self.spool, router=Router(cfg.delivery),
+            destinations=Destinations(
+                courier, total=cfg.delivery.max_connections,
+                per_destination=cfg.delivery.max_connections_per_destination,
+                messages_per_link=cfg.delivery.max_messages_per_connection,
+            ),
+            events=self.events, clock=clock, executor=self.executor, make_bounce=make_bounce,
+        )
+        self.delivery.load(waiting)
+        self.ingress = Ingress(
+            hostname=cfg.gateway.hostname, limits=cfg.limits,
+            directory=SystemDirectory(cfg.systems), spool=self.spool, executor=self.executor,
+            events=self.events, clock=clock, on_queued=self.delivery.submit,
+            signer=DkimSigner(cfg.dkim) if cfg.dkim else None, tls_context=_tls_context(cfg),
+        )
+        loop = asyncio.get_running_loop()
+        for listen in cfg.gateway.listen:
+            server = await loop.create_server(self.ingress.protocol, listen.host, listen.port,
+                                              reuse_address=True, backlog=1024)
+            self.servers.append(server)
+            for sock in server.sockets:
+                self.addresses.append(sock.getsockname()[:2])
+        self._delivery_task = asyncio.create_task(self.delivery.run())
+        log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
+                 ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        for server in self.servers:
+            server.close()
+        await self.ingress.drain(drain_timeout)
+        await self.delivery.stop(timeout=10.0)
+        self._delivery_task.cancel()
+        await asyncio.gather(self._delivery_task, return_exceptions=True)
+        for server in self.servers:
+            await server.wait_closed()
+        self.executor.shutdown(wait=True)
+        self.events.close()
+        log.info("mailgw stopped")
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then finish in-flight transactions and stop."""
+    gateway = Gateway(config)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing transactions in progress")
+    await gateway.stop()

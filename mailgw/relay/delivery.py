@@ -1,0 +1,210 @@
+"""Delivery: takes spooled messages to their next hops, retries, bounces.
+
+Guarantees:
+- a message leaves the spool only when every recipient is delivered or
+  bounced, and a bounce notice (DSN), where one is due, is spooled first;
+- temporary failures are retried with exponential backoff and jitter until
+  `max_queue_lifetime`, then bounced as expired;
+- an attempt that raises (a bug, not a remote failure) counts as a crash; a
+  message that crashed `max_crashes` times is set aside in `corrupt/`;
+- on stop, messages in flight go back to the queue uncounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from mailgw.clock import Clock
+from mailgw.config import Delivery as DeliveryConfig
+from mailgw.events import EventSink
+from mailgw.relay.destinations import Destinations, Job
+from mailgw.relay.outcome import Kind, Outcome
+from mailgw.relay.routing import RouteError, Router
+from mailgw.relay.spool import Meta, Recipient, Spool, new_queue_id
+
+log = logging.getLogger("mailgw.delivery")
+
+# (meta of the message, its bytes, the recipients that failed, "failed" or "expired")
+# -> the DSN bytes to spool, or None when no DSN is due
+BounceMaker = Callable[[Meta, bytes, list[Recipient], str], bytes | None]
+
+
+def retry_delay(attempts: int, config: DeliveryConfig, rng: random.Random) -> float:
+    """Exponential from `first_retry`, capped at `max_retry_interval`, with
+    jitter so that messages deferred together do not retry together."""
+    base = min(config.first_retry * 2 ** max(attempts - 1, 0), config.max_retry_interval)
+    return base * rng.uniform(1 - config.retry_jitter, 1 + config.retry_jitter)
+
+
+class Delivery:
+    def __init__(
+        self, *, config: DeliveryConfig, spool: Spool, router: Router, destinations: Destinations,
+        events: EventSink, clock: Clock, executor: Executor, make_bounce: BounceMaker,
+        on_queued: Callable[[Meta, bytes], None] | None = None, rng: random.Random | None = None,
+        max_in_flight: int = 2000,
+    ):
+        self.config, self.spool, self.router = config, spool, router
+        self.destinations, self.events, self.clock = destinations, events, clock
+        self.executor, self.make_bounce = executor, make_bounce
+        self.rng = rng or random.Random()
+        self._waiting: list[tuple[float, str]] = []  # heap of (next_try, queue id)
+        self._wakeup = asyncio.Event()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._slots = max_in_flight
+        self._stopping = False
+        self.on_queued = on_queued or self.submit
+
+    # --- intake --------------------------------------------------------------
+
+    def submit(self, meta: Meta, data: bytes | None = None) -> None:
+        """A message is in `queue/`: start it now if there is room, else let
+        the scheduler pick it up (its bytes are then read back from disk)."""
+        if len(self._in_flight) < self._slots and meta.next_try <= self.clock.now():
+            self._start(meta.id, data)
+        else:
+            self.schedule(meta.id, meta.next_try)
+
+    def schedule(self, queue_id: str, at: float) -> None:
+        heapq.heappush(self._waiting, (at, queue_id))
+        self._wakeup.set()
+
+    def load(self, waiting: list[Meta]) -> None:
+        for meta in waiting:
+            self.schedule(meta.id, meta.next_try)
+
+    # --- the scheduler -------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stopping:
+            now = self.clock.now()
+            while self._waiting and self._waiting[0][0] <= now and len(self._in_flight) < self._slots:
+                _, queue_id = heapq.heappop(self._waiting)
+                if queue_id not in self._in_flight:
+                    self._start(queue_id, None)
+            self._wakeup.clear()
+            delay = 1.0 if not self._waiting else max(0.0, min(1.0, self._waiting[0][0] - now))
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except TimeoutError:
+                pass
+
+    def _start(self, queue_id: str, data: bytes | None) -> None:
+        task = asyncio.create_task(self._attempt(queue_id, data))
+        self._in_flight[queue_id] = task
+        task.add_done_callback(lambda _t: self._finished(queue_id))
+
+    def _finished(self, queue_id: str) -> None:
+        self._in_flight.pop(queue_id, None)
+        if self._waiting:
+            self._wakeup.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Let attempts under way finish for `timeout` seconds, then cancel
+        the rest; cancelled messages return to the queue."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=timeout)
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        await self.destinations.close()
+
+    # --- one attempt ---------------------------------------------------------
+
+    async def _run_io(self, fn: Callable[..., object], *args: object) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _attempt(self, queue_id: str, data: bytes | None) -> None:
+        try:
+            meta = self.spool.claim(queue_id)
+        except FileNotFoundError:
+            return  # held, purged or finished meanwhile
+        try:
+            if data is None:
+                data = self.spool.read_data(queue_id)
+            outcomes = await self._deliver(meta, data)
+            await self._settle(meta, data, outcomes)
+        except asyncio.CancelledError:
+            self.spool.move(queue_id, "active", "queue")
+            raise
+        except Exception:
+            log.exception("%s: delivery attempt crashed", queue_id)
+            await self._crashed(meta)
+
+    async def _deliver(self, meta: Meta, data: bytes) -> dict[str, Outcome]:
+        by_domain: dict[str, list[str]] = defaultdict(list)
+        for rcpt in meta.pending():
+            by_domain[rcpt.address.rpartition("@")[2].lower()].append(rcpt.address)
+        outcomes: dict[str, Outcome] = {}
+        jobs: list[Job] = []
+        for domain, addrs in by_domain.items():
+            try:
+                route = await self.router.route(domain)
+            except RouteError as e:
+                failed = Outcome.from_reply(e.code, f"{e.code} {e.enhanced} {e.text}")
+                outcomes.update((a, failed) for a in addrs)
+                continue
+            job = Job(route, meta.sender, addrs, data)
+            self.destinations.submit(job)
+            jobs.append(job)
+        for job in jobs:
+            outcomes.update(zip(job.recipients, await job.done, strict=True))
+        return outcomes
+
+    async def _settle(self, meta: Meta, data: bytes, outcomes: dict[str, Outcome]) -> None:
+        now = self.clock.now()
+        meta.attempts += 1
+        for rcpt in meta.pending():
+            outcome = outcomes[rcpt.address]
+            rcpt.code, rcpt.response, rcpt.remote = outcome.code, outcome.response, outcome.remote
+            if outcome.kind is not Kind.TEMPORARY:
+                rcpt.state = "delivered" if outcome.kind is Kind.DELIVERED else "bounced"
+            self.events.emit(outcome.kind.value, meta.system, queue_id=meta.id,
+                             recipient=rcpt.address, code=outcome.code, response=outcome.response)
+            log.info("%s: to=<%s> status=%s code=%d relay=%s (%s)", meta.id, rcpt.address,
+                     outcome.kind.value, outcome.code, outcome.remote or "none", outcome.response)
+        expired = meta.pending() and now - meta.received_at >= self.config.max_queue_lifetime
+        if expired:
+            for rcpt in meta.pending():
+                rcpt.state = "bounced"
+                self.events.emit("bounced", meta.system, queue_id=meta.id, recipient=rcpt.address,
+                                 code=rcpt.code or 451, response="expired: " + (rcpt.response or ""))
+        if meta.pending():
+            meta.next_try = now + retry_delay(meta.attempts, self.config, self.rng)
+            await self._run_io(self.spool.rewrite, meta, "active", "queue")
+            self.schedule(meta.id, meta.next_try)
+            return
+        bounced = [r for r in meta.recipients if r.state == "bounced"]
+        if bounced:
+            await self._bounce(meta, data, bounced, "expired" if expired else "failed")
+        self.spool.remove(meta.id, "active")
+
+    async def _bounce(self, meta: Meta, data: bytes, failed: list[Recipient], reason: str) -> None:
+        dsn = self.make_bounce(meta, data, failed, reason)
+        if dsn is None:
+            return
+        notice = Meta(
+            id=new_queue_id(), system=meta.system, sender="",
+            recipients=[Recipient(meta.sender)], size=len(dsn), received_at=self.clock.now(),
+            origin="dsn",
+        )
+        await self._run_io(self.spool.put, notice, dsn)
+        log.info("%s: bounce notice %s to <%s>", meta.id, notice.id, meta.sender)
+        self.on_queued(notice, dsn)
+
+    async def _crashed(self, meta: Meta) -> None:
+        meta.crashes += 1
+        if meta.crashes >= self.config.max_crashes:
+            log.error("%s: set aside in corrupt/ after %d crashed attempts", meta.id, meta.crashes)
+            await self._run_io(self.spool.rewrite, meta, "active", "corrupt")
+            return
+        meta.next_try = self.clock.now() + retry_delay(meta.crashes, self.config, self.rng)
+        await self._run_io(self.spool.rewrite, meta, "active", "queue")
+        self.schedule(meta.id, meta.next_try)

@@ -1,0 +1,345 @@
+"""Ingress: the SMTP server connected mail systems relay through (aiosmtpd).
+
+The handler only translates SMTP hooks into calls on the policy, the signer
+and the spool. What it guarantees:
+- 250 after DATA only once the message is durably in the spool;
+- every refusal is a named reply from relay/replies.py and a `rejected` event;
+- connection, size, recipient, line, time and error limits from [limits].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailgw import hashing
+from mailgw.clock import Clock
+from mailgw.config import Limits, System
+from mailgw.events import EventSink
+from mailgw.relay import replies
+from mailgw.relay.linecheck import (
+    BareLineEnding,
+    ControlCharacters,
+    StrictLineReader,
+    has_bare_line_ending,
+)
+from mailgw.relay.policy import Rejection, check_recipient, check_sender
+from mailgw.relay.received import received_header
+from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
+from mailgw.systems import SystemDirectory
+
+log = logging.getLogger("mailgw.ingress")
+
+_HELO = re.compile(r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.IPv]+\])$")
+
+# aiosmtpd's own refusals carry no enhanced status code; give them ours.
+_BUILTIN_REPLIES = {
+    "552 Error: Too much mail data": replies.MESSAGE_TOO_LARGE,
+    "552 Error: message size exceeds fixed maximum message size": replies.MESSAGE_TOO_LARGE,
+    "500 Line too long (see RFC5321 4.5.3.1.6)": replies.LINE_TOO_LONG,
+    "500 Command line too long": replies.LINE_TOO_LONG,
+    "502 5.5.1 Too many unrecognized commands, goodbye.": replies.TOO_MANY_ERRORS,
+}
+
+_BUILTIN_REASONS = {
+    replies.MESSAGE_TOO_LARGE: "message_too_large",
+    replies.LINE_TOO_LONG: "line_too_long",
+    replies.TOO_MANY_ERRORS: "too_many_errors",
+}
+
+
+class Signer(Protocol):
+    def sign(self, message: bytes, envelope_sender_domain: str | None) -> bytes: ...
+
+
+class ConnectionLimiter:
+    def __init__(self, total: int, per_ip: int):
+        self.total, self.per_ip = total, per_ip
+        self.by_ip: Counter[str] = Counter()
+        self.count = 0
+
+    def acquire(self, ip: str) -> bool:
+        if self.count >= self.total or self.by_ip[ip] >= self.per_ip:
+            return False
+        self.count += 1
+        self.by_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.count -= 1
+        self.by_ip[ip] -= 1
+        if not self.by_ip[ip]:
+            del self.by_ip[ip]
+
+
+class Ingress:
+    """Holds what every connection shares; `protocol()` makes one per client."""
+
+    def __init__(
+        self, *, hostname: str, limits: Limits, directory: SystemDirectory, spool: Spool,
+        executor: Executor, events: EventSink, clock: Clock,
+        on_queued: Callable[[Meta, bytes], None], signer: Signer | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ):
+        self.hostname, self.limits, self.directory, self.spool = hostname, limits, directory, spool
+        self.executor, self.events, self.clock = executor, events, clock
+        self.on_queued, self.signer, self.tls_context = on_queued, signer, tls_context
+        self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+        self.sessions: set[GatewaySMTP] = set()
+        self.draining = False
+        self._free_checked = (0.0, True)
+
+    def protocol(self) -> GatewaySMTP:
+        return GatewaySMTP(self)
+
+    def disk_ok(self) -> bool:
+        """Free space, looked at no more than once a second."""
+        checked_at, ok = self._free_checked
+        now = time.monotonic()
+        if now - checked_at >= 1.0:
+            ok = self.spool.free_bytes() >= self.limits.min_free_disk
+            self._free_checked = (now, ok)
+        return ok
+
+    def reject(self, session: Session, rejection: Rejection, **fields: Any) -> str:
+        system: System | None = getattr(session, "system", None)
+        self.events.emit(
+            "rejected", system.id if system else None, reason=rejection.reason,
+            code=rejection.reply.code, client=session.peer[0], **fields,
+        )
+        return rejection.text
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking mail: idle sessions get 421 now, sessions inside a
+        transaction finish it first; after `timeout` everything is closed."""
+        self.draining = True
+        for s in list(self.sessions):
+            s.close_if_idle()
+        deadline = time.monotonic() + timeout
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions):
+            s.close_with(replies.SHUTTING_DOWN)
+
+    # --- aiosmtpd handler hooks -------------------------------------------
+
+    async def handle_HELO(self, server: GatewaySMTP, session: Session, envelope: Envelope,
+                          hostname: str) -> str:
+        if not _HELO.match(hostname):
+            return str(replies.BAD_HELO)
+        session.host_name = hostname
+        return f"250 {self.hostname}"
+
+    async def handle_EHLO(self, server: GatewaySMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        if not _HELO.match(hostname):
+            return [str(replies.BAD_HELO)]
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if not self.disk_ok():
+            return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
+        system = session.system  # type: ignore[attr-defined]
+        _, rejection = check_sender(system, address)
+        if rejection:
+            return self.reject(session, rejection, sender=address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return str(replies.SENDER_OK)
+
+    async def handle_RCPT(self, server: GatewaySMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        system = session.system  # type: ignore[attr-defined]
+        parsed, rejection = check_recipient(
+            system, address, len(envelope.rcpt_tos), self.limits.max_recipients
+        )
+        if rejection:
+            return self.reject(session, rejection, recipient=address)
+        assert parsed is not None
+        envelope.rcpt_tos.append(str(parsed))
+        envelope.rcpt_options.extend(rcpt_options)
+        return str(replies.RECIPIENT_OK)
+
+    async def handle_DATA(self, server: GatewaySMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content
+        assert isinstance(data, bytes)
+        system: System = session.system  # type: ignore[attr-defined]
+        if has_bare_line_ending(data):
+            return self.reject(session, Rejection.of(replies.BARE_LINE_ENDING_DATA, "bare_line_ending"))
+        now = self.clock.now()
+        queue_id = new_queue_id()
+        sender = envelope.mail_from or ""
+        recipients = list(envelope.rcpt_tos)
+        tls = session.ssl is not None
+        protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if tls else "") + (
+            "A" if session.authenticated else "")
+        header = received_header(
+            helo=session.host_name, client_ip=session.peer[0], hostname=self.hostname,
+            protocol=protocol, queue_id=queue_id,
+            recipient=recipients[0] if len(recipients) == 1 else None, now=now,
+        )
+        meta = Meta(
+            id=queue_id, system=system.id, sender=sender,
+            recipients=[Recipient(r) for r in recipients], size=len(data), received_at=now,
+            client={"ip": session.peer[0], "helo": session.host_name,
+                    "login": session.login_data.decode() if session.login_data else None},
+        )
+        try:
+            message = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._sign_and_store, meta, header + data
+            )
+        except SpoolError as e:
+            log.error("spool write failed for %s: %s", queue_id, e)
+            return self.reject(session, Rejection.of(replies.STORE_FAILED, "store_failed"))
+        meta.size = len(message)
+        log.info("%s: accepted from=<%s> system=%s nrcpt=%d size=%d client=%s", queue_id, sender,
+                 system.id, len(recipients), len(message), session.peer[0])
+        self.events.emit("accepted", system.id, queue_id=queue_id, sender=sender,
+                         recipients=recipients, size=len(message))
+        self.on_queued(meta, message)
+        return replies.QUEUED.format(queue_id=queue_id)
+
+    def _sign_and_store(self, meta: Meta, message: bytes) -> bytes:
+        if self.signer is not None:
+            domain = meta.sender.rpartition("@")[2] or None
+            message = self.signer.sign(message, domain) + message
+        meta.size = len(message)
+        self.spool.put(meta, message)
+        return message
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, BareLineEnding):
+            return str(replies.BARE_LINE_ENDING_COMMAND)
+        if isinstance(error, ControlCharacters):
+            return str(replies.CONTROL_CHARACTERS)
+        log.exception("internal error in SMTP session", exc_info=error)
+        return str(replies.STORE_FAILED)
+
+    async def verify_login(self, login: bytes, password: bytes) -> System | None:
+        found = self.directory.login(login.decode("utf-8", "replace"))
+        if found is None:
+            return None
+        system, stored = found
+        ok = await asyncio.get_running_loop().run_in_executor(
+            self.executor, hashing.verify_password, password.decode("utf-8", "replace"), stored
+        )
+        return system if ok else None
+
+
+def _capture(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+             auth_data: Any) -> AuthResult:
+    """aiosmtpd's authenticator is synchronous; it only hands the credentials
+    on, and GatewaySMTP checks them off the event loop (scrypt is slow)."""
+    return AuthResult(success=True, auth_data=auth_data)
+
+
+class GatewaySMTP(SMTP):
+    """One client connection: aiosmtpd plus the limits and the line discipline."""
+
+    def __init__(self, ingress: Ingress):
+        self.ingress = ingress
+        limits = ingress.limits
+        # read by SMTP.__init__ when it builds the stream reader
+        self.line_length_limit = limits.max_line_length + 3  # CRLF and a stuffed dot
+        super().__init__(
+            ingress, hostname=ingress.hostname, ident="mailgw",
+            data_size_limit=limits.max_message_size, timeout=limits.idle_timeout,
+            tls_context=ingress.tls_context, auth_require_tls=True, authenticator=_capture,
+            auth_exclude_mechanism=["CRAM-MD5"],
+        )
+        self.command_size_limit = limits.max_command_length
+        self.errors = 0
+        self._ip = ""
+        self._admitted = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._admitted:  # the TLS layer after STARTTLS
+            super().connection_made(transport)
+            return
+        peer = transport.get_extra_info("peername")
+        self._ip = peer[0] if peer else "?"
+        if not self.ingress.connections.acquire(self._ip) or self.ingress.draining:
+            reply = replies.SHUTTING_DOWN if self.ingress.draining else replies.TOO_MANY_CONNECTIONS
+            transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
+            transport.close()
+            self.ingress.events.emit("rejected", None, reason="too_many_connections",
+                                     code=reply.code, client=self._ip)
+            return
+        self._admitted = True
+        self.ingress.sessions.add(self)
+        # the reader class is fixed inside StreamReaderProtocol; swap in ours
+        self._stream_reader.__class__ = StrictLineReader  # type: ignore[union-attr]
+        super().connection_made(transport)
+        assert self.session is not None
+        self.session.system = self.ingress.directory.by_ip(self._ip)  # type: ignore[attr-defined]
+        self._deadline = self.loop.call_later(
+            self.ingress.limits.session_timeout, self.close_with, replies.SESSION_TOO_LONG
+        )
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self.ingress.connections.release(self._ip)
+        self.ingress.sessions.discard(self)
+        if self._deadline:
+            self._deadline.cancel()
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        self.close_with(replies.IDLE_TIMEOUT)
+
+    def close_with(self, reply: replies.Reply) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
+            self.transport.close()
+
+    def close_if_idle(self) -> None:
+        if self.envelope is None or not self.envelope.mail_from:
+            self.close_with(replies.SHUTTING_DOWN)
+
+    async def push(self, status: str | bytes) -> None:
+        text = status.decode() if isinstance(status, bytes) else status
+        if text in _BUILTIN_REPLIES:
+            reply = _BUILTIN_REPLIES[text]
+            text = reply.format(limit=self.ingress.limits.max_message_size)
+            assert self.session is not None
+            self.ingress.reject(self.session, Rejection(reply, _BUILTIN_REASONS[reply], text))
+        await super().push(text)
+        if text.startswith("5"):
+            self.errors += 1
+            if self.errors >= self.ingress.limits.max_errors:
+                self.close_with(replies.TOO_MANY_ERRORS)
+        elif text.startswith("250 2.0.0") and self.ingress.draining:
+            self.close_with(replies.SHUTTING_DOWN)
+
+    async def _verified(self, result: AuthResult) -> AuthResult:
+        assert self.session is not None
+        if not result.success:
+            return result
+        creds: LoginPassword = result.auth_data
+        system = await self.ingress.verify_login(creds.login, creds.password)
+        if system is None:
+            self.ingress.reject(self.session, Rejection.of(replies.AUTH_FAILED, "auth_failed"),
+                                login=creds.login.decode("utf-8", "replace"))
+            return AuthResult(success=False, handled=False)
+        self.session.system = system  # type: ignore[attr-defined]
+        return AuthResult(success=True, auth_data=LoginPassword(creds.login, b""))
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_LOGIN(_, args))
