@@ -151,7 +151,9 @@ class Ingress:
         if not self.disk_ok():
             return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
         system = session.system  # type: ignore[attr-defined]
-        _, rejection = check_sender(system, address)
+        # aiosmtpd hands the null sender over as "<>"; it stays so in the
+        # envelope, where an empty string would read as "no MAIL yet"
+        _, rejection = check_sender(system, "" if address == "<>" else address)
         if rejection:
             return self.reject(session, rejection, sender=address)
         envelope.mail_from = address
@@ -179,7 +181,7 @@ class Ingress:
             return self.reject(session, Rejection.of(replies.BARE_LINE_ENDING_DATA, "bare_line_ending"))
         now = self.clock.now()
         queue_id = new_queue_id()
-        sender = envelope.mail_from or ""
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
         recipients = list(envelope.rcpt_tos)
         tls = session.ssl is not None
         protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if tls else "") + (
@@ -193,7 +195,7 @@ class Ingress:
             id=queue_id, system=system.id, sender=sender,
             recipients=[Recipient(r) for r in recipients], size=len(data), received_at=now,
             client={"ip": session.peer[0], "helo": session.host_name,
-                    "login": session.login_data.decode() if session.login_data else None},
+                    "login": session.auth_data.login.decode() if session.auth_data else None},
         )
         try:
             message = await asyncio.get_running_loop().run_in_executor(
@@ -265,8 +267,9 @@ class GatewaySMTP(SMTP):
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._admitted:  # the TLS layer after STARTTLS
+        if self._admitted:  # the TLS layer after STARTTLS: a new session begins
             super().connection_made(transport)
+            self._identify()
             return
         peer = transport.get_extra_info("peername")
         self._ip = peer[0] if peer else "?"
@@ -282,11 +285,14 @@ class GatewaySMTP(SMTP):
         # the reader class is fixed inside StreamReaderProtocol; swap in ours
         self._stream_reader.__class__ = StrictLineReader  # type: ignore[union-attr]
         super().connection_made(transport)
-        assert self.session is not None
-        self.session.system = self.ingress.directory.by_ip(self._ip)  # type: ignore[attr-defined]
+        self._identify()
         self._deadline = self.loop.call_later(
             self.ingress.limits.session_timeout, self.close_with, replies.SESSION_TOO_LONG
         )
+
+    def _identify(self) -> None:
+        assert self.session is not None
+        self.session.system = self.ingress.directory.by_ip(self._ip)  # type: ignore[attr-defined]
 
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:

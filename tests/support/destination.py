@@ -28,6 +28,7 @@ class Faults:
 
     mail: str | None = None
     data: str | None = None
+    delay: float = 0.0  # seconds to sit on each message before answering DATA
     rcpt: dict[str, str] = field(default_factory=dict)
 
 
@@ -51,12 +52,15 @@ class _Handler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.dest.faults.delay:
+            await asyncio.sleep(self.dest.faults.delay)
         if self.dest.faults.data:
             return self.dest.faults.data
         assert isinstance(envelope.original_content, bytes)
         with self.dest.lock:
             self.dest.messages.append(Received(
-                envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content,
+                "" if envelope.mail_from == "<>" else envelope.mail_from or "",
+                list(envelope.rcpt_tos), envelope.original_content,
                 session.peer, session.ssl is not None,
             ))
         return "250 2.0.0 Ok: delivered"

@@ -1,0 +1,96 @@
+"""Config errors name the file, the key and what was expected; the example
+config.toml is valid; lookups of systems are right."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mailgw import config, hashing
+from mailgw.systems import SystemDirectory
+from tests.conftest import REPO
+
+SYSTEM = """
+[[systems]]
+id = "mfa"
+name = "MFA"
+owners = ["postmaster@mfa.gov.kz"]
+networks = ["10.1.0.0/16"]
+sender_domains = ["mfa.gov.kz"]
+"""
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[gateway]\nhostnme = 'x'\n", "gateway.hostnme: unknown key"),
+    ("[limits]\nmax_recipients = 50\n", "limits.max_recipients: Input should be greater than or equal to 100"),
+    ("[limits]\nidle_timeout = '5q'\n", "limits.idle_timeout: expected a duration"),
+    ("[limits]\nmax_message_size = 'big'\n", "limits.max_message_size: expected a size"),
+    ("[delivery]\nresolver = ['dns.example']\n", "delivery.resolver"),
+    (SYSTEM.replace("10.1.0.0/16", "10.1.0.300/16"), "systems[0].networks: expected a network in CIDR form"),
+    (SYSTEM.replace("10.1.0.0/16", "10.1.0.1/16"), "systems[0].networks: expected a network in CIDR form"),
+    (SYSTEM.replace('id = "mfa"', 'id = "MFA!"'), "systems[0].id: expected lower-case"),
+    (SYSTEM.replace('owners = ["postmaster@mfa.gov.kz"]', "owners = []"), "systems[0].owners"),
+    (SYSTEM + SYSTEM, "systems[1].id: duplicate system id 'mfa'"),
+    (SYSTEM + SYSTEM.replace('"mfa"', '"moj"'), "systems[1].networks[0]: 10.1.0.0/16 is already a network of 'mfa'"),
+    (SYSTEM + "status_token_hash = 'plaintext-token'\n", "systems[0].status_token_hash: expected a sha256$"),
+    (SYSTEM + "[[systems.auth]]\nusername = 'u'\npassword_hash = 'secret'\n", "systems[0].auth[0].password_hash: expected a scrypt hash"),
+    (SYSTEM.replace("[[systems]]", "[[systems]]\nbogus = 1"), "systems[0].bogus: unknown key"),
+    ("[gateway\n", "TOML syntax error"),
+])
+def test_config_errors_name_file_key_and_expectation(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert str(e.value).startswith(f"{path}: ")
+    assert expected in str(e.value)
+
+
+def test_auth_without_tls_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(SYSTEM + f"[[systems.auth]]\nusername='u'\npassword_hash='{hashing.hash_password('pw')}'\n")
+    with pytest.raises(config.ConfigError, match="gateway.tls: SMTP AUTH is offered only after STARTTLS"):
+        config.load(path)
+
+
+def test_example_config_is_valid_and_check_config_prints_it():
+    out = subprocess.run([sys.executable, "-m", "mailgw", "check-config", "--config",
+                          str(REPO / "config.toml")], capture_output=True, text=True, check=True)
+    assert "OK, 1 systems" in out.stdout and "max_queue_lifetime = 432000.0" in out.stdout
+
+
+def test_check_config_exits_1_with_the_error(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[limits]\nmax_errors = 0\n")
+    out = subprocess.run([sys.executable, "-m", "mailgw", "check-config", "--config", str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert f"{path}: limits.max_errors:" in out.stderr
+
+
+def test_units_and_relative_paths(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[gateway]\nspool_dir = 'q'\n[delivery]\nfirst_retry = '5m'\n"
+                    "max_queue_lifetime = '5d'\nrelayhost = '[127.0.0.1]:2526'\n"
+                    "routes = { 'Gov.KZ' = 'mx.gov.kz' }\n" + SYSTEM)
+    cfg = config.load(path)
+    assert cfg.gateway.spool_dir == tmp_path / "q"
+    assert cfg.delivery.first_retry == 300 and cfg.delivery.max_queue_lifetime == 432000
+    assert cfg.delivery.relayhost is not None and not cfg.delivery.relayhost.mx_lookup
+    assert cfg.delivery.routes["gov.kz"].mx_lookup and cfg.delivery.routes["gov.kz"].port == 25
+
+
+def test_longest_prefix_wins_and_ipv4_mapped_addresses_match():
+    def system(i: str, nets: list[str]) -> config.System:
+        return config.System(id=i, name=i, owners=["a@b.kz"], networks=nets, sender_domains=["b.kz"])
+
+    d = SystemDirectory([system("wide", ["10.0.0.0/8"]), system("narrow", ["10.1.2.0/24"]),
+                         system("v6", ["2001:db8::/32"])])
+    assert d.by_ip("10.1.2.3").id == "narrow"
+    assert d.by_ip("10.9.9.9").id == "wide"
+    assert d.by_ip("::ffff:10.1.2.3").id == "narrow"
+    assert d.by_ip("2001:db8::1").id == "v6"
+    assert d.by_ip("192.0.2.1") is None
+    assert d.by_ip("not-an-ip") is None

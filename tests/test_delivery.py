@@ -1,0 +1,164 @@
+"""Delivery against real SMTP destinations: per-recipient outcomes, retries,
+bounces (DSN), MX routing through a real DNS server, TLS, connection sharing."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import smtplib
+import ssl
+
+import pytest
+import trustme
+
+from tests.support.destination import Destination
+from tests.support.gateway import GatewayThread
+from tests.support.waiting import wait_until
+
+MSG = b"From: a@mfa.gov.kz\r\nTo: x@example.com\r\nSubject: t\r\nMessage-ID: <m1@mfa.gov.kz>\r\n\r\nbody\r\n"
+
+
+def send(port: int, rcpts: list[str], sender: str = "a@mfa.gov.kz", body: bytes = MSG) -> str:
+    with smtplib.SMTP("127.0.0.1", port) as c:
+        c.ehlo("mail.mfa.gov.kz")
+        c.mail(sender)
+        for r in rcpts:
+            code, text = c.rcpt(r)
+            assert code == 250, text
+        code, text = c.data(body)
+        assert code == 250, text
+        return text.decode().split()[-1]
+
+
+def events(gw: GatewayThread, kind: str | None = None) -> list[dict]:
+    lines = gw.gateway.config.gateway.event_log.read_text().splitlines()
+    return [e for e in map(json.loads, lines) if kind is None or e["event"] == kind]
+
+
+def dsns(dest: Destination) -> list:
+    return [email.message_from_bytes(m.data, policy=email.policy.default)
+            for m in dest.messages if m.mail_from == ""]
+
+
+def test_each_recipient_gets_its_own_outcome_and_one_dsn_reports_the_failure(gateway, dest):
+    dest.faults.rcpt["nobody@example.com"] = "550 5.1.1 <nobody@example.com>: no such user"
+    queue_id = send(gateway.port, ["x@example.com", "nobody@example.com"])
+    wait_until(lambda: dsns(dest), what="a DSN")
+    assert [m.rcpt_tos for m in dest.messages if m.mail_from] == [["x@example.com"]]
+    (dsn,) = dsns(dest)
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    assert "nobody@example.com" in dsn.as_string() and "5.1.1" in dsn.as_string()
+    by_kind = {e["event"]: e for e in events(gateway) if e.get("queue_id") == queue_id}
+    assert by_kind["delivered"]["recipient"] == "x@example.com"
+    assert by_kind["bounced"]["recipient"] == "nobody@example.com"
+    assert by_kind["bounced"]["code"] == 550
+    wait_until(lambda: not list((gateway.gateway.spool.root / "queue").iterdir()))
+    assert not list((gateway.gateway.spool.root / "active").iterdir())
+
+
+def test_null_sender_gets_no_dsn(gateway, dest):
+    dest.faults.rcpt["nobody@example.com"] = "550 5.1.1 no such user"
+    queue_id = send(gateway.port, ["nobody@example.com"], sender="")
+    wait_until(lambda: any(e["event"] == "bounced" and e["queue_id"] == queue_id
+                           for e in events(gateway)))
+    wait_until(lambda: not list(gateway.gateway.spool.root.glob("*/*.json")), what="empty spool")
+    assert dest.messages == []
+
+
+def test_temporary_failure_is_retried_after_backoff_and_then_delivered(gateway, dest):
+    dest.faults.data = "451 4.3.0 try again later"
+    queue_id = send(gateway.port, ["x@example.com"])
+    wait_until(lambda: events(gateway, "deferred"), what="a deferral")
+    meta = json.loads((gateway.gateway.spool.root / "queue" / f"{queue_id}.json").read_text())
+    assert meta["attempts"] == 1 and meta["recipients"][0]["code"] == 451
+    dest.faults.data = None
+    wait_until(lambda: queue_id in dest.received_ids(), what="delivery on retry")
+    assert dsns(dest) == []
+
+
+def test_mail_that_stays_undeliverable_expires_into_one_dsn(make_config, dest):
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}",
+                                "first_retry": "0.2s", "max_queue_lifetime": "1s"})
+    dest.faults.rcpt["slow@example.com"] = "450 4.2.0 mailbox busy"
+    with GatewayThread(cfg) as gw:
+        send(gw.port, ["slow@example.com"])
+        wait_until(lambda: dsns(dest), what="an expiry DSN")
+    (dsn,) = dsns(dest)
+    assert "4.4.7" in dsn.as_string()
+
+
+def test_mx_routing_through_real_dns_and_null_mx_bounces_at_once(make_config, dest, dns):
+    dns.add(
+        "example.test. 60 IN MX 10 mx.example.test.\n"
+        "mx.example.test. 60 IN A 127.0.0.1\n"
+        "nomail.test. 60 IN MX 0 .\n"
+        "mfa.gov.kz. 60 IN A 127.0.0.1\n"  # where the DSN goes back to
+    )
+    cfg = make_config(delivery={"resolver": [f"127.0.0.1:{dns.port}"], "port": dest.port})
+    with GatewayThread(cfg) as gw:
+        ok = send(gw.port, ["x@example.test"])
+        wait_until(lambda: ok in dest.received_ids())
+        dead = send(gw.port, ["x@nomail.test"])
+        wait_until(lambda: dsns(dest), what="null MX DSN")
+        bounced = [e for e in events(gw, "bounced") if e["queue_id"] == dead]
+    assert bounced[0]["code"] == 556 and "5.1.10" in bounced[0]["response"]
+    assert events(gw, "deferred") == []
+
+
+def test_messages_to_one_destination_share_connections(gateway, dest):
+    ids = [send(gateway.port, [f"u{i}@example.com"]) for i in range(30)]
+    wait_until(lambda: set(ids) <= dest.received_ids(), what="all 30")
+    assert dest.connections < 30
+
+
+@pytest.fixture
+def tls_dest(tmp_path):
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.secure.test").configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with Destination(tls_context=ctx) as d:
+        yield d, ca_file
+
+
+def test_starttls_is_used_when_offered(make_config, tls_dest):
+    dest, _ = tls_dest
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"})
+    with GatewayThread(cfg) as gw:
+        qid = send(gw.port, ["x@example.com"])
+        wait_until(lambda: qid in dest.received_ids())
+    assert dest.messages[0].tls
+
+
+def test_required_tls_verifies_the_certificate_and_waits_when_tls_is_missing(
+        make_config, tls_dest, dest, dns):
+    secure, ca_file = tls_dest
+    dns.add("secure.test. 60 IN MX 10 mx.secure.test.\nmx.secure.test. 60 IN A 127.0.0.1\n")
+    cfg = make_config(delivery={
+        "resolver": [f"127.0.0.1:{dns.port}"], "port": secure.port, "tls_ca_file": str(ca_file),
+        "tls_required_domains": ["secure.test"],
+        "routes": {"plain.test": f"[127.0.0.1]:{dest.port}"},
+    })
+    cfg2 = cfg.model_copy(update={"delivery": cfg.delivery.model_copy(
+        update={"tls_required_domains": ["secure.test", "plain.test"]})})
+    with GatewayThread(cfg2) as gw:
+        ok = send(gw.port, ["x@secure.test"])
+        wait_until(lambda: ok in secure.received_ids())
+        waits = send(gw.port, ["x@plain.test"])
+        wait_until(lambda: any(e["queue_id"] == waits for e in events(gw, "deferred")))
+        deferred = [e for e in events(gw, "deferred") if e["queue_id"] == waits][0]
+    assert secure.messages[0].tls
+    assert deferred["code"] == 454 and "STARTTLS" in deferred["response"]
+    assert dest.messages == []
+
+
+def test_destination_down_defers_and_keeps_the_mail(make_config, dest):
+    cfg = make_config(delivery={"relayhost": "[127.0.0.1]:1"})  # nothing listens there
+    with GatewayThread(cfg) as gw:
+        qid = send(gw.port, ["x@example.com"])
+        wait_until(lambda: events(gw, "deferred"))
+        assert (gw.gateway.spool.root / "queue" / f"{qid}.json").exists()
+        assert (gw.gateway.spool.root / "messages" / f"{qid}.eml").exists()

@@ -1,0 +1,62 @@
+"""SMTP AUTH: offered only after STARTTLS, identifies a system from any IP,
+wrong credentials get 535 and a rejected event."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+
+import pytest
+import trustme
+
+from mailgw import hashing
+from tests.conftest import MFA
+from tests.support.gateway import GatewayThread
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture
+def tls_gateway(make_config, dest, tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("gw.test", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "gw.pem"))
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    system = dict(MFA, networks=["10.99.0.0/16"],
+                  auth=[{"username": "mfa-relay", "password_hash": hashing.hash_password("s3cret")}])
+    cfg = make_config(
+        gateway={"tls": {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw.pem")}},
+        delivery={"relayhost": f"[127.0.0.1]:{dest.port}"}, systems=[system],
+    )
+    with GatewayThread(cfg) as gw:
+        yield gw, client_ctx
+
+
+def test_auth_after_starttls_lets_a_system_relay_from_outside_its_networks(tls_gateway, dest):
+    gw, ctx = tls_gateway
+    with smtplib.SMTP("127.0.0.1", gw.port) as c:
+        c.ehlo("laptop.mfa.gov.kz")
+        assert c.has_extn("starttls") and not c.has_extn("auth")
+        c.starttls(context=ctx)
+        c.ehlo("laptop.mfa.gov.kz")
+        assert "PLAIN" in c.esmtp_features["auth"]
+        c.login("mfa-relay", "s3cret")
+        c.sendmail("a@mfa.gov.kz", ["x@example.com"], b"Subject: t\r\n\r\nbody\r\n")
+    wait_until(lambda: dest.messages)
+    assert b"with ESMTPSA" in dest.messages[0].data
+
+
+def test_wrong_password_gets_535_and_no_relaying(tls_gateway, dest):
+    gw, ctx = tls_gateway
+    with smtplib.SMTP("127.0.0.1", gw.port) as c:
+        c.ehlo("x.test")
+        c.starttls(context=ctx)
+        c.ehlo("x.test")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+            c.login("mfa-relay", "wrong")
+        assert e.value.smtp_code == 535
+        assert c.mail("a@mfa.gov.kz")[0] == 250, "MAIL"
+        assert c.rcpt("x@example.com")[0] == 550
+    log = gw.gateway.config.gateway.event_log.read_text().splitlines()
+    assert any(json.loads(line).get("reason") == "auth_failed" for line in log)
