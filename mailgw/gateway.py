@@ -48,7 +48,7 @@ class Gateway:
 
     async def start(self) -> None:
         cfg, clock = self.config, self.clock
-        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mailgw-io")
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mailgw-io")
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
         waiting = self.spool.recover()
         self.events = EventLog(cfg.gateway.event_log, clock)

@@ -66,7 +66,7 @@ class Delivery:
         """A message is in `queue/`: start it now if there is room, else let
         the scheduler pick it up (its bytes are then read back from disk)."""
         if len(self._in_flight) < self._slots and meta.next_try <= self.clock.now():
-            self._start(meta.id, data)
+            self._start(meta.id, data, meta)
         else:
             self.schedule(meta.id, meta.next_try)
 
@@ -86,7 +86,7 @@ class Delivery:
             while self._waiting and self._waiting[0][0] <= now and len(self._in_flight) < self._slots:
                 _, queue_id = heapq.heappop(self._waiting)
                 if queue_id not in self._in_flight:
-                    self._start(queue_id, None)
+                    self._start(queue_id)
             self._wakeup.clear()
             delay = 1.0 if not self._waiting else max(0.0, min(1.0, self._waiting[0][0] - now))
             try:
@@ -94,8 +94,8 @@ class Delivery:
             except TimeoutError:
                 pass
 
-    def _start(self, queue_id: str, data: bytes | None) -> None:
-        task = asyncio.create_task(self._attempt(queue_id, data))
+    def _start(self, queue_id: str, data: bytes | None = None, meta: Meta | None = None) -> None:
+        task = asyncio.create_task(self._attempt(queue_id, data, meta))
         self._in_flight[queue_id] = task
         task.add_done_callback(lambda _t: self._finished(queue_id))
 
@@ -121,9 +121,9 @@ class Delivery:
     async def _run_io(self, fn: Callable[..., object], *args: object) -> object:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _attempt(self, queue_id: str, data: bytes | None) -> None:
+    async def _attempt(self, queue_id: str, data: bytes | None, known: Meta | None) -> None:
         try:
-            meta = self.spool.claim(queue_id)
+            meta = self.spool.claim(queue_id, known)
         except FileNotFoundError:
             return  # held, purged or finished meanwhile
         try:

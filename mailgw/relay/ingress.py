@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from mailgw import hashing
 from mailgw.clock import Clock
@@ -101,6 +101,11 @@ class Ingress:
     def protocol(self) -> GatewaySMTP:
         return GatewaySMTP(self)
 
+    def __dir__(self) -> list[str]:
+        # aiosmtpd scans the handler with dir() on every connection to find
+        # its hooks; listing only the hooks keeps a connection cheap
+        return _HANDLER_HOOKS
+
     def disk_ok(self) -> bool:
         """Free space, looked at no more than once a second."""
         checked_at, ok = self._free_checked
@@ -131,20 +136,6 @@ class Ingress:
             s.close_with(replies.SHUTTING_DOWN)
 
     # --- aiosmtpd handler hooks -------------------------------------------
-
-    async def handle_HELO(self, server: GatewaySMTP, session: Session, envelope: Envelope,
-                          hostname: str) -> str:
-        if not _HELO.match(hostname):
-            return str(replies.BAD_HELO)
-        session.host_name = hostname
-        return f"250 {self.hostname}"
-
-    async def handle_EHLO(self, server: GatewaySMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
-        if not _HELO.match(hostname):
-            return [str(replies.BAD_HELO)]
-        session.host_name = hostname
-        return responses
 
     async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -239,6 +230,10 @@ class Ingress:
         return system if ok else None
 
 
+_HANDLER_HOOKS = sorted(n for n in vars(Ingress) if n.startswith("handle_"))
+_SIMPLE_ADDRESS = re.compile(r"^<([A-Za-z0-9._+=-]+@[A-Za-z0-9.-]+)>(?: +(.*))?$")
+
+
 def _capture(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
              auth_data: Any) -> AuthResult:
     """aiosmtpd's authenticator is synchronous; it only hands the credentials
@@ -265,6 +260,33 @@ class GatewaySMTP(SMTP):
         self._ip = ""
         self._admitted = False
         self._deadline: asyncio.TimerHandle | None = None
+
+    def __dir__(self) -> list[str]:
+        return _PROTOCOL_METHODS  # see Ingress.__dir__
+
+    # HELO/EHLO are vetted here rather than in handler hooks: aiosmtpd
+    # inspects an EHLO hook's signature on every connection, which is costly
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and not _HELO.match(hostname):
+            await self.push(str(replies.BAD_HELO))
+            return
+        await super().smtp_HELO(hostname)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if hostname and not _HELO.match(hostname):
+            await self.push(str(replies.BAD_HELO))
+            return
+        await super().smtp_EHLO(hostname)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses every address with the email package's full RFC 5322
+        # parser; the plain form most MTAs send takes a regex
+        m = _SIMPLE_ADDRESS.match(arg)
+        if m:
+            return m.group(1), m.group(2) or ""
+        return super()._getaddr(arg)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._admitted:  # the TLS layer after STARTTLS: a new session begins
@@ -349,3 +371,6 @@ class GatewaySMTP(SMTP):
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._verified(await super().auth_LOGIN(_, args))
+
+
+_PROTOCOL_METHODS = sorted(n for n in dir(GatewaySMTP) if n.startswith(("smtp_", "auth_")))
