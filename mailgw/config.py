@@ -293,7 +293,9 @@ class Config(_Model):
                 raise _KeyError(f"dkim[{i}].domain", f"two keys for {key.domain!r}")
             seen_dkim.add(key.domain)
         if any(s.auth for s in self.systems) and self.gateway.tls is None:
-            raise _KeyError("gateway.tls", "SMTP AUTH is offered only after STARTTLS; set cert and key")
+            raise _KeyError(
+                "gateway.tls", "SMTP AUTH is offered only after STARTTLS; set cert and key"
+            )
         return self
 
     def resolve_paths(self, base: Path) -> Config:
@@ -303,7 +305,9 @@ class Config(_Model):
             return p if p.is_absolute() else base / p
 
         gw = self.gateway
-        tls = gw.tls and gw.tls.model_copy(update={"cert": rel(gw.tls.cert), "key": rel(gw.tls.key)})
+        tls = gw.tls and gw.tls.model_copy(
+            update={"cert": rel(gw.tls.cert), "key": rel(gw.tls.key)}
+        )
         gateway = gw.model_copy(
             update={
                 "spool_dir": rel(gw.spool_dir),
@@ -368,9 +372,8 @@ def load(path: str | Path) -> Config:
                 msg = "unknown key"
             elif err["type"] == "missing":
                 msg = "required key is missing"
-            got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err['input']!r})"
-            if "got " in msg:
-                got = ""
+            quiet = err["type"] in ("missing", "extra_forbidden") or "got " in msg
+            got = "" if quiet else f" (got {err['input']!r})"
             lines.append(f"{path}: {_format_loc(err['loc'])}: {msg}{got}")
         raise ConfigError("\n".join(lines)) from None
     return config.resolve_paths(path.resolve().parent).model_copy(update={"source": path})

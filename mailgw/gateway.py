@@ -57,7 +57,9 @@ class Gateway:
             autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         )
 
-        def make_bounce(meta: Meta, data: bytes, failed: list[Recipient], reason: str) -> bytes | None:
+        def make_bounce(
+            meta: Meta, data: bytes, failed: list[Recipient], reason: str
+        ) -> bytes | None:
             if not dsn.should_notify(meta):
                 return None
             return dsn.build_dsn(meta, data, failed, reporting_mta=cfg.gateway.hostname,

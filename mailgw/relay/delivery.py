@@ -13,6 +13,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import random
@@ -83,16 +84,15 @@ class Delivery:
     async def run(self) -> None:
         while not self._stopping:
             now = self.clock.now()
-            while self._waiting and self._waiting[0][0] <= now and len(self._in_flight) < self._slots:
+            while (self._waiting and self._waiting[0][0] <= now
+                   and len(self._in_flight) < self._slots):
                 _, queue_id = heapq.heappop(self._waiting)
                 if queue_id not in self._in_flight:
                     self._start(queue_id)
             self._wakeup.clear()
             delay = 1.0 if not self._waiting else max(0.0, min(1.0, self._waiting[0][0] - now))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
-            except TimeoutError:
-                pass
 
     def _start(self, queue_id: str, data: bytes | None = None, meta: Meta | None = None) -> None:
         task = asyncio.create_task(self._attempt(queue_id, data, meta))
@@ -174,8 +174,9 @@ class Delivery:
         if expired:
             for rcpt in meta.pending():
                 rcpt.state = "bounced"
-                self.events.emit("bounced", meta.system, queue_id=meta.id, recipient=rcpt.address,
-                                 code=rcpt.code or 451, response="expired: " + (rcpt.response or ""))
+                self.events.emit("bounced", meta.system, queue_id=meta.id,
+                                 recipient=rcpt.address, code=rcpt.code or 451,
+                                 response="expired: " + (rcpt.response or ""))
         if meta.pending():
             meta.next_try = now + retry_delay(meta.attempts, self.config, self.rng)
             await self._run_io(self.spool.rewrite, meta, "active", "queue")

@@ -57,6 +57,11 @@ _BUILTIN_REASONS = {
 }
 
 
+def client_ip(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
 class Signer(Protocol):
     def sign(self, message: bytes, envelope_sender_domain: str | None) -> bytes: ...
 
@@ -119,7 +124,7 @@ class Ingress:
         system: System | None = getattr(session, "system", None)
         self.events.emit(
             "rejected", system.id if system else None, reason=rejection.reason,
-            code=rejection.reply.code, client=session.peer[0], **fields,
+            code=rejection.reply.code, client=client_ip(session), **fields,
         )
         return rejection.text
 
@@ -169,7 +174,9 @@ class Ingress:
         assert isinstance(data, bytes)
         system: System = session.system  # type: ignore[attr-defined]
         if has_bare_line_ending(data):
-            return self.reject(session, Rejection.of(replies.BARE_LINE_ENDING_DATA, "bare_line_ending"))
+            return self.reject(
+                session, Rejection.of(replies.BARE_LINE_ENDING_DATA, "bare_line_ending")
+            )
         now = self.clock.now()
         queue_id = new_queue_id()
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
@@ -178,14 +185,14 @@ class Ingress:
         protocol = ("ESMTP" if session.extended_smtp else "SMTP") + ("S" if tls else "") + (
             "A" if session.authenticated else "")
         header = received_header(
-            helo=session.host_name, client_ip=session.peer[0], hostname=self.hostname,
+            helo=session.host_name, client_ip=client_ip(session), hostname=self.hostname,
             protocol=protocol, queue_id=queue_id,
             recipient=recipients[0] if len(recipients) == 1 else None, now=now,
         )
         meta = Meta(
             id=queue_id, system=system.id, sender=sender,
             recipients=[Recipient(r) for r in recipients], size=len(data), received_at=now,
-            client={"ip": session.peer[0], "helo": session.host_name,
+            client={"ip": client_ip(session), "helo": session.host_name,
                     "login": session.auth_data.login.decode() if session.auth_data else None},
         )
         try:
@@ -197,7 +204,7 @@ class Ingress:
             return self.reject(session, Rejection.of(replies.STORE_FAILED, "store_failed"))
         meta.size = len(message)
         log.info("%s: accepted from=<%s> system=%s nrcpt=%d size=%d client=%s", queue_id, sender,
-                 system.id, len(recipients), len(message), session.peer[0])
+                 system.id, len(recipients), len(message), client_ip(session))
         self.events.emit("accepted", system.id, queue_id=queue_id, sender=sender,
                          recipients=recipients, size=len(message))
         self.on_queued(meta, message)
@@ -305,7 +312,7 @@ class GatewaySMTP(SMTP):
         self._admitted = True
         self.ingress.sessions.add(self)
         # the reader class is fixed inside StreamReaderProtocol; swap in ours
-        self._stream_reader.__class__ = StrictLineReader  # type: ignore[union-attr]
+        self._stream_reader.__class__ = StrictLineReader  # type: ignore[attr-defined]
         super().connection_made(transport)
         self._identify()
         self._deadline = self.loop.call_later(
@@ -357,7 +364,8 @@ class GatewaySMTP(SMTP):
         assert self.session is not None
         if not result.success:
             return result
-        creds: LoginPassword = result.auth_data
+        creds = result.auth_data
+        assert isinstance(creds, LoginPassword)
         system = await self.ingress.verify_login(creds.login, creds.password)
         if system is None:
             self.ingress.reject(self.session, Rejection.of(replies.AUTH_FAILED, "auth_failed"),

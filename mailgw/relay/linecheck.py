@@ -30,7 +30,7 @@ class StrictLineReader(asyncio.StreamReader):
     because raising mid-DATA would turn the rest of the message into commands.
     """
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
         line = await super().readuntil(separator)
         if separator == b"\n":
             body = line[:-2]
