@@ -48,7 +48,7 @@ class Delivery:
         self, *, config: DeliveryConfig, spool: Spool, router: Router, destinations: Destinations,
         events: EventSink, clock: Clock, executor: Executor, make_bounce: BounceMaker,
         on_queued: Callable[[Meta, bytes], None] | None = None, rng: random.Random | None = None,
-        max_in_flight: int = 2000,
+        max_in_flight: int = 2000, max_in_flight_bytes: int = 256 * 1024**2,
     ):
         self.config, self.spool, self.router = config, spool, router
         self.destinations, self.events, self.clock = destinations, events, clock
@@ -58,6 +58,10 @@ class Delivery:
         self._wakeup = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._slots = max_in_flight
+        # message bytes held in memory by attempts under way: big messages
+        # wait their turn in the queue instead of exhausting memory
+        self._bytes_budget = max_in_flight_bytes
+        self._bytes = 0
         self._stopping = False
         self.on_queued = on_queued or self.submit
 
@@ -66,7 +70,7 @@ class Delivery:
     def submit(self, meta: Meta, data: bytes | None = None) -> None:
         """A message is in `queue/`: start it now if there is room, else let
         the scheduler pick it up (its bytes are then read back from disk)."""
-        if len(self._in_flight) < self._slots and meta.next_try <= self.clock.now():
+        if self._room() and meta.next_try <= self.clock.now():
             self._start(meta.id, data, meta)
         else:
             self.schedule(meta.id, meta.next_try)
@@ -84,8 +88,7 @@ class Delivery:
     async def run(self) -> None:
         while not self._stopping:
             now = self.clock.now()
-            while (self._waiting and self._waiting[0][0] <= now
-                   and len(self._in_flight) < self._slots):
+            while self._waiting and self._waiting[0][0] <= now and self._room():
                 _, queue_id = heapq.heappop(self._waiting)
                 if queue_id not in self._in_flight:
                     self._start(queue_id)
@@ -93,6 +96,9 @@ class Delivery:
             delay = 1.0 if not self._waiting else max(0.0, min(1.0, self._waiting[0][0] - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
+
+    def _room(self) -> bool:
+        return len(self._in_flight) < self._slots and self._bytes < self._bytes_budget
 
     def _start(self, queue_id: str, data: bytes | None = None, meta: Meta | None = None) -> None:
         task = asyncio.create_task(self._attempt(queue_id, data, meta))
@@ -129,10 +135,15 @@ class Delivery:
         try:
             if data is None:
                 data = self.spool.read_data(queue_id)
-            outcomes = await self._deliver(meta, data)
-            await self._settle(meta, data, outcomes)
+            self._bytes += len(data)
+            try:
+                outcomes = await self._deliver(meta, data)
+                await self._settle(meta, data, outcomes)
+            finally:
+                self._bytes -= len(data)
         except asyncio.CancelledError:
-            self.spool.move(queue_id, "active", "queue")
+            with contextlib.suppress(FileNotFoundError):  # unless already settled
+                self.spool.move(queue_id, "active", "queue")
             raise
         except Exception:
             log.exception("%s: delivery attempt crashed", queue_id)
