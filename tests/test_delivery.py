@@ -160,5 +160,5 @@ def test_destination_down_defers_and_keeps_the_mail(make_config, dest):
     with GatewayThread(cfg) as gw:
         qid = send(gw.port, ["x@example.com"])
         wait_until(lambda: events(gw, "deferred"))
-        assert (gw.gateway.spool.root / "queue" / f"{qid}.json").exists()
+        wait_until(lambda: (gw.gateway.spool.root / "queue" / f"{qid}.json").exists())
         assert (gw.gateway.spool.root / "messages" / f"{qid}.eml").exists()
