@@ -106,7 +106,7 @@ def build_dsn(
         f"\r\n--{boundary}\r\n"
         f"Content-Type: text/rfc822-headers\r\n"
         f"Content-Description: Undelivered message headers\r\n\r\n"
-    ).encode("utf-8")
+    ).encode()
     # the original's header bytes go in as they came (RFC 6532 allows 8-bit
     # headers; re-encoding them could only lose information)
     return head + _headers_of(original) + f"\r\n--{boundary}--\r\n".encode()

@@ -40,9 +40,9 @@ class _ZoneResolver(BaseResolver):
 class DNSTestServer:
     """`with DNSTestServer() as dns: dns.add("example.test. 60 IN MX 10 mx.example.test.")`"""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.host = host
-        self.port = 0
+        self.port = port
         self._resolver = _ZoneResolver()
         self._servers: list[DNSServer] = []
 
@@ -77,7 +77,7 @@ class DNSTestServer:
         raise RuntimeError("no free port for the test DNS server")
 
     def start(self) -> DNSTestServer:
-        self.port = self._free_port()
+        self.port = self.port or self._free_port()
         quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
         for tcp in (False, True):
             server = DNSServer(self._resolver, address=self.host, port=self.port, tcp=tcp,
