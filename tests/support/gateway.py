@@ -30,6 +30,8 @@ class GatewayThread:
 
     def stop(self) -> None:
         self.call(self.gateway.stop(drain_timeout=5.0))
+        # transports closed just now finish on the loop's next turns
+        self.call(asyncio.sleep(0.05))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
