@@ -20,6 +20,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import TypeVar
 
 from mailgw.clock import Clock
 from mailgw.config import Delivery as DeliveryConfig
@@ -30,6 +31,7 @@ from mailgw.relay.routing import RouteError, Router
 from mailgw.relay.spool import Meta, Recipient, Spool, new_queue_id
 
 log = logging.getLogger("mailgw.delivery")
+T = TypeVar("T")
 
 # (meta of the message, its bytes, the recipients that failed, "failed" or "expired")
 # -> the DSN bytes to spool, or None when no DSN is due
@@ -124,23 +126,25 @@ class Delivery:
 
     # --- one attempt ---------------------------------------------------------
 
-    async def _run_io(self, fn: Callable[..., object], *args: object) -> object:
+    async def _run_io(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _claim(self, queue_id: str, known: Meta | None, data: bytes | None) -> tuple[Meta, bytes]:
+        meta = self.spool.claim(queue_id, known)
+        return meta, data if data is not None else self.spool.read_data(queue_id)
 
     async def _attempt(self, queue_id: str, data: bytes | None, known: Meta | None) -> None:
         try:
-            meta = self.spool.claim(queue_id, known)
+            meta, body = await self._run_io(self._claim, queue_id, known, data)
         except FileNotFoundError:
             return  # held, purged or finished meanwhile
         try:
-            if data is None:
-                data = self.spool.read_data(queue_id)
-            self._bytes += len(data)
+            self._bytes += len(body)
             try:
-                outcomes = await self._deliver(meta, data)
-                await self._settle(meta, data, outcomes)
+                outcomes = await self._deliver(meta, body)
+                await self._settle(meta, body, outcomes)
             finally:
-                self._bytes -= len(data)
+                self._bytes -= len(body)
         except asyncio.CancelledError:
             with contextlib.suppress(FileNotFoundError):  # unless already settled
                 self.spool.move(queue_id, "active", "queue")
@@ -196,7 +200,8 @@ class Delivery:
         bounced = [r for r in meta.recipients if r.state == "bounced"]
         if bounced:
             await self._bounce(meta, data, bounced, "expired" if expired else "failed")
-        self.spool.remove(meta.id, "active")
+        # unlinking costs a journal update: off the event loop like every write
+        await self._run_io(self.spool.remove, meta.id, "active")
 
     async def _bounce(self, meta: Meta, data: bytes, failed: list[Recipient], reason: str) -> None:
         dsn = self.make_bounce(meta, data, failed, reason)
