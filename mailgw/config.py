@@ -129,6 +129,7 @@ class Gateway(_Model):
     event_log: Path = Path("events.jsonl")
     templates_dir: Path = Path("templates")
     status_url: str = "http://localhost:8025/v1/systems/{system}/status"
+    flush_interval: Duration = 0.5  # event log and logs are flushed this often; 0: every line
     tls: TLSFiles | None = None
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 

@@ -51,7 +51,8 @@ class Gateway:
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mailgw-io")
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
         waiting = self.spool.recover()
-        self.events = EventLog(cfg.gateway.event_log, clock)
+        self.events = EventLog(cfg.gateway.event_log, clock,
+                               line_buffered=cfg.gateway.flush_interval == 0)
         templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
             autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
@@ -94,8 +95,18 @@ class Gateway:
             for sock in server.sockets:
                 self.addresses.append(sock.getsockname()[:2])
         self._delivery_task = asyncio.create_task(self.delivery.run())
+        self._flusher = asyncio.create_task(self._flush_logs())
         log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
+
+    async def _flush_logs(self) -> None:
+        """Logs and events are written buffered; push them out regularly."""
+        interval = self.config.gateway.flush_interval or 0.5
+        while True:
+            await asyncio.sleep(interval)
+            self.events.flush()
+            for handler in logging.getLogger().handlers:
+                handler.flush()
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         for server in self.servers:
@@ -103,7 +114,8 @@ class Gateway:
         await self.ingress.drain(drain_timeout)
         await self.delivery.stop(timeout=10.0)
         self._delivery_task.cancel()
-        await asyncio.gather(self._delivery_task, return_exceptions=True)
+        self._flusher.cancel()
+        await asyncio.gather(self._delivery_task, self._flusher, return_exceptions=True)
         for server in self.servers:
             await server.wait_closed()
         self.executor.shutdown(wait=True)

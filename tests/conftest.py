@@ -44,6 +44,7 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
                 "event_log": str(tmp_path / "events.jsonl"),
                 "templates_dir": str(REPO / "templates"),
                 "event_loop": "asyncio",
+                "flush_interval": 0,  # tests read the event log as it is written
             },
             "delivery": {"first_retry": "1s", "max_retry_interval": "2s", "connect_timeout": "5s",
                          "command_timeout": "10s"},

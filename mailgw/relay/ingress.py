@@ -260,9 +260,10 @@ class GatewaySMTP(SMTP):
             ingress, hostname=ingress.hostname, ident="mailgw",
             data_size_limit=limits.max_message_size, timeout=limits.idle_timeout,
             tls_context=ingress.tls_context, auth_require_tls=True, authenticator=_capture,
-            auth_exclude_mechanism=["CRAM-MD5"],
+            auth_exclude_mechanism=["CRAM-MD5"], loop=asyncio.get_running_loop(),
         )
         self.command_size_limit = limits.max_command_length
+        self._continued: list[str] = []
         self.errors = 0
         self._ip = ""
         self._admitted = False
@@ -347,6 +348,13 @@ class GatewaySMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         text = status.decode() if isinstance(status, bytes) else status
+        if text[3:4] == "-":
+            # lines of a multi-line reply (EHLO) leave in one write, not one each
+            self._continued.append(text)
+            return
+        if self._continued:
+            text = "\r\n".join([*self._continued, text])
+            self._continued.clear()
         if text in _BUILTIN_REPLIES:
             reply = _BUILTIN_REPLIES[text]
             text = reply.format(limit=self.ingress.limits.max_message_size)

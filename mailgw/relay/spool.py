@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -75,8 +75,9 @@ class SpoolError(Exception):
 
 
 def new_queue_id() -> str:
-    """Time-ordered, unique: microseconds since the epoch plus 24 random bits."""
-    return f"{time.time_ns() // 1000:013X}{secrets.token_hex(3).upper()}"
+    """Time-ordered, unique: microseconds since the epoch plus 24 random bits
+    (unique, not secret: nothing is protected by a queue id being unguessable)."""
+    return f"{time.time_ns() // 1000:013X}{random.getrandbits(24):06X}"
 
 
 class _DirSync:
