@@ -124,9 +124,11 @@ def tls_dest(tmp_path):
         yield d, ca_file
 
 
-def test_starttls_is_used_when_offered(make_config, tls_dest):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_starttls_is_used_when_offered(make_config, tls_dest, loop):
     dest, _ = tls_dest
-    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"})
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
+                      gateway={"event_loop": loop})
     with GatewayThread(cfg) as gw:
         qid = send(gw.port, ["x@example.com"])
         wait_until(lambda: qid in dest.received_ids())

@@ -16,8 +16,8 @@ from tests.support.gateway import GatewayThread
 from tests.support.waiting import wait_until
 
 
-@pytest.fixture
-def tls_gateway(make_config, dest, tmp_path):
+@pytest.fixture(params=["asyncio", "uvloop"])
+def tls_gateway(request, make_config, dest, tmp_path):
     ca = trustme.CA()
     cert = ca.issue_cert("gw.test", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "gw.pem"))
@@ -26,7 +26,8 @@ def tls_gateway(make_config, dest, tmp_path):
     system = dict(MFA, networks=["10.99.0.0/16"],
                   auth=[{"username": "mfa-relay", "password_hash": hashing.hash_password("s3cret")}])
     cfg = make_config(
-        gateway={"tls": {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw.pem")}},
+        gateway={"tls": {"cert": str(tmp_path / "gw.pem"), "key": str(tmp_path / "gw.pem")},
+                 "event_loop": request.param},
         delivery={"relayhost": f"[127.0.0.1]:{dest.port}"}, systems=[system],
     )
     with GatewayThread(cfg) as gw:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import uvloop
+
 from mailgw.config import Config
 from mailgw.gateway import Gateway
 
@@ -13,7 +15,8 @@ from mailgw.gateway import Gateway
 class GatewayThread:
     def __init__(self, config: Config):
         self.gateway = Gateway(config)
-        self._loop = asyncio.new_event_loop()
+        self._loop = (uvloop.new_event_loop() if config.gateway.event_loop == "uvloop"
+                      else asyncio.new_event_loop())
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
