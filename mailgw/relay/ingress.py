@@ -224,7 +224,7 @@ class Ingress:
         if isinstance(error, ControlCharacters):
             return str(replies.CONTROL_CHARACTERS)
         log.exception("internal error in SMTP session", exc_info=error)
-        return str(replies.STORE_FAILED)
+        return str(replies.INTERNAL_ERROR)
 
     async def verify_login(self, login: bytes, password: bytes) -> System | None:
         found = self.directory.login(login.decode("utf-8", "replace"))
@@ -303,11 +303,17 @@ class GatewaySMTP(SMTP):
             return
         peer = transport.get_extra_info("peername")
         self._ip = peer[0] if peer else "?"
-        if not self.ingress.connections.acquire(self._ip) or self.ingress.draining:
-            reply = replies.SHUTTING_DOWN if self.ingress.draining else replies.TOO_MANY_CONNECTIONS
+        refusal = None
+        if self.ingress.draining:
+            refusal = (replies.SHUTTING_DOWN, "shutting_down")
+        elif not self.ingress.connections.acquire(self._ip):
+            refusal = (replies.TOO_MANY_CONNECTIONS, "too_many_connections")
+        if refusal is not None:
+            reply, reason = refusal
             transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
             transport.close()
-            self.ingress.events.emit("rejected", None, reason="too_many_connections",
+            system = self.ingress.directory.by_ip(self._ip)
+            self.ingress.events.emit("rejected", system.id if system else None, reason=reason,
                                      code=reply.code, client=self._ip)
             return
         self._admitted = True
