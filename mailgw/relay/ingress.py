@@ -274,19 +274,21 @@ class GatewaySMTP(SMTP):
 
     # HELO/EHLO are vetted here rather than in handler hooks: aiosmtpd
     # inspects an EHLO hook's signature on every connection, which is costly
-    @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str) -> None:
+    async def _helo_ok(self, hostname: str) -> bool:
         if hostname and not _HELO.match(hostname):
             await self.push(str(replies.BAD_HELO))
-            return
-        await super().smtp_HELO(hostname)
+            return False
+        return True
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if await self._helo_ok(hostname):
+            await super().smtp_HELO(hostname)
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
-        if hostname and not _HELO.match(hostname):
-            await self.push(str(replies.BAD_HELO))
-            return
-        await super().smtp_EHLO(hostname)
+        if await self._helo_ok(hostname):
+            await super().smtp_EHLO(hostname)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every address with the email package's full RFC 5322
