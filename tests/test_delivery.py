@@ -164,3 +164,13 @@ def test_destination_down_defers_and_keeps_the_mail(make_config, dest):
         wait_until(lambda: events(gw, "deferred"))
         wait_until(lambda: (gw.gateway.spool.root / "queue" / f"{qid}.json").exists())
         assert (gw.gateway.spool.root / "messages" / f"{qid}.eml").exists()
+
+
+def test_connections_per_destination_are_capped(make_config, dest):
+    dest.faults.delay = 0.05  # every message takes a while: workers pile up
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}",
+                                "max_connections_per_destination": 2})
+    with GatewayThread(cfg) as gw:
+        ids = [send(gw.port, [f"u{i}@example.com"]) for i in range(12)]
+        wait_until(lambda: set(ids) <= dest.received_ids(), what="all 12")
+    assert dest.connections <= 2

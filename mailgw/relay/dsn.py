@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import UTC, datetime
-from email.utils import format_datetime, formatdate, make_msgid
+from email.utils import format_datetime, make_msgid
 
 import jinja2
 
@@ -86,7 +86,7 @@ def build_dsn(
         f'From: "Mail Delivery System" <MAILER-DAEMON@{reporting_mta}>\r\n'
         f"To: <{meta.sender}>\r\n"
         f"Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Date: {formatdate(now, localtime=False)}\r\n"
+        f"Date: {_rfc5322_date(now)}\r\n"
         f"Message-ID: {make_msgid(domain=reporting_mta)}\r\n"
         f"Auto-Submitted: auto-replied\r\n"
         f"MIME-Version: 1.0\r\n"

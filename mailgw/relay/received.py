@@ -5,7 +5,8 @@ characters, the client IP comes from the socket, the rest is ours."""
 from __future__ import annotations
 
 import re
-from email.utils import formatdate
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 _HOSTISH = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,255}$")
 
@@ -25,6 +26,6 @@ def received_header(
     text = (
         f"Received: from {_safe(helo)} ([{ip}])\r\n"
         f"\tby {hostname} (mailgw) with {protocol} id {queue_id}{for_part};\r\n"
-        f"\t{formatdate(now, localtime=False)}\r\n"
+        f"\t{format_datetime(datetime.fromtimestamp(now, UTC))}\r\n"
     )
     return text.encode("ascii", "replace")
