@@ -135,7 +135,11 @@ class Delivery:
 
     async def _attempt(self, queue_id: str, data: bytes | None, known: Meta | None) -> None:
         try:
-            meta, body = await self._run_io(self._claim, queue_id, known, data)
+            if known is not None and data is not None:
+                # just accepted: a rename claims it; a thread hop would cost more
+                meta, body = self.spool.claim(queue_id, known), data
+            else:
+                meta, body = await self._run_io(self._claim, queue_id, known, data)
         except FileNotFoundError:
             return  # held, purged or finished meanwhile
         try:

@@ -24,7 +24,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -61,7 +61,9 @@ class Meta:
         return [r for r in self.recipients if r.state == "pending"]
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), ensure_ascii=False).encode()
+        obj = dict(vars(self))  # asdict() deep-copies; one level is all there is
+        obj["recipients"] = [vars(r) for r in self.recipients]
+        return json.dumps(obj, ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Meta:
