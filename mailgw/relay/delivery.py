@@ -72,7 +72,7 @@ class Delivery:
     def submit(self, meta: Meta, data: bytes | None = None) -> None:
         """A message is in `queue/`: start it now if there is room, else let
         the scheduler pick it up (its bytes are then read back from disk)."""
-        if self._room() and meta.next_try <= self.clock.now():
+        if not self._stopping and self._room() and meta.next_try <= self.clock.now():
             self._start(meta.id, data, meta)
         else:
             self.schedule(meta.id, meta.next_try)
@@ -95,7 +95,11 @@ class Delivery:
                 if queue_id not in self._in_flight:
                     self._start(queue_id)
             self._wakeup.clear()
-            delay = 1.0 if not self._waiting else max(0.0, min(1.0, self._waiting[0][0] - now))
+            # with no room, a finished attempt wakes us; never spin on due work
+            if self._waiting and self._room():
+                delay = max(0.0, min(1.0, self._waiting[0][0] - now))
+            else:
+                delay = 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
 
