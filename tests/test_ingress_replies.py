@@ -131,6 +131,23 @@ def test_bad_bytes_in_commands_are_refused(gateway, raw, expected):
         assert c.cmd("RCPT TO:<x@example.com>").startswith("503")
 
 
+def test_non_ascii_address_is_refused_with_an_enhanced_code(gateway):
+    with session(gateway.port) as c:
+        assert c.cmd("MAIL FROM:<клерк@mfa.gov.kz>".encode() + b"\r\n").startswith("553 5.6.7")
+        assert c.cmd("RCPT TO:<x@example.com>").startswith("503")
+
+
+def test_ipv6_listener_and_client_network(make_config, dest):
+    cfg = make_config(gateway={"listen": ["[::1]:0"]},
+                      delivery={"relayhost": f"[127.0.0.1]:{dest.port}"})
+    with GatewayThread(cfg) as gw, RawClient(gw.port, host="::1") as c:
+        c.cmd("EHLO mail.mfa.gov.kz")
+        c.cmd("MAIL FROM:<a@mfa.gov.kz>")
+        assert c.cmd("RCPT TO:<x@example.com>").startswith("250")
+        assert send_data(c, MSG).startswith("250 2.0.0")
+    wait_until(lambda: dest.messages)
+
+
 @pytest.mark.parametrize("helo", [b"EHLO a\x00b\r\n", b"HELO bad host!\r\n", b"EHLO <x>\r\n"])
 def test_bad_helo_is_refused(gateway, helo):
     with RawClient(gateway.port) as c:

@@ -48,12 +48,14 @@ _BUILTIN_REPLIES = {
     "500 Line too long (see RFC5321 4.5.3.1.6)": replies.LINE_TOO_LONG,
     "500 Command line too long": replies.LINE_TOO_LONG,
     "502 5.5.1 Too many unrecognized commands, goodbye.": replies.TOO_MANY_ERRORS,
+    "500 Error: strict ASCII mode": replies.NON_ASCII,
 }
 
 _BUILTIN_REASONS = {
     replies.MESSAGE_TOO_LARGE: "message_too_large",
     replies.LINE_TOO_LONG: "line_too_long",
     replies.TOO_MANY_ERRORS: "too_many_errors",
+    replies.NON_ASCII: "non_ascii",
 }
 
 
