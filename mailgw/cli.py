@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import click
 import tomli_w
@@ -80,6 +81,39 @@ def check_config(config_path: Path, as_json: bool) -> None:
     else:
         click.echo(f"# {config_path}: OK, {len(cfg.systems)} systems\n")
         click.echo(tomli_w.dumps(data))
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("events", type=click.File("r", encoding="utf-8"))
+def replay(config_path: Path, events: TextIO) -> None:
+    """Run the configured anomaly rules on an event log (ts ascending), with
+    the clock taken from the events; print one JSON line per decision."""
+    from mailgw.anomaly.engine import Engine
+    from mailgw.anomaly.rules import Rule
+
+    cfg = _load(config_path)
+    engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
+                    {s.id: s.anomaly for s in cfg.systems if s.anomaly})
+    out = sys.stdout
+    last = float("-inf")
+    for number, line in enumerate(events, 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+            ts = float(event["ts"])
+        except (ValueError, KeyError, TypeError):
+            click.echo(f"error: {events.name}:{number}: not an event (a JSON object with ts)",
+                       err=True)
+            sys.exit(1)
+        if ts < last:
+            click.echo(f"error: {events.name}:{number}: ts goes backwards; replay needs the "
+                       f"events in time order", err=True)
+            sys.exit(1)
+        last = ts
+        for decision in engine.observe(event):
+            out.write(json.dumps(decision.as_dict()) + "\n")
 
 
 @main.command("hash-password")

@@ -190,6 +190,65 @@ class Delivery(_Model):
         return [_hostport(item, 53) for item in self.resolver]
 
 
+MetricName = Literal[
+    "messages", "recipients", "bytes", "perm_failures", "deferrals", "attempts", "rejections",
+    "recipient_domains", "top_recipient",
+]
+
+
+class AnomalyRule(_Model):
+    name: str
+    kind: Literal["ceiling", "ratio"]
+    metric: MetricName
+    window: Duration
+    threshold: float = Field(ge=0)
+    per: MetricName | None = None
+    min_sample: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _ratio_has_divisor(self) -> AnomalyRule:
+        if (self.kind == "ratio") != (self.per is not None):
+            raise ValueError("a ratio rule needs `per` (the divisor); a ceiling rule has none")
+        if self.window <= 0:
+            raise ValueError("window must be longer than 0")
+        return self
+
+
+def _rule(name: str, kind: str, metric: str, window: str, threshold: float,
+          per: str | None = None, min_sample: float = 0) -> AnomalyRule:
+    return AnomalyRule.model_validate({"name": name, "kind": kind, "metric": metric,
+                                       "window": window, "threshold": threshold, "per": per,
+                                       "min_sample": min_sample})
+
+
+# Defaults for a government gateway; the reasoning is in README ("Anomaly rules").
+DEFAULT_RULES = (
+    _rule("messages_1m", "ceiling", "messages", "1m", 300),
+    _rule("messages_10m", "ceiling", "messages", "10m", 1000),
+    _rule("messages_1h", "ceiling", "messages", "1h", 3000),
+    _rule("messages_24h", "ceiling", "messages", "24h", 20000),
+    _rule("recipients_1h", "ceiling", "recipients", "1h", 10000),
+    _rule("recipient_domains_10m", "ceiling", "recipient_domains", "10m", 300),
+    _rule("one_recipient_10m", "ceiling", "top_recipient", "10m", 300),
+    _rule("rejections_10m", "ceiling", "rejections", "10m", 50),
+    _rule("bounce_rate_1h", "ratio", "perm_failures", "1h", 0.10, "attempts", 50),
+    _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.50, "attempts", 200),
+)
+
+
+class Anomaly(_Model):
+    rules: list[AnomalyRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, v: list[AnomalyRule]) -> list[AnomalyRule]:
+        names = [r.name for r in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"rule names must be unique: {sorted(dup)}")
+        return v
+
+
 class Auth(_Model):
     username: str = Field(min_length=1, max_length=256)
     password_hash: str
@@ -210,6 +269,7 @@ class System(_Model):
     sender_domains: list[str] = Field(min_length=1)
     auth: list[Auth] = Field(default_factory=list)
     status_token_hash: str | None = None
+    anomaly: dict[str, float] = Field(default_factory=dict)  # rule name -> this system's threshold
 
     @field_validator("id")
     @classmethod
@@ -263,6 +323,7 @@ class Config(_Model):
     limits: Limits = Field(default_factory=Limits)
     delivery: Delivery = Field(default_factory=Delivery)
     dkim: list[DKIMKey] = Field(default_factory=list)
+    anomaly: Anomaly = Field(default_factory=Anomaly)
     systems: list[System] = Field(default_factory=list)
     source: Path | None = None
 
@@ -288,6 +349,12 @@ class Config(_Model):
                         f"systems[{i}].auth[{j}].username",
                         f"{cred.username!r} is already a login of {other!r}",
                     )
+        rule_names = {r.name for r in self.anomaly.rules}
+        for i, system in enumerate(self.systems):
+            for name in system.anomaly:
+                if name not in rule_names:
+                    raise _KeyError(f"systems[{i}].anomaly.{name}",
+                                    f"no rule named {name!r} in [anomaly]")
         seen_dkim: set[str] = set()
         for i, key in enumerate(self.dkim):
             if key.domain in seen_dkim:

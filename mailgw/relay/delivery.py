@@ -184,13 +184,17 @@ class Delivery:
     async def _settle(self, meta: Meta, data: bytes, outcomes: dict[str, Outcome]) -> None:
         now = self.clock.now()
         meta.attempts += 1
+        # the gateway's own mail (DSNs, notices) is marked, so that it is
+        # never counted as the system's activity
+        origin = {} if meta.origin == "system" else {"origin": meta.origin}
         for rcpt in meta.pending():
             outcome = outcomes[rcpt.address]
             rcpt.code, rcpt.response, rcpt.remote = outcome.code, outcome.response, outcome.remote
             if outcome.kind is not Kind.TEMPORARY:
                 rcpt.state = "delivered" if outcome.kind is Kind.DELIVERED else "bounced"
             self.events.emit(outcome.kind.value, meta.system, queue_id=meta.id,
-                             recipient=rcpt.address, code=outcome.code, response=outcome.response)
+                             recipient=rcpt.address, code=outcome.code, response=outcome.response,
+                             **origin)
             log.info("%s: to=<%s> status=%s code=%d relay=%s (%s)", meta.id, rcpt.address,
                      outcome.kind.value, outcome.code, outcome.remote or "none", outcome.response)
         expired = meta.pending() and now - meta.received_at >= self.config.max_queue_lifetime
@@ -199,7 +203,7 @@ class Delivery:
                 rcpt.state = "bounced"
                 self.events.emit("bounced", meta.system, queue_id=meta.id,
                                  recipient=rcpt.address, code=rcpt.code or 451,
-                                 response="expired: " + (rcpt.response or ""))
+                                 response="expired: " + (rcpt.response or ""), **origin)
         if meta.pending():
             meta.next_try = now + retry_delay(meta.attempts, self.config, self.rng)
             await self._run_io(self.spool.rewrite, meta, "active", "queue")

@@ -1,0 +1,133 @@
+"""The anomaly engine: events in, decisions out. Pure: no I/O, no clock of its
+own (time is each event's `ts`), so live traffic and `mailgw replay` run the
+same code and reach the same decisions.
+
+It counts only a system's own traffic: events about the gateway's own mail
+(DSNs, notices: `origin` other than "system") and the gateway's refusals of
+a suspended system (reason "suspended") are not the system's activity.
+A system is suspended at most once until a `lifted` event for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mailgw.anomaly.rules import KEYED, Decision, Rule
+from mailgw.anomaly.windows import Counter, KeyCounter
+
+
+class SystemState:
+    """One system's windows: a Counter per (metric, window) and a KeyCounter
+    per (keyed metric, window) that some rule needs, nothing more."""
+
+    def __init__(self, rules: Iterable[Rule]):
+        self.sums: dict[tuple[str, float], Counter] = {}
+        self.keys: dict[tuple[str, float], KeyCounter] = {}
+        for rule in rules:
+            for metric in filter(None, (rule.metric, rule.per)):
+                if metric in KEYED:
+                    self.keys.setdefault((metric, rule.window), KeyCounter(rule.window))
+                else:
+                    self.sums.setdefault((metric, rule.window), Counter(rule.window))
+        self._sums_of: dict[str, list[Counter]] = {}
+        for (metric, _), counter in self.sums.items():
+            self._sums_of.setdefault(metric, []).append(counter)
+        self._keys_of: dict[str, list[KeyCounter]] = {}
+        for (metric, _), kc in self.keys.items():
+            self._keys_of.setdefault(metric, []).append(kc)
+
+    def add(self, ts: float, metric: str, amount: float = 1.0) -> None:
+        for counter in self._sums_of.get(metric, ()):
+            counter.add(ts, amount)
+
+    def add_keys(self, ts: float, metric: str, keys: list[str]) -> None:
+        for counter in self._keys_of.get(metric, ()):
+            counter.add(ts, keys)
+
+    def value(self, ts: float, metric: str, window: float) -> float:
+        if metric == "recipient_domains":
+            return self.keys[(metric, window)].distinct(ts)
+        if metric == "top_recipient":
+            return self.keys[(metric, window)].top(ts)
+        return self.sums[(metric, window)].total(ts)
+
+
+# the metrics each kind of event moves; only rules reading them are judged
+_MOVES = {
+    "accepted": {"messages", "recipients", "bytes", "recipient_domains", "top_recipient"},
+    "delivered": {"attempts"},
+    "bounced": {"attempts", "perm_failures"},
+    "deferred": {"attempts", "deferrals"},
+    "rejected": {"rejections"},
+}
+
+
+class Engine:
+    def __init__(
+        self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None
+    ):
+        """`overrides`: system id -> rule name -> threshold for that system."""
+        self.rules = rules
+        self.overrides = overrides or {}
+        self.systems: dict[str, SystemState] = {}
+        self.suspended: set[str] = set()
+        self._rules_for = {kind: [r for r in rules if r.metric in moved or r.per in moved]
+                           for kind, moved in _MOVES.items()}
+
+    def _state(self, system: str) -> SystemState:
+        state = self.systems.get(system)
+        if state is None:
+            state = self.systems[system] = SystemState(self.rules)
+        return state
+
+    def observe(self, event: Mapping[str, Any]) -> list[Decision]:
+        system = event.get("system")
+        kind = event.get("event")
+        if system is None or event.get("origin", "system") != "system":
+            return []
+        ts = float(event["ts"])
+        if kind == "lifted":
+            self.suspended.discard(system)
+            return []
+        if kind == "suspended":
+            self.suspended.add(system)
+            return []
+        state = self._state(system)
+        if kind == "accepted":
+            recipients = event.get("recipients") or []
+            state.add(ts, "messages")
+            state.add(ts, "recipients", len(recipients))
+            state.add(ts, "bytes", event.get("size", 0))
+            domains = [r.rpartition("@")[2].lower() for r in recipients]
+            state.add_keys(ts, "recipient_domains", domains)
+            state.add_keys(ts, "top_recipient", [r.lower() for r in recipients])
+        elif kind in ("delivered", "bounced", "deferred"):
+            state.add(ts, "attempts")
+            if kind == "bounced":
+                state.add(ts, "perm_failures")
+            elif kind == "deferred":
+                state.add(ts, "deferrals")
+        elif kind == "rejected" and event.get("reason") != "suspended":
+            state.add(ts, "rejections")
+        else:
+            return []
+        return self._judge(ts, system, state, self._rules_for[kind])
+
+    def _judge(self, ts: float, system: str, state: SystemState,
+               rules: list[Rule]) -> list[Decision]:
+        if system in self.suspended:
+            return []
+        mine = self.overrides.get(system, {})
+        for rule in rules:
+            threshold = mine.get(rule.name, rule.threshold)
+            if threshold != rule.threshold:
+                rule = Rule(rule.name, rule.kind, rule.metric, rule.window, threshold, rule.per,
+                            rule.min_sample)
+            value = state.value(ts, rule.metric, rule.window)
+            divisor = state.value(ts, rule.per, rule.window) if rule.per else None
+            observed = rule.judge(value, divisor)
+            if observed is not None:
+                self.suspended.add(system)
+                return [Decision(ts, system, rule.name, observed, threshold, rule.window)]
+        return []

@@ -1,0 +1,63 @@
+"""Anomaly rules: what a system may do per window before it is suspended.
+
+Two kinds, each named and tunable per system:
+- ceiling: a metric over a window above `threshold` (messages, recipients,
+  bytes, remote permanent failures, deferrals, gateway rejections, distinct
+  recipient domains, messages to the busiest single recipient);
+- ratio: one metric divided by another above `threshold`, judged only once
+  the divisor reaches `min_sample` (a bounce storm: permanent failures per
+  delivery attempt, as SES and cPanel judge senders).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mailgw.config import AnomalyRule
+
+Metric = Literal[
+    "messages", "recipients", "bytes", "perm_failures", "deferrals", "attempts", "rejections",
+    "recipient_domains", "top_recipient",
+]
+# metrics read from per-key windows rather than plain sums
+KEYED: frozenset[str] = frozenset({"recipient_domains", "top_recipient"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: Literal["ceiling", "ratio"]
+    metric: Metric
+    window: float  # seconds
+    threshold: float
+    per: Metric | None = None  # the divisor of a ratio rule
+    min_sample: float = 0.0
+
+    @classmethod
+    def from_config(cls, r: AnomalyRule) -> Rule:
+        return cls(r.name, r.kind, r.metric, r.window, r.threshold, r.per, r.min_sample)
+
+    def judge(self, value: float, divisor: float | None) -> float | None:
+        """The observed value when this rule is crossed, else None."""
+        if self.kind == "ceiling":
+            return value if value > self.threshold else None
+        if divisor is None or divisor < max(self.min_sample, 1):
+            return None
+        ratio = value / divisor
+        return round(ratio, 4) if ratio >= self.threshold else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    ts: float
+    system: str
+    rule: str
+    observed: float
+    threshold: float
+    window: float
+    action: str = "suspend"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ts": self.ts, "system": self.system, "action": self.action, "rule": self.rule,
+                "observed": self.observed, "threshold": self.threshold, "window": self.window}

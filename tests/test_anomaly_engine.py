@@ -1,0 +1,184 @@
+"""The anomaly engine on synthetic event streams, time from the events:
+windows slide, rules fire on the crossing event and only then, the gateway's
+own mail is not counted, and the default rules tell a government system's
+normal week from a compromised account, a loop and a bounce storm."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.rules import Rule
+from mailgw.anomaly.windows import KEY_CAP, Counter, KeyCounter
+from mailgw.config import DEFAULT_RULES
+
+T0 = 1_732_406_400.0  # a Monday, 00:00 UTC
+
+
+def accepted(ts, rcpts, system="mfa", size=2048):
+    return {"ts": ts, "system": system, "event": "accepted", "queue_id": "q",
+            "sender": "a@mfa.gov.kz", "recipients": rcpts, "size": size}
+
+
+def outcome(ts, kind, system="mfa", **extra):
+    return {"ts": ts, "system": system, "event": kind, "recipient": "x@example.com",
+            "code": {"delivered": 250, "bounced": 550, "deferred": 451}[kind], **extra}
+
+
+def default_engine():
+    return Engine([Rule.from_config(r) for r in DEFAULT_RULES])
+
+
+def run(engine, events):
+    return [(i, d) for i, e in enumerate(events) for d in engine.observe(e)]
+
+
+@pytest.mark.parametrize("times,at,expected", [
+    ([0, 10, 20], 20, 3),
+    ([0, 10, 20], 64, 2),    # the first 5 s bucket has slid out
+    ([0, 10, 20], 80, 0),    # everything is older than the window
+    ([0, 30, 59], 59, 3),
+])
+def test_counter_slides_by_buckets(times, at, expected):
+    c = Counter(60)  # 12 buckets of 5 s
+    for t in times:
+        c.add(T0 + t)
+    assert c.total(T0 + at) == expected
+
+
+def test_key_counter_memory_is_capped_under_a_flood():
+    k = KeyCounter(600)
+    k.add(T0, (f"d{i}.example" for i in range(50_000)))
+    assert k.distinct(T0) == KEY_CAP  # "at least the cap", far above any threshold
+    assert sum(len(s) for s in k.slots) == KEY_CAP
+
+
+RULE = Rule("m10", "ceiling", "messages", 600, 5)
+
+
+def test_ceiling_fires_on_the_crossing_event_and_once():
+    decisions = run(Engine([RULE]), [accepted(T0 + i, ["x@example.com"]) for i in range(10)])
+    assert [i for i, _ in decisions] == [5]  # the sixth message crosses 5: it is the last relayed
+    d = decisions[0][1]
+    assert (d.rule, d.observed, d.threshold, d.window) == ("m10", 6, 5, 600)
+
+
+def test_a_lift_rearms_the_rule():
+    engine = Engine([RULE])
+    run(engine, [accepted(T0 + i, ["x@e.com"]) for i in range(6)])
+    engine.observe({"ts": T0 + 7, "system": "mfa", "event": "lifted"})
+    assert run(engine, [accepted(T0 + 8, ["x@e.com"])])  # still over: suspended again
+
+
+def test_per_system_threshold_override():
+    engine = Engine([RULE], overrides={"mof": {"m10": 100}})
+    mof = run(engine, [accepted(T0 + i, ["x@e.com"], system="mof") for i in range(50)])
+    mfa = run(engine, [accepted(T0 + i, ["x@e.com"]) for i in range(50)])
+    assert mof == [] and len(mfa) == 1
+
+
+def test_ratio_waits_for_its_minimum_sample():
+    rule = Rule("bounce", "ratio", "perm_failures", 3600, 0.10, per="attempts", min_sample=50)
+    events = [outcome(T0 + i, "bounced") for i in range(10)]  # 100% bounces, but only 10
+    assert run(Engine([rule]), events) == []
+    events += [outcome(T0 + 10 + i, "delivered") for i in range(39)]
+    assert run(Engine([rule]), events) == []  # 49 attempts
+    events.append(outcome(T0 + 60, "delivered"))
+    (i, d), = run(Engine([rule]), events)
+    assert i == 49 and d.observed == 0.2
+
+
+@pytest.mark.parametrize("event", [
+    outcome(T0, "bounced", origin="dsn"),  # the gateway's own bounce notices
+    outcome(T0, "bounced", origin="notice"),
+    {"ts": T0, "system": "mfa", "event": "rejected", "reason": "suspended", "code": 450},
+    {"ts": T0, "system": None, "event": "rejected", "reason": "relay_denied", "code": 550},
+])
+def test_the_gateways_own_traffic_is_not_counted(event):
+    rule = Rule("any", "ceiling", "perm_failures", 600, 0)
+    rej = Rule("rej", "ceiling", "rejections", 600, 0)
+    assert Engine([rule, rej]).observe(event) == []
+
+
+def office_week(rng):
+    """A ministry's normal week: office hours, quiet weekend, a reporting
+    rush on Thursday, a circular to 300 addresses on Tuesday."""
+    events = []
+    domains = ["gov.kz", "mfa.gov.kz", "mail.ru", "gmail.com", "yandex.kz", "minfin.gov.kz"] + [
+        f"akimat{i}.gov.kz" for i in range(40)]
+    for day in range(7):
+        per_hour = 0 if day >= 5 else 40
+        for hour in range(9, 18):
+            for _ in range(per_hour):
+                ts = T0 + day * 86400 + hour * 3600 + rng.uniform(0, 3600)
+                events.append(accepted(ts, [f"u{rng.randrange(500)}@{rng.choice(domains)}"]))
+                events.append(outcome(ts + 1, "bounced" if rng.random() < 0.02 else "delivered"))
+        if day == 1:  # the circular: one message, 300 recipients across the agencies
+            rcpts = [f"head{i}@{domains[i % len(domains)]}" for i in range(300)]
+            events.append(accepted(T0 + 86400 + 11 * 3600, rcpts))
+        if day == 3:  # quarterly reports to the ministry of finance, all afternoon
+            for i in range(250):
+                events.append(accepted(T0 + 3 * 86400 + 14 * 3600 + i * 40,
+                                       ["reports@minfin.gov.kz"]))
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def test_defaults_never_suspend_a_normal_government_week():
+    assert run(default_engine(), office_week(random.Random(7))) == []
+
+
+def spam_blast(rng):
+    return [accepted(T0 + i * 0.5, [f"{rng.getrandbits(32):x}@{rng.getrandbits(40):x}.com"])
+            for i in range(2000)]
+
+
+def forwarding_loop():
+    return [accepted(T0 + i * 0.2, ["desk@partner.example"]) for i in range(2000)]
+
+
+def bounce_storm(rng):
+    events = []
+    for i in range(2000):
+        events.append(accepted(T0 + i, [f"old{i}@example.org"]))
+        events.append(outcome(T0 + i + 0.5, "bounced" if rng.random() < 0.4 else "delivered"))
+    return events
+
+
+@pytest.mark.parametrize("name,stream,rule", [
+    ("spam to random domains", spam_blast(random.Random(1)), "recipient_domains_10m"),
+    ("forwarding loop", forwarding_loop(), "one_recipient_10m"),
+    ("bounce storm", bounce_storm(random.Random(2)), "bounce_rate_1h"),
+])
+def test_defaults_suspend_abuse_within_its_first_few_hundred_messages(name, stream, rule):
+    (i, d), = run(default_engine(), stream)
+    messages = sum(1 for e in stream[: i + 1] if e["event"] == "accepted")
+    assert d.rule == rule and messages <= 400, (name, d, messages)
+
+
+def test_replay_prints_the_engines_decisions(tmp_path):
+    log = tmp_path / "events.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in forwarding_loop()))
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    out = subprocess.run([sys.executable, "-m", "mailgw", "replay", "--config", str(config),
+                          str(log)], capture_output=True, text=True, check=True)
+    (line,) = out.stdout.splitlines()
+    decision = json.loads(line)
+    assert decision["system"] == "mfa" and decision["action"] == "suspend"
+    assert decision["rule"] == "one_recipient_10m" and decision["observed"] == 301
+
+
+def test_replay_refuses_events_out_of_order(tmp_path):
+    log = tmp_path / "events.jsonl"
+    log.write_text(json.dumps(accepted(T0 + 5, ["a@b.kz"])) + "\n"
+                   + json.dumps(accepted(T0, ["a@b.kz"])) + "\n")
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    out = subprocess.run([sys.executable, "-m", "mailgw", "replay", "--config", str(config),
+                          str(log)], capture_output=True, text=True)
+    assert out.returncode == 1 and f"{log}:2: ts goes backwards" in out.stderr
