@@ -127,6 +127,7 @@ class Gateway(_Model):
     )
     spool_dir: Path = Path("spool")
     event_log: Path = Path("events.jsonl")
+    state_file: Path = Path("state.db")  # suspensions and audit trail (embedded state)
     templates_dir: Path = Path("templates")
     status_url: str = "http://localhost:8025/v1/systems/{system}/status"
     flush_interval: Duration = 0.5  # event log and logs are flushed this often; 0: every line
@@ -380,6 +381,7 @@ class Config(_Model):
             update={
                 "spool_dir": rel(gw.spool_dir),
                 "event_log": rel(gw.event_log),
+                "state_file": rel(gw.state_file),
                 "templates_dir": rel(gw.templates_dir),
                 "tls": tls,
             }

@@ -15,6 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import jinja2
 
+from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.rules import Rule
+from mailgw.blocklist_guard.suspensions import Guard
 from mailgw.clock import Clock, SystemClock
 from mailgw.config import Config
 from mailgw.events import EventLog
@@ -26,9 +29,14 @@ from mailgw.relay.dkim import DkimSigner
 from mailgw.relay.ingress import Ingress
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import Meta, Recipient, Spool
+from mailgw.state.embedded import EmbeddedStore
 from mailgw.systems import SystemDirectory
 
 log = logging.getLogger("mailgw")
+
+
+async def loop_io(executor: ThreadPoolExecutor, fn, *args):  # type: ignore[no-untyped-def]
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:
@@ -51,8 +59,9 @@ class Gateway:
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mailgw-io")
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
         waiting = self.spool.recover()
-        self.events = EventLog(cfg.gateway.event_log, clock,
-                               line_buffered=cfg.gateway.flush_interval == 0)
+        self.event_log = EventLog(cfg.gateway.event_log, clock,
+                                  line_buffered=cfg.gateway.flush_interval == 0)
+        self.store = EmbeddedStore(cfg.gateway.state_file)
         templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
             autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
@@ -71,6 +80,14 @@ class Gateway:
             connect_timeout=cfg.delivery.connect_timeout,
             command_timeout=cfg.delivery.command_timeout, tls_ca_file=cfg.delivery.tls_ca_file,
         )
+        # every stage's events pass through the guard, which judges them
+        self.guard = Guard(
+            engine=Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
+                          {s.id: s.anomaly for s in cfg.systems if s.anomaly}),
+            store=self.store, events=self.event_log, clock=clock, executor=self.executor,
+            on_lifted=lambda system: self.delivery.release(system),
+        )
+        self.events = self.guard
         self.delivery = Delivery(
             config=cfg.delivery, spool=self.spool, router=Router(cfg.delivery),
             destinations=Destinations(
@@ -79,13 +96,20 @@ class Gateway:
                 messages_per_link=cfg.delivery.max_messages_per_connection,
             ),
             events=self.events, clock=clock, executor=self.executor, make_bounce=make_bounce,
+            held=lambda meta: meta.origin == "system" and meta.system is not None
+            and self.guard.suspended(meta.system) is not None,
         )
         self.delivery.load(waiting)
+        # mail held for a suspension lifted while the gateway was down goes out now
+        for system in await loop_io(self.executor, self.spool.systems_in, "hold"):
+            if self.guard.suspended(system) is None:
+                self.delivery.release(system)
         self.ingress = Ingress(
             hostname=cfg.gateway.hostname, limits=cfg.limits,
             directory=SystemDirectory(cfg.systems), spool=self.spool, executor=self.executor,
             events=self.events, clock=clock, on_queued=self.delivery.submit,
             signer=DkimSigner(cfg.dkim) if cfg.dkim else None, tls_context=_tls_context(cfg),
+            suspended=self.guard.suspended, status_url=cfg.gateway.status_url,
         )
         loop = asyncio.get_running_loop()
         for listen in cfg.gateway.listen:
@@ -96,6 +120,7 @@ class Gateway:
                 self.addresses.append(sock.getsockname()[:2])
         self._delivery_task = asyncio.create_task(self.delivery.run())
         self._flusher = asyncio.create_task(self._flush_logs())
+        self._refresher = asyncio.create_task(self.guard.run())
         log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
 
@@ -104,7 +129,7 @@ class Gateway:
         interval = self.config.gateway.flush_interval or 0.5
         while True:
             await asyncio.sleep(interval)
-            self.events.flush()
+            self.event_log.flush()
             for handler in logging.getLogger().handlers:
                 handler.flush()
 
@@ -115,11 +140,14 @@ class Gateway:
         await self.delivery.stop(timeout=10.0)
         self._delivery_task.cancel()
         self._flusher.cancel()
-        await asyncio.gather(self._delivery_task, self._flusher, return_exceptions=True)
+        self._refresher.cancel()
+        await asyncio.gather(self._delivery_task, self._flusher, self._refresher,
+                             return_exceptions=True)
         for server in self.servers:
             await server.wait_closed()
         self.executor.shutdown(wait=True)
-        self.events.close()
+        self.event_log.close()
+        self.store.close()
         log.info("mailgw stopped")
 
 

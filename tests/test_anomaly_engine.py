@@ -68,11 +68,12 @@ def test_ceiling_fires_on_the_crossing_event_and_once():
     assert (d.rule, d.observed, d.threshold, d.window) == ("m10", 6, 5, 600)
 
 
-def test_a_lift_rearms_the_rule():
+def test_a_lift_rearms_the_rule_and_counting_starts_afresh():
     engine = Engine([RULE])
-    run(engine, [accepted(T0 + i, ["x@e.com"]) for i in range(6)])
-    engine.observe({"ts": T0 + 7, "system": "mfa", "event": "lifted"})
-    assert run(engine, [accepted(T0 + 8, ["x@e.com"])])  # still over: suspended again
+    assert len(run(engine, [accepted(T0 + i, ["x@e.com"]) for i in range(20)])) == 1
+    engine.observe({"ts": T0 + 21, "system": "mfa", "event": "lifted"})
+    after = run(engine, [accepted(T0 + 22 + i, ["x@e.com"]) for i in range(6)])
+    assert [i for i, _ in after] == [5]  # six new messages, not the old twenty
 
 
 def test_per_system_threshold_override():

@@ -26,6 +26,9 @@ spool_dir = "spool"
 event_log = "events.jsonl"
 templates_dir = "{REPO / 'templates'}"
 
+[anomaly]
+rules = []  # these tests are about durability, not about suspensions
+
 [delivery]
 relayhost = "[127.0.0.1]:{dest_port}"
 first_retry = "1s"

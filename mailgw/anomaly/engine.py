@@ -5,7 +5,8 @@ same code and reach the same decisions.
 It counts only a system's own traffic: events about the gateway's own mail
 (DSNs, notices: `origin` other than "system") and the gateway's refusals of
 a suspended system (reason "suspended") are not the system's activity.
-A system is suspended at most once until a `lifted` event for it.
+A system is suspended at most once until a `lifted` event for it, which also
+clears its windows.
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ class Engine:
             return []
         ts = float(event["ts"])
         if kind == "lifted":
+            # an operator judged the cause gone: counting starts afresh, or the
+            # traffic that led to the suspension would bring it straight back
             self.suspended.discard(system)
+            self.systems.pop(system, None)
             return []
         if kind == "suspended":
             self.suspended.add(system)

@@ -50,6 +50,7 @@ class Delivery:
         self, *, config: DeliveryConfig, spool: Spool, router: Router, destinations: Destinations,
         events: EventSink, clock: Clock, executor: Executor, make_bounce: BounceMaker,
         on_queued: Callable[[Meta, bytes], None] | None = None, rng: random.Random | None = None,
+        held: Callable[[Meta], bool] = lambda meta: False,
         max_in_flight: int = 2000, max_in_flight_bytes: int = 256 * 1024**2,
     ):
         self.config, self.spool, self.router = config, spool, router
@@ -65,7 +66,9 @@ class Delivery:
         self._bytes_budget = max_in_flight_bytes
         self._bytes = 0
         self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self.on_queued = on_queued or self.submit
+        self.held = held
 
     # --- intake --------------------------------------------------------------
 
@@ -128,6 +131,18 @@ class Delivery:
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
         await self.destinations.close()
 
+    def release(self, system: str) -> None:
+        """Put a system's held mail back into the queue (after a lift)."""
+        async def go() -> None:
+            ids = await self._run_io(self.spool.ids_of, "hold", system)
+            for queue_id in ids:
+                await self._run_io(self.spool.move, queue_id, "hold", "queue")
+                self.events.emit("released", system, queue_id=queue_id)
+                self.schedule(queue_id, 0.0)
+
+        self._tasks.add(task := asyncio.create_task(go()))
+        task.add_done_callback(self._tasks.discard)
+
     # --- one attempt ---------------------------------------------------------
 
     async def _run_io(self, fn: Callable[..., T], *args: object) -> T:
@@ -146,6 +161,11 @@ class Delivery:
                 meta, body = await self._run_io(self._claim, queue_id, known, data)
         except FileNotFoundError:
             return  # held, purged or finished meanwhile
+        if self.held(meta):
+            # a suspended system's mail waits in hold/ until a lift releases it
+            await self._run_io(self.spool.move, queue_id, "active", "hold")
+            self.events.emit("held", meta.system, queue_id=queue_id)
+            return
         try:
             self._bytes += len(body)
             try:

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
@@ -35,6 +36,7 @@ from mailgw.relay.linecheck import (
 from mailgw.relay.policy import Rejection, check_recipient, check_sender
 from mailgw.relay.received import received_header
 from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
+from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
 
 log = logging.getLogger("mailgw.ingress")
@@ -96,10 +98,13 @@ class Ingress:
         executor: Executor, events: EventSink, clock: Clock,
         on_queued: Callable[[Meta, bytes], None], signer: Signer | None = None,
         tls_context: ssl.SSLContext | None = None,
+        suspended: Callable[[str], Suspension | None] = lambda system: None,
+        status_url: str = "",
     ):
         self.hostname, self.limits, self.directory, self.spool = hostname, limits, directory, spool
         self.executor, self.events, self.clock = executor, events, clock
         self.on_queued, self.signer, self.tls_context = on_queued, signer, tls_context
+        self.suspended, self.status_url = suspended, status_url
         self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
         self.sessions: set[GatewaySMTP] = set()
         self.draining = False
@@ -149,6 +154,14 @@ class Ingress:
         if not self.disk_ok():
             return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
         system = session.system  # type: ignore[attr-defined]
+        suspension = self.suspended(system.id) if system is not None else None
+        if suspension is not None:
+            return self.reject(session, Rejection.of(
+                replies.SUSPENDED, "suspended", system=system.id,
+                since=datetime.fromtimestamp(suspension.since, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                why=f"rule {suspension.rule}" if suspension.rule else "operator decision",
+                url=self.status_url.format(system=system.id),
+            ), sender=address)
         # aiosmtpd hands the null sender over as "<>"; it stays so in the
         # envelope, where an empty string would read as "no MAIL yet"
         _, rejection = check_sender(system, "" if address == "<>" else address)

@@ -42,6 +42,14 @@ ADDRESS_FORM_DENIED = Reply(
 )
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 
+# Suspension (decided in relay/ingress.py from blocklist_guard's records).
+# A 4xx, not a 5xx: the message stays in the system's own queue, nothing is lost.
+SUSPENDED = Reply(
+    450, "4.7.1",
+    "Mail system {system} is suspended since {since} ({why}); your mail waits in your own "
+    "queue. Status: {url}",
+)
+
 # Limits (decided in relay/ingress.py)
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
 MESSAGE_TOO_LARGE = Reply(552, "5.3.4", "Message exceeds the size limit of {limit} bytes")

@@ -230,6 +230,13 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             self.data_path(queue_id).unlink()
 
+    def systems_in(self, state: State) -> set[str]:
+        return {s for i in self.ids(state) if (s := self.read(state, i).system) is not None}
+
+    def ids_of(self, state: State, system: str) -> list[str]:
+        """Messages of one system in a state (reads each one's metadata)."""
+        return [i for i in self.ids(state) if self.read(state, i).system == system]
+
     def ids(self, state: State) -> list[str]:
         return sorted(p.stem for p in (self.root / state).glob("*.json"))
 

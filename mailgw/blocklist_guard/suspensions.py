@@ -1,0 +1,96 @@
+"""Suspensions: the engine's decisions made real, and the answer to "is this
+system suspended?" for ingress and delivery.
+
+The Guard sits between the stages and the event log: every event passes
+through it to the engine, so a suspension is decided on the event that
+crosses a rule, and takes effect at once (the next MAIL FROM gets 450), before
+the record is even written. Records live in the state store, shared with the
+operator CLI; the Guard re-reads them every `refresh` seconds, so an
+operator's lift or suspend reaches a running gateway within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.rules import Decision
+from mailgw.clock import Clock
+from mailgw.events import EventSink
+from mailgw.state.embedded import EmbeddedStore
+from mailgw.state.records import Suspension
+
+log = logging.getLogger("mailgw.guard")
+
+
+class Guard:
+    def __init__(self, *, engine: Engine, store: EmbeddedStore, events: EventSink, clock: Clock,
+                 executor: Executor, on_lifted: Callable[[str], None] = lambda system: None):
+        self.engine, self.store, self.events, self.clock = engine, store, events, clock
+        self.executor, self.on_lifted = executor, on_lifted
+        self._active: dict[str, Suspension] = store.active()
+        self._unsaved: dict[str, Suspension] = {}
+        self._saves = 0  # a refresh that overlapped a save is stale
+        for system in self._active:
+            engine.suspended.add(system)
+
+    def suspended(self, system: str) -> Suspension | None:
+        return self._unsaved.get(system) or self._active.get(system)
+
+    def emit(self, event: str, system: str | None, **fields: Any) -> None:
+        """The EventSink the stages write to: log the event, then judge it."""
+        self.events.emit(event, system, **fields)
+        for decision in self.engine.observe({"ts": self.clock.now(), "system": system,
+                                             "event": event, **fields}):
+            self._suspend(decision)
+
+    def _suspend(self, d: Decision) -> None:
+        record = Suspension(system=d.system, since=d.ts, by="auto", rule=d.rule,
+                            observed=d.observed, threshold=d.threshold, window=d.window)
+        self._unsaved[d.system] = record
+        log.warning("suspending %s: %s observed %s over %ss, threshold %s", d.system, d.rule,
+                    d.observed, d.window, d.threshold)
+        self.events.emit("suspended", d.system, rule=d.rule, observed=d.observed,
+                         threshold=d.threshold, window=d.window, by="auto")
+        asyncio.get_running_loop().run_in_executor(self.executor, self._save, record)
+
+    def _save(self, record: Suspension) -> None:
+        try:
+            if self.store.suspend(record) is None:
+                log.info("%s was already suspended in the store", record.system)
+        except Exception:
+            log.exception("cannot record the suspension of %s; it holds in memory",
+                          record.system)
+            return
+        # known as active before it stops being unsaved: never a gap between
+        self._active = {**self._active, record.system: record}
+        self._saves += 1
+        self._unsaved.pop(record.system, None)
+
+    async def refresh(self) -> None:
+        """Take in the store's view: suspensions and lifts made elsewhere."""
+        saves = self._saves
+        active = await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                  self.store.active)
+        if saves != self._saves:
+            return
+        lifted = [s for s in self._active if s not in active and s not in self._unsaved]
+        self._active = active
+        for system in active:
+            self.engine.suspended.add(system)
+        for system in lifted:
+            self.emit("lifted", system)  # through the engine: it re-arms and starts afresh
+            log.warning("suspension of %s lifted", system)
+            self.on_lifted(system)
+
+    async def run(self, every: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("cannot read suspensions from the state store")

@@ -1,0 +1,124 @@
+"""The embedded state store: one SQLite file, shared by the running gateway
+and the operator CLI (WAL mode: readers never wait for the writer).
+
+Guarantees:
+- at most one active suspension per system, enforced by a partial unique
+  index, so two writers (gateway and CLI) can never both suspend it;
+- every change is in the same transaction as its audit entry; the audit
+  table is only ever appended to;
+- commits are durable (synchronous=FULL) before a call returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from mailgw.state.records import AuditEntry, Suspension
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS suspensions (
+    id INTEGER PRIMARY KEY,
+    system TEXT NOT NULL,
+    since REAL NOT NULL,
+    by TEXT NOT NULL,
+    rule TEXT, observed REAL, threshold REAL, window REAL, reason TEXT,
+    evidence TEXT NOT NULL DEFAULT '{}',
+    lifted_at REAL, lifted_by TEXT, lift_reason TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_system
+    ON suspensions(system) WHERE lifted_at IS NULL;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    system TEXT,
+    action TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_u BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_d BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+_COLUMNS = ("id", "system", "since", "by", "rule", "observed", "threshold", "window", "reason",
+            "evidence", "lifted_at", "lifted_by", "lift_reason")
+
+
+def _suspension(row: sqlite3.Row) -> Suspension:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["evidence"] = json.loads(values["evidence"])
+    return Suspension(**values)
+
+
+class EmbeddedStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=10, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _audit(self, entry: AuditEntry) -> None:
+        self._db.execute(
+            "INSERT INTO audit (ts, system, action, by, reason, details) VALUES (?,?,?,?,?,?)",
+            (entry.ts, entry.system, entry.action, entry.by, entry.reason,
+             json.dumps(entry.details, ensure_ascii=False)))
+
+    def suspend(self, s: Suspension) -> Suspension | None:
+        """Record a suspension; None when the system is already suspended."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute(
+                "INSERT INTO suspensions (system, since, by, rule, observed, threshold, window,"
+                " reason, evidence) VALUES (?,?,?,?,?,?,?,?,?)",
+                (s.system, s.since, s.by, s.rule, s.observed, s.threshold, s.window, s.reason,
+                 json.dumps(s.evidence, ensure_ascii=False)))
+            self._audit(AuditEntry(s.since, s.system, "suspended", s.by, s.reason or s.rule,
+                                   {"rule": s.rule, "observed": s.observed,
+                                    "threshold": s.threshold, "window": s.window}))
+            self._db.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            self._db.execute("ROLLBACK")
+            return None
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return Suspension(**{**s.as_dict(), "id": cur.lastrowid})
+
+    def lift(self, system: str, by: str, reason: str, at: float) -> Suspension | None:
+        """End the active suspension; None when the system was not suspended."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self._db.execute(
+                "UPDATE suspensions SET lifted_at=?, lifted_by=?, lift_reason=?"
+                " WHERE system=? AND lifted_at IS NULL RETURNING *", (at, by, reason, system))
+            row = cur.fetchone()
+            if row is not None:
+                self._audit(AuditEntry(at, system, "lifted", by, reason, {"suspension": row[0]}))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return _suspension(row) if row is not None else None
+
+    def record(self, entry: AuditEntry) -> None:
+        self._audit(entry)
+
+    def active(self) -> dict[str, Suspension]:
+        rows = self._db.execute("SELECT * FROM suspensions WHERE lifted_at IS NULL").fetchall()
+        return {row[1]: _suspension(row) for row in rows}
+
+    def history(self, system: str | None = None) -> list[AuditEntry]:
+        sql = "SELECT id, ts, system, action, by, reason, details FROM audit"
+        rows = self._db.execute(sql + (" WHERE system=? ORDER BY id" if system else " ORDER BY id"),
+                                (system,) if system else ()).fetchall()
+        return [AuditEntry(id=r[0], ts=r[1], system=r[2], action=r[3], by=r[4], reason=r[5],
+                           details=json.loads(r[6])) for r in rows]

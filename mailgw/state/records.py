@@ -1,0 +1,37 @@
+"""The records the state store keeps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Suspension:
+    system: str
+    since: float
+    by: str  # "auto" or the operator's name
+    rule: str | None = None
+    observed: float | None = None
+    threshold: float | None = None
+    window: float | None = None
+    reason: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    lifted_at: float | None = None
+    lifted_by: str | None = None
+    lift_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    ts: float
+    system: str | None
+    action: str  # suspended, lifted, held, released, purged, config_reloaded
+    by: str
+    reason: str | None
+    details: dict[str, Any]
+    id: int | None = None

@@ -1,0 +1,76 @@
+"""Suspension end to end in-process: the crossing message is the last one
+accepted, later mail gets 450 4.7.1, spooled mail is held, a lift (made in the
+state store, as the CLI does) releases it within a second."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+
+import pytest
+
+from mailgw.state.embedded import EmbeddedStore
+from tests.support.gateway import GatewayThread
+from tests.support.waiting import wait_until
+
+RULES = [{"name": "messages_10m", "kind": "ceiling", "metric": "messages", "window": "10m",
+          "threshold": 3}]
+
+
+def send(port: int, n: int) -> tuple[int, str]:
+    with smtplib.SMTP("127.0.0.1", port) as c:
+        c.ehlo("mail.mfa.gov.kz")
+        code, text = c.mail("a@mfa.gov.kz")
+        if code != 250:
+            return code, text.decode()
+        c.rcpt(f"u{n}@example.com")
+        code, text = c.data(f"Subject: {n}\r\n\r\nbody\r\n".encode())
+        return code, text.decode()
+
+
+def events(gw, kind):
+    lines = gw.gateway.config.gateway.event_log.read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+
+@pytest.fixture
+def gw(make_config, dest):
+    dest.faults.data = "451 4.3.0 not now"  # keep mail spooled so that holding shows
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
+                      anomaly={"rules": RULES},
+                      gateway={"status_url": "https://gw.example/v1/systems/{system}/status"})
+    with GatewayThread(cfg) as g:
+        yield g
+
+
+def test_crossing_message_is_accepted_then_mail_gets_450_and_waits(gw, dest):
+    codes = [send(gw.port, n)[0] for n in range(4)]
+    assert codes == [250, 250, 250, 250]  # the 4th crosses "more than 3": the last accepted
+    code, text = send(gw.port, 5)
+    assert code == 450
+    assert text.startswith("4.7.1 Mail system mfa is suspended since ")
+    assert "rule messages_10m" in text and "https://gw.example/v1/systems/mfa/status" in text
+    (suspended,) = events(gw, "suspended")
+    assert (suspended["rule"], suspended["observed"], suspended["threshold"]) == (
+        "messages_10m", 4, 3)
+    rejected = events(gw, "rejected")[-1]
+    assert rejected["reason"] == "suspended" and rejected["code"] == 450
+    store = EmbeddedStore(gw.gateway.config.gateway.state_file)
+    wait_until(lambda: "mfa" in store.active())
+    assert store.active()["mfa"].rule == "messages_10m"
+
+
+def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):
+    for n in range(4):
+        send(gw.port, n)
+    spool = gw.gateway.spool
+    wait_until(lambda: len(spool.ids("hold")) == 4, timeout=15, what="4 messages held")
+    dest.faults.data = None
+    store = EmbeddedStore(gw.gateway.config.gateway.state_file)
+    wait_until(lambda: "mfa" in store.active())
+    assert store.lift("mfa", "operator-alice", "account password reset", 0) is not None
+    wait_until(lambda: len(dest.messages) == 4, timeout=10, what="released mail delivered")
+    assert len(events(gw, "released")) == 4 and events(gw, "lifted")
+    assert send(gw.port, 9)[0] == 250  # relaying again
+    history = [(h.action, h.by) for h in store.history("mfa")]
+    assert history == [("suspended", "auto"), ("lifted", "operator-alice")]
