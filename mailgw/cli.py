@@ -1,16 +1,19 @@
 """The `mailgw` command: serve the gateway and look after its config.
 
 Exit status: 0 success, 1 a problem the operator must fix (bad config),
-2 a usage error.
+2 a usage error (unknown system), 3 nothing to do (already suspended, not
+suspended).
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -114,6 +117,103 @@ def replay(config_path: Path, events: TextIO) -> None:
         last = ts
         for decision in engine.observe(event):
             out.write(json.dumps(decision.as_dict()) + "\n")
+
+
+def _store(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
+    from mailgw.state.embedded import EmbeddedStore
+
+    return EmbeddedStore(cfg.gateway.state_file)
+
+
+def _known(cfg: config_mod.Config, system: str) -> None:
+    if system not in {s.id for s in cfg.systems}:
+        click.echo(f"error: no system {system!r} in {cfg.source}", err=True)
+        sys.exit(2)
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + " UTC"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+OPERATOR_OPTION = click.option("--operator", default=getpass.getuser, show_default="login name",
+                               help="Who does this, for the audit trail.")
+REASON_OPTION = click.option("--reason", required=True, help="Why, for the audit trail.")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+@click.argument("system", required=False)
+def status(config_path: Path, as_json: bool, system: str | None) -> None:
+    """Suspension state of every system, or of one."""
+    cfg = _load(config_path)
+    if system:
+        _known(cfg, system)
+    active = _store(cfg).active()
+    ids = [system] if system else [s.id for s in cfg.systems]
+    if as_json:
+        click.echo(json.dumps([{"system": i, "state": "suspended" if i in active else "active",
+                                "suspension": active[i].as_dict() if i in active else None}
+                               for i in ids], indent=2))
+        return
+    _table([[i, "suspended" if i in active else "active", _when(active[i].since) if i in active
+             else "", (active[i].rule or active[i].reason or "") if i in active else "",
+             active[i].by if i in active else ""] for i in ids],
+           ["SYSTEM", "STATE", "SINCE", "WHY", "BY"])
+
+
+@main.command()
+@CONFIG_OPTION
+@REASON_OPTION
+@OPERATOR_OPTION
+@click.argument("system")
+def suspend(config_path: Path, reason: str, operator: str, system: str) -> None:
+    """Suspend a system by hand; a running gateway obeys within a second."""
+    from mailgw.state.records import Suspension
+
+    cfg = _load(config_path)
+    _known(cfg, system)
+    if _store(cfg).suspend(Suspension(system, time.time(), operator, reason=reason)) is None:
+        click.echo(f"{system} is already suspended", err=True)
+        sys.exit(3)
+    click.echo(f"{system} suspended by {operator}: {reason}")
+
+
+@main.command()
+@CONFIG_OPTION
+@REASON_OPTION
+@OPERATOR_OPTION
+@click.argument("system")
+def lift(config_path: Path, reason: str, operator: str, system: str) -> None:
+    """Lift a system's suspension; its held mail is released for delivery."""
+    cfg = _load(config_path)
+    _known(cfg, system)
+    if _store(cfg).lift(system, operator, reason, time.time()) is None:
+        click.echo(f"{system} is not suspended", err=True)
+        sys.exit(3)
+    click.echo(f"{system}: suspension lifted by {operator}: {reason}")
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+@click.argument("system", required=False)
+def history(config_path: Path, as_json: bool, system: str | None) -> None:
+    """The audit trail: who suspended or lifted what, when and why."""
+    cfg = _load(config_path)
+    entries = _store(cfg).history(system)
+    if as_json:
+        click.echo(json.dumps([vars(e) for e in entries], indent=2, ensure_ascii=False))
+        return
+    _table([[_when(e.ts), e.system or "", e.action, e.by, e.reason or ""] for e in entries],
+           ["WHEN", "SYSTEM", "ACTION", "BY", "REASON"])
 
 
 @main.command("hash-password")

@@ -79,7 +79,14 @@ class Guard:
         if saves != self._saves:
             return
         lifted = [s for s in self._active if s not in active and s not in self._unsaved]
+        imposed = [r for s, r in active.items() if s not in self._active]
         self._active = active
+        for record in imposed:  # by an operator, or by another instance
+            self.engine.suspended.add(record.system)
+            self.events.emit("suspended", record.system, by=record.by, reason=record.reason,
+                             rule=record.rule)
+            log.warning("%s suspended by %s: %s", record.system, record.by,
+                        record.reason or record.rule)
         for system in active:
             self.engine.suspended.add(system)
         for system in lifted:

@@ -1,0 +1,65 @@
+"""The operator CLI against a running and a stopped gateway (embedded state):
+suspend and lift take effect on the running gateway within a second or two,
+and every change is in the audit trail with operator and reason."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import subprocess
+import sys
+
+from tests.support.process import ServeProcess, free_port
+from tests.support.waiting import wait_until
+from tests.test_serve_e2e import write_config
+
+
+def cli(config, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailgw", *args, "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def mail_code(port: int) -> int:
+    with smtplib.SMTP("127.0.0.1", port) as c:
+        c.ehlo("mail.mfa.gov.kz")
+        return c.mail("a@mfa.gov.kz")[0]
+
+
+def test_suspend_and_lift_reach_the_running_gateway(tmp_path, dest):
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port)
+    gw = ServeProcess(config, port).start()
+    try:
+        assert mail_code(port) == 250
+        out = cli(config, "suspend", "mfa", "--reason", "phishing reported", "--operator", "alice")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: mail_code(port) == 450, timeout=5, what="450 after suspend")
+        assert cli(config, "suspend", "mfa", "--reason", "again").returncode == 3
+        status = json.loads(cli(config, "status", "mfa", "--json").stdout)
+        assert status[0]["state"] == "suspended" and status[0]["suspension"]["by"] == "alice"
+        assert cli(config, "lift", "mfa", "--reason", "password reset", "--operator",
+                   "bob").returncode == 0
+        wait_until(lambda: mail_code(port) == 250, timeout=5, what="250 after lift")
+    finally:
+        gw.stop()
+    history = json.loads(cli(config, "history", "mfa", "--json").stdout)
+    assert [(h["action"], h["by"], h["reason"]) for h in history] == [
+        ("suspended", "alice", "phishing reported"), ("lifted", "bob", "password reset")]
+
+
+def test_suspension_made_while_stopped_holds_from_the_first_connection(tmp_path, dest):
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port)
+    assert cli(config, "suspend", "mfa", "--reason", "audit").returncode == 0
+    gw = ServeProcess(config, port).start()
+    try:
+        assert mail_code(port) == 450
+    finally:
+        gw.stop()
+
+
+def test_unknown_system_and_missing_reason_are_errors(tmp_path, dest):
+    config = write_config(tmp_path, dest.port, free_port())
+    assert cli(config, "suspend", "nosuch", "--reason", "x").returncode == 2
+    assert cli(config, "lift", "mfa").returncode == 2  # --reason is required
+    assert cli(config, "lift", "mfa", "--reason", "x").returncode == 3  # not suspended
