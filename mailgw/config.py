@@ -130,6 +130,8 @@ class Gateway(_Model):
     state_file: Path = Path("state.db")  # suspensions and audit trail (embedded state)
     templates_dir: Path = Path("templates")
     status_url: str = "http://localhost:8025/v1/systems/{system}/status"
+    operators: list[str] = Field(default_factory=list)  # Cc of owner notices
+    notice_from: str | None = None  # sender of notices; default postmaster@hostname
     flush_interval: Duration = 0.5  # event log and logs are flushed this often; 0: every line
     tls: TLSFiles | None = None
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

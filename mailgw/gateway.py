@@ -17,6 +17,7 @@ import jinja2
 
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Rule
+from mailgw.blocklist_guard.notices import Notifier
 from mailgw.blocklist_guard.suspensions import Guard
 from mailgw.clock import Clock, SystemClock
 from mailgw.config import Config
@@ -30,6 +31,7 @@ from mailgw.relay.ingress import Ingress
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import Meta, Recipient, Spool
 from mailgw.state.embedded import EmbeddedStore
+from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
 
 log = logging.getLogger("mailgw")
@@ -64,7 +66,8 @@ class Gateway:
         self.store = EmbeddedStore(cfg.gateway.state_file)
         templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
-            autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+            autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         )
 
         def make_bounce(
@@ -80,12 +83,27 @@ class Gateway:
             connect_timeout=cfg.delivery.connect_timeout,
             command_timeout=cfg.delivery.command_timeout, tls_ca_file=cfg.delivery.tls_ca_file,
         )
+        loop = asyncio.get_running_loop()
+        directory = SystemDirectory(cfg.systems)
+        notifier = Notifier(
+            templates=templates, spool=self.spool, hostname=cfg.gateway.hostname,
+            sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
+            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url,
+            submit=lambda meta, data: loop.call_soon_threadsafe(self.delivery.submit, meta, data),
+        )
+
+        def notify(kind: str, record: Suspension) -> None:
+            system = directory.get(record.system)
+            if system is not None:
+                held = sum(len(self.spool.ids_of(s, system.id)) for s in ("queue", "hold"))
+                notifier.send(kind, system, record, held)
+
         # every stage's events pass through the guard, which judges them
         self.guard = Guard(
             engine=Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
                           {s.id: s.anomaly for s in cfg.systems if s.anomaly}),
             store=self.store, events=self.event_log, clock=clock, executor=self.executor,
-            on_lifted=lambda system: self.delivery.release(system),
+            on_lifted=lambda system: self.delivery.release(system), notify=notify,
         )
         self.events = self.guard
         self.delivery = Delivery(
@@ -106,12 +124,11 @@ class Gateway:
                 self.delivery.release(system)
         self.ingress = Ingress(
             hostname=cfg.gateway.hostname, limits=cfg.limits,
-            directory=SystemDirectory(cfg.systems), spool=self.spool, executor=self.executor,
+            directory=directory, spool=self.spool, executor=self.executor,
             events=self.events, clock=clock, on_queued=self.delivery.submit,
             signer=DkimSigner(cfg.dkim) if cfg.dkim else None, tls_context=_tls_context(cfg),
             suspended=self.guard.suspended, status_url=cfg.gateway.status_url,
         )
-        loop = asyncio.get_running_loop()
         for listen in cfg.gateway.listen:
             server = await loop.create_server(self.ingress.protocol, listen.host, listen.port,
                                               reuse_address=True, backlog=1024)

@@ -4,6 +4,8 @@ state store, as the CLI does) releases it within a second."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import smtplib
 
@@ -26,6 +28,15 @@ def send(port: int, n: int) -> tuple[int, str]:
         c.rcpt(f"u{n}@example.com")
         code, text = c.data(f"Subject: {n}\r\n\r\nbody\r\n".encode())
         return code, text.decode()
+
+
+def from_system(dest):
+    return [m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"]
+
+
+def notices(dest):
+    return [email.message_from_bytes(m.data, policy=email.policy.default)
+            for m in dest.messages if m.mail_from == "postmaster@gw.test"]
 
 
 def events(gw, kind):
@@ -69,8 +80,31 @@ def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):
     store = EmbeddedStore(gw.gateway.config.gateway.state_file)
     wait_until(lambda: "mfa" in store.active())
     assert store.lift("mfa", "operator-alice", "account password reset", 0) is not None
-    wait_until(lambda: len(dest.messages) == 4, timeout=10, what="released mail delivered")
+    wait_until(lambda: len(from_system(dest)) == 4, timeout=10, what="released mail delivered")
     assert len(events(gw, "released")) == 4 and events(gw, "lifted")
     assert send(gw.port, 9)[0] == 250  # relaying again
     history = [(h.action, h.by) for h in store.history("mfa")]
     assert history == [("suspended", "auto"), ("lifted", "operator-alice")]
+
+
+def test_owner_notices_arrive_once_in_kazakh_and_russian(gw, dest):
+    for n in range(6):
+        send(gw.port, n)
+    dest.faults.data = None  # the notice itself was deferred with everything else
+    wait_until(lambda: notices(dest), timeout=10, what="the suspension notice")
+    (notice,) = notices(dest)
+    assert notice["To"] == "postmaster@mfa.gov.kz"
+    assert notice["Auto-Submitted"] == "auto-generated"
+    text = notice.get_body(("plain",)).get_content()
+    html = notice.get_body(("html",)).get_content()
+    assert "жіберуді уақытша тоқтатты" in text and "приостановил пересылку" in text
+    assert "messages_10m" in text and "https://gw.example/v1/systems/mfa/status" in text
+    assert "lang=\"kk\"" in html and "lang=\"ru\"" in html
+    # notices are the gateway's own mail: not counted, not held
+    assert all(e.get("origin") == "notice" for e in events(gw, "delivered")
+               if e["recipient"] == "postmaster@mfa.gov.kz")
+    store = EmbeddedStore(gw.gateway.config.gateway.state_file)
+    wait_until(lambda: "mfa" in store.active())
+    store.lift("mfa", "operator-alice", "fixed", 0)
+    wait_until(lambda: len(notices(dest)) == 2, timeout=10, what="the lift notice")
+    assert "возобновлена" in notices(dest)[1].get_body(("plain",)).get_content()

@@ -82,6 +82,16 @@ class Engine:
             state = self.systems[system] = SystemState(self.rules)
         return state
 
+    def evidence(self, system: str, ts: float) -> dict[str, Any]:
+        """A snapshot of a system's windows, for the suspension record."""
+        state = self.systems.get(system)
+        if state is None:
+            return {}
+        counts = {f"{m}/{w:g}s": state.value(ts, m, w) for m, w in [*state.sums, *state.keys]}
+        widest = max((w for m, w in state.keys if m == "recipient_domains"), default=None)
+        top = state.keys[("recipient_domains", widest)].top_keys(ts, 5) if widest else []
+        return {"counts": counts, "top_domains": top}
+
     def observe(self, event: Mapping[str, Any]) -> list[Decision]:
         system = event.get("system")
         kind = event.get("event")

@@ -105,6 +105,10 @@ class KeyCounter:
         self._advance(ts)
         return len(self.totals)
 
+    def top_keys(self, ts: float, n: int) -> list[str]:
+        self._advance(ts)
+        return sorted(self.totals, key=self.totals.__getitem__, reverse=True)[:n]
+
     def top(self, ts: float) -> int:
         self._advance(ts)
         return self.top_count

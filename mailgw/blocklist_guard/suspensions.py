@@ -29,9 +29,12 @@ log = logging.getLogger("mailgw.guard")
 
 class Guard:
     def __init__(self, *, engine: Engine, store: EmbeddedStore, events: EventSink, clock: Clock,
-                 executor: Executor, on_lifted: Callable[[str], None] = lambda system: None):
+                 executor: Executor, on_lifted: Callable[[str], None] = lambda system: None,
+                 notify: Callable[[str, Suspension], None] = lambda kind, record: None):
+        """`notify(kind, record)` sends the owner notice; it is called off the
+        event loop, once per suspension and kind across every gateway."""
         self.engine, self.store, self.events, self.clock = engine, store, events, clock
-        self.executor, self.on_lifted = executor, on_lifted
+        self.executor, self.on_lifted, self.notify = executor, on_lifted, notify
         self._active: dict[str, Suspension] = store.active()
         self._unsaved: dict[str, Suspension] = {}
         self._saves = 0  # a refresh that overlapped a save is stale
@@ -50,7 +53,8 @@ class Guard:
 
     def _suspend(self, d: Decision) -> None:
         record = Suspension(system=d.system, since=d.ts, by="auto", rule=d.rule,
-                            observed=d.observed, threshold=d.threshold, window=d.window)
+                            observed=d.observed, threshold=d.threshold, window=d.window,
+                            evidence=self.engine.evidence(d.system, d.ts))
         self._unsaved[d.system] = record
         log.warning("suspending %s: %s observed %s over %ss, threshold %s", d.system, d.rule,
                     d.observed, d.window, d.threshold)
@@ -60,8 +64,11 @@ class Guard:
 
     def _save(self, record: Suspension) -> None:
         try:
-            if self.store.suspend(record) is None:
+            saved = self.store.suspend(record)
+            if saved is None:
                 log.info("%s was already suspended in the store", record.system)
+            else:
+                self._notify("suspended", saved)
         except Exception:
             log.exception("cannot record the suspension of %s; it holds in memory",
                           record.system)
@@ -70,6 +77,23 @@ class Guard:
         self._active = {**self._active, record.system: record}
         self._saves += 1
         self._unsaved.pop(record.system, None)
+
+    def _notify(self, kind: str, record: Suspension) -> None:
+        """Blocking: claim the notice in the store, then send it."""
+        assert record.id is not None
+        try:
+            if self.store.claim_notice(record.id, kind):
+                self.notify(kind, record)
+        except Exception:
+            log.exception("cannot send the %s notice for %s", kind, record.system)
+
+    def _notify_later(self, kind: str, record: Suspension) -> None:
+        asyncio.get_running_loop().run_in_executor(self.executor, self._notify, kind, record)
+
+    def _notify_lift(self, system: str) -> None:
+        record = self.store.latest(system)
+        if record is not None and record.lifted_at is not None:
+            self._notify("lifted", record)
 
     async def refresh(self) -> None:
         """Take in the store's view: suspensions and lifts made elsewhere."""
@@ -87,12 +111,14 @@ class Guard:
                              rule=record.rule)
             log.warning("%s suspended by %s: %s", record.system, record.by,
                         record.reason or record.rule)
+            self._notify_later("suspended", record)
         for system in active:
             self.engine.suspended.add(system)
         for system in lifted:
             self.emit("lifted", system)  # through the engine: it re-arms and starts afresh
             log.warning("suspension of %s lifted", system)
             self.on_lifted(system)
+            asyncio.get_running_loop().run_in_executor(self.executor, self._notify_lift, system)
 
     async def run(self, every: float = 1.0) -> None:
         while True:

@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT,
     details TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS notices (
+    suspension_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (suspension_id, kind)
+);
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_u BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_d BEFORE DELETE ON audit
@@ -107,6 +112,17 @@ class EmbeddedStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        return _suspension(row) if row is not None else None
+
+    def claim_notice(self, suspension_id: int, kind: str) -> bool:
+        """True for exactly one caller per suspension and kind: the one that
+        sends that notice, however many gateways share the store."""
+        cur = self._db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?)", (suspension_id, kind))
+        return cur.rowcount == 1
+
+    def latest(self, system: str) -> Suspension | None:
+        row = self._db.execute("SELECT * FROM suspensions WHERE system=? ORDER BY id DESC LIMIT 1",
+                               (system,)).fetchone()
         return _suspension(row) if row is not None else None
 
     def record(self, entry: AuditEntry) -> None:
