@@ -190,15 +190,18 @@ def suspend(config_path: Path, reason: str, operator: str, system: str) -> None:
 @CONFIG_OPTION
 @REASON_OPTION
 @OPERATOR_OPTION
+@click.option("--purge", is_flag=True, help="Delete the held mail instead of releasing it.")
 @click.argument("system")
-def lift(config_path: Path, reason: str, operator: str, system: str) -> None:
-    """Lift a system's suspension; its held mail is released for delivery."""
+def lift(config_path: Path, reason: str, operator: str, purge: bool, system: str) -> None:
+    """Lift a system's suspension; its held mail is released for delivery
+    (or deleted, with --purge)."""
     cfg = _load(config_path)
     _known(cfg, system)
-    if _store(cfg).lift(system, operator, reason, time.time()) is None:
+    if _store(cfg).lift(system, operator, reason, time.time(), purge=purge) is None:
         click.echo(f"{system} is not suspended", err=True)
         sys.exit(3)
-    click.echo(f"{system}: suspension lifted by {operator}: {reason}")
+    click.echo(f"{system}: suspension lifted by {operator}: {reason}"
+               + ("; held mail will be purged" if purge else ""))
 
 
 @main.command()

@@ -103,7 +103,7 @@ class Gateway:
             engine=Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
                           {s.id: s.anomaly for s in cfg.systems if s.anomaly}),
             store=self.store, events=self.event_log, clock=clock, executor=self.executor,
-            on_lifted=lambda system: self.delivery.release(system), notify=notify,
+            on_lifted=self._lifted, notify=notify,
         )
         self.events = self.guard
         self.delivery = Delivery(
@@ -121,7 +121,7 @@ class Gateway:
         # mail held for a suspension lifted while the gateway was down goes out now
         for system in await loop_io(self.executor, self.spool.systems_in, "hold"):
             if self.guard.suspended(system) is None:
-                self.delivery.release(system)
+                self._lifted(system)
         self.ingress = Ingress(
             hostname=cfg.gateway.hostname, limits=cfg.limits,
             directory=directory, spool=self.spool, executor=self.executor,
@@ -140,6 +140,11 @@ class Gateway:
         self._refresher = asyncio.create_task(self.guard.run())
         log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
+
+    def _lifted(self, system: str) -> None:
+        """Release a lifted system's held mail, or purge it if so asked."""
+        latest = self.store.latest(system)
+        self.delivery.release(system, purge=bool(latest and latest.purge))
 
     async def _flush_logs(self) -> None:
         """Logs and events are written buffered; push them out regularly."""

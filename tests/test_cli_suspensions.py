@@ -63,3 +63,49 @@ def test_unknown_system_and_missing_reason_are_errors(tmp_path, dest):
     assert cli(config, "suspend", "nosuch", "--reason", "x").returncode == 2
     assert cli(config, "lift", "mfa").returncode == 2  # --reason is required
     assert cli(config, "lift", "mfa", "--reason", "x").returncode == 3  # not suspended
+
+
+BURST_RULE = """[[anomaly.rules]]
+name = "messages_10m"
+kind = "ceiling"
+metric = "messages"
+window = "10m"
+threshold = 3
+"""
+
+
+def send(port: int, n: int) -> int:
+    with smtplib.SMTP("127.0.0.1", port) as c:
+        c.ehlo("mail.mfa.gov.kz")
+        code = c.mail("a@mfa.gov.kz")[0]
+        if code != 250:
+            return code
+        c.rcpt(f"u{n}@example.com")
+        return c.data(b"Subject: burst\r\n\r\nbody\r\n")[0]
+
+
+def test_burst_suspends_held_mail_survives_restart_and_purge_removes_it(tmp_path, dest):
+    dest.faults.data = "451 4.3.0 not now"  # keep the burst in the spool
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port, anomaly=BURST_RULE)
+    hold = tmp_path / "spool" / "hold"
+    gw = ServeProcess(config, port).start()
+    try:
+        assert [send(port, n) for n in range(4)] == [250] * 4
+        assert send(port, 9) == 450
+        wait_until(lambda: len(list(hold.glob("*.json"))) >= 4, timeout=15, what="held")
+        assert gw.terminate() == 0
+        dest.faults.data = None
+        gw.start()  # held mail stays held across the restart, and 450 goes on
+        assert send(port, 10) == 450
+        assert len(list(hold.glob("*.json"))) >= 4
+        assert not [m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"]
+        held = [p.stem for p in hold.glob("*.json")]
+        out = cli(config, "lift", "mfa", "--reason", "spam confirmed", "--purge")
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: not list(hold.glob("*.json")), timeout=5, what="purged")
+        wait_until(lambda: send(port, 11) == 250, timeout=5)
+    finally:
+        gw.stop()
+    assert not set(held) & dest.received_ids()  # purged, never delivered
+    assert not any((tmp_path / "spool" / "messages" / f"{i}.eml").exists() for i in held)

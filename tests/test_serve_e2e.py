@@ -15,8 +15,10 @@ from tests.support.destination import Destination
 from tests.support.process import ServeProcess, free_port
 from tests.support.waiting import wait_until
 
+NO_RULES = "[anomaly]\nrules = []  # these tests are about durability, not suspensions\n"
 
-def write_config(tmp_path: Path, dest_port: int, port: int) -> Path:
+
+def write_config(tmp_path: Path, dest_port: int, port: int, anomaly: str = NO_RULES) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [gateway]
@@ -26,9 +28,7 @@ spool_dir = "spool"
 event_log = "events.jsonl"
 templates_dir = "{REPO / 'templates'}"
 
-[anomaly]
-rules = []  # these tests are about durability, not about suspensions
-
+{anomaly}
 [delivery]
 relayhost = "[127.0.0.1]:{dest_port}"
 first_retry = "1s"

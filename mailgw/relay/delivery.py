@@ -131,11 +131,16 @@ class Delivery:
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
         await self.destinations.close()
 
-    def release(self, system: str) -> None:
-        """Put a system's held mail back into the queue (after a lift)."""
+    def release(self, system: str, purge: bool = False) -> None:
+        """After a lift: put a system's held mail back into the queue, or,
+        when the operator asked for it, delete it."""
         async def go() -> None:
             ids = await self._run_io(self.spool.ids_of, "hold", system)
             for queue_id in ids:
+                if purge:
+                    await self._run_io(self.spool.remove, queue_id, "hold")
+                    self.events.emit("purged", system, queue_id=queue_id)
+                    continue
                 await self._run_io(self.spool.move, queue_id, "hold", "queue")
                 self.events.emit("released", system, queue_id=queue_id)
                 self.schedule(queue_id, 0.0)

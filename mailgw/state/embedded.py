@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS suspensions (
     by TEXT NOT NULL,
     rule TEXT, observed REAL, threshold REAL, window REAL, reason TEXT,
     evidence TEXT NOT NULL DEFAULT '{}',
-    lifted_at REAL, lifted_by TEXT, lift_reason TEXT
+    lifted_at REAL, lifted_by TEXT, lift_reason TEXT,
+    purge INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_system
     ON suspensions(system) WHERE lifted_at IS NULL;
@@ -50,12 +51,13 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only_d BEFORE DELETE ON audit
 """
 
 _COLUMNS = ("id", "system", "since", "by", "rule", "observed", "threshold", "window", "reason",
-            "evidence", "lifted_at", "lifted_by", "lift_reason")
+            "evidence", "lifted_at", "lifted_by", "lift_reason", "purge")
 
 
 def _suspension(row: sqlite3.Row) -> Suspension:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["evidence"] = json.loads(values["evidence"])
+    values["purge"] = bool(values["purge"])
     return Suspension(**values)
 
 
@@ -98,16 +100,20 @@ class EmbeddedStore:
             raise
         return Suspension(**{**s.as_dict(), "id": cur.lastrowid})
 
-    def lift(self, system: str, by: str, reason: str, at: float) -> Suspension | None:
-        """End the active suspension; None when the system was not suspended."""
+    def lift(self, system: str, by: str, reason: str, at: float,
+             purge: bool = False) -> Suspension | None:
+        """End the active suspension; None when the system was not suspended.
+        `purge`: the held mail is to be deleted rather than released."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             cur = self._db.execute(
-                "UPDATE suspensions SET lifted_at=?, lifted_by=?, lift_reason=?"
-                " WHERE system=? AND lifted_at IS NULL RETURNING *", (at, by, reason, system))
+                "UPDATE suspensions SET lifted_at=?, lifted_by=?, lift_reason=?, purge=?"
+                " WHERE system=? AND lifted_at IS NULL RETURNING *",
+                (at, by, reason, int(purge), system))
             row = cur.fetchone()
             if row is not None:
-                self._audit(AuditEntry(at, system, "lifted", by, reason, {"suspension": row[0]}))
+                self._audit(AuditEntry(at, system, "lifted", by, reason,
+                                       {"suspension": row[0], "purge": purge}))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

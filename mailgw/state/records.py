@@ -21,6 +21,7 @@ class Suspension:
     lifted_at: float | None = None
     lifted_by: str | None = None
     lift_reason: str | None = None
+    purge: bool = False  # lifted with the held mail purged rather than released
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
