@@ -54,8 +54,16 @@ def test_suspension_made_while_stopped_holds_from_the_first_connection(tmp_path,
     gw = ServeProcess(config, port).start()
     try:
         assert mail_code(port) == 450
+        # the owner is told, although no gateway ran when it was decided
+        wait_until(lambda: any(m.rcpt_tos == ["postmaster@mfa.gov.kz"] for m in dest.messages),
+                   timeout=10, what="the suspension notice")
+        assert cli(config, "lift", "mfa", "--reason", "audit done").returncode == 0
+        wait_until(lambda: sum(m.rcpt_tos == ["postmaster@mfa.gov.kz"]
+                               for m in dest.messages) == 2, timeout=10, what="the lift notice")
     finally:
         gw.stop()
+    notices = [m for m in dest.messages if m.rcpt_tos == ["postmaster@mfa.gov.kz"]]
+    assert len(notices) == 2  # once each, not again at every refresh
 
 
 def test_unknown_system_and_missing_reason_are_errors(tmp_path, dest):

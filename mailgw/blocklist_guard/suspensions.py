@@ -64,11 +64,8 @@ class Guard:
 
     def _save(self, record: Suspension) -> None:
         try:
-            saved = self.store.suspend(record)
-            if saved is None:
+            if self.store.suspend(record) is None:
                 log.info("%s was already suspended in the store", record.system)
-            else:
-                self._notify("suspended", saved)
         except Exception:
             log.exception("cannot record the suspension of %s; it holds in memory",
                           record.system)
@@ -78,22 +75,17 @@ class Guard:
         self._saves += 1
         self._unsaved.pop(record.system, None)
 
-    def _notify(self, kind: str, record: Suspension) -> None:
-        """Blocking: claim the notice in the store, then send it."""
-        assert record.id is not None
-        try:
+    def _send_notices(self) -> None:
+        """Blocking: every notice still due, each claimed in the store first so
+        that one gateway sends it. Claimed before it is spooled: a crash in
+        between loses that one notice, where the other order could send two."""
+        for kind, record in self.store.pending_notices():
+            assert record.id is not None
             if self.store.claim_notice(record.id, kind):
-                self.notify(kind, record)
-        except Exception:
-            log.exception("cannot send the %s notice for %s", kind, record.system)
-
-    def _notify_later(self, kind: str, record: Suspension) -> None:
-        asyncio.get_running_loop().run_in_executor(self.executor, self._notify, kind, record)
-
-    def _notify_lift(self, system: str) -> None:
-        record = self.store.latest(system)
-        if record is not None and record.lifted_at is not None:
-            self._notify("lifted", record)
+                try:
+                    self.notify(kind, record)
+                except Exception:
+                    log.exception("cannot send the %s notice for %s", kind, record.system)
 
     async def refresh(self) -> None:
         """Take in the store's view: suspensions and lifts made elsewhere."""
@@ -101,7 +93,7 @@ class Guard:
         active = await asyncio.get_running_loop().run_in_executor(self.executor,
                                                                   self.store.active)
         if saves != self._saves:
-            return
+            return  # stale: next time
         lifted = [s for s in self._active if s not in active and s not in self._unsaved]
         imposed = [r for s, r in active.items() if s not in self._active]
         self._active = active
@@ -111,14 +103,13 @@ class Guard:
                              rule=record.rule)
             log.warning("%s suspended by %s: %s", record.system, record.by,
                         record.reason or record.rule)
-            self._notify_later("suspended", record)
         for system in active:
             self.engine.suspended.add(system)
         for system in lifted:
             self.emit("lifted", system)  # through the engine: it re-arms and starts afresh
             log.warning("suspension of %s lifted", system)
             self.on_lifted(system)
-            asyncio.get_running_loop().run_in_executor(self.executor, self._notify_lift, system)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._send_notices)
 
     async def run(self, every: float = 1.0) -> None:
         while True:

@@ -126,6 +126,17 @@ class EmbeddedStore:
         cur = self._db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?)", (suspension_id, kind))
         return cur.rowcount == 1
 
+    def pending_notices(self) -> list[tuple[str, Suspension]]:
+        """(kind, record) for every notice not yet claimed: suspensions, and
+        lifts, including those made while no gateway was running."""
+        rows = self._db.execute(
+            "SELECT 'suspended', s.* FROM suspensions s WHERE NOT EXISTS (SELECT 1 FROM notices n"
+            " WHERE n.suspension_id = s.id AND n.kind = 'suspended')"
+            " UNION ALL SELECT 'lifted', s.* FROM suspensions s WHERE s.lifted_at IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.suspension_id = s.id"
+            " AND n.kind = 'lifted') ORDER BY 2").fetchall()
+        return [(row[0], _suspension(row[1:])) for row in rows]
+
     def latest(self, system: str) -> Suspension | None:
         row = self._db.execute("SELECT * FROM suspensions WHERE system=? ORDER BY id DESC LIMIT 1",
                                (system,)).fetchone()
