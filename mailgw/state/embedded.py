@@ -11,9 +11,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from mailgw.state.records import AuditEntry, Suspension
 
@@ -61,8 +65,22 @@ def _suspension(row: sqlite3.Row) -> Suspension:
     return Suspension(**values)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """One caller at a time: the connection is shared by the event loop and
+    I/O threads, and a transaction must not take in another thread's work."""
+    @functools.wraps(method)
+    def wrapper(self: EmbeddedStore, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 class EmbeddedStore:
     def __init__(self, path: Path):
+        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=10, isolation_level=None,
                                    check_same_thread=False)
@@ -70,6 +88,7 @@ class EmbeddedStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
@@ -79,6 +98,7 @@ class EmbeddedStore:
             (entry.ts, entry.system, entry.action, entry.by, entry.reason,
              json.dumps(entry.details, ensure_ascii=False)))
 
+    @_locked
     def suspend(self, s: Suspension) -> Suspension | None:
         """Record a suspension; None when the system is already suspended."""
         try:
@@ -100,6 +120,7 @@ class EmbeddedStore:
             raise
         return Suspension(**{**s.as_dict(), "id": cur.lastrowid})
 
+    @_locked
     def lift(self, system: str, by: str, reason: str, at: float,
              purge: bool = False) -> Suspension | None:
         """End the active suspension; None when the system was not suspended.
@@ -120,12 +141,14 @@ class EmbeddedStore:
             raise
         return _suspension(row) if row is not None else None
 
+    @_locked
     def claim_notice(self, suspension_id: int, kind: str) -> bool:
         """True for exactly one caller per suspension and kind: the one that
         sends that notice, however many gateways share the store."""
         cur = self._db.execute("INSERT OR IGNORE INTO notices VALUES (?, ?)", (suspension_id, kind))
         return cur.rowcount == 1
 
+    @_locked
     def pending_notices(self) -> list[tuple[str, Suspension]]:
         """(kind, record) for every notice not yet claimed: suspensions, and
         lifts, including those made while no gateway was running."""
@@ -137,18 +160,18 @@ class EmbeddedStore:
             " AND n.kind = 'lifted') ORDER BY 2").fetchall()
         return [(row[0], _suspension(row[1:])) for row in rows]
 
+    @_locked
     def latest(self, system: str) -> Suspension | None:
         row = self._db.execute("SELECT * FROM suspensions WHERE system=? ORDER BY id DESC LIMIT 1",
                                (system,)).fetchone()
         return _suspension(row) if row is not None else None
 
-    def record(self, entry: AuditEntry) -> None:
-        self._audit(entry)
-
+    @_locked
     def active(self) -> dict[str, Suspension]:
         rows = self._db.execute("SELECT * FROM suspensions WHERE lifted_at IS NULL").fetchall()
         return {row[1]: _suspension(row) for row in rows}
 
+    @_locked
     def history(self, system: str | None = None) -> list[AuditEntry]:
         sql = "SELECT id, ts, system, action, by, reason, details FROM audit"
         rows = self._db.execute(sql + (" WHERE system=? ORDER BY id" if system else " ORDER BY id"),
