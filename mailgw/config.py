@@ -201,19 +201,24 @@ MetricName = Literal[
 
 class AnomalyRule(_Model):
     name: str
-    kind: Literal["ceiling", "ratio"]
+    kind: Literal["ceiling", "ratio", "spike"]
     metric: MetricName
     window: Duration
-    threshold: float = Field(ge=0)
+    threshold: float = Field(ge=0)  # spike: the factor over the learned baseline
     per: MetricName | None = None
-    min_sample: float = Field(default=0, ge=0)
+    min_sample: float = Field(default=0, ge=0)  # spike: the absolute floor
+    min_history: Duration = 14 * 86400.0  # spike: history needed before it judges
 
     @model_validator(mode="after")
-    def _ratio_has_divisor(self) -> AnomalyRule:
+    def _consistent(self) -> AnomalyRule:
         if (self.kind == "ratio") != (self.per is not None):
-            raise ValueError("a ratio rule needs `per` (the divisor); a ceiling rule has none")
+            raise ValueError("a ratio rule needs `per` (the divisor); other rules have none")
         if self.window <= 0:
             raise ValueError("window must be longer than 0")
+        if self.kind == "spike" and (self.window != 3600 or self.metric in
+                                     ("recipient_domains", "top_recipient")):
+            raise ValueError("a spike rule compares a count over 1h with its hour-of-week "
+                             "baseline: window = \"1h\" and a counted metric")
         return self
 
 
@@ -222,6 +227,10 @@ def _rule(name: str, kind: str, metric: str, window: str, threshold: float,
     return AnomalyRule.model_validate({"name": name, "kind": kind, "metric": metric,
                                        "window": window, "threshold": threshold, "per": per,
                                        "min_sample": min_sample})
+
+
+# a spike: ten times the system's usual rate for that hour of the week, and
+# never fewer than 200 messages (a quiet system's 20 is not "10x its baseline")
 
 
 # Defaults for a government gateway; the reasoning is in README ("Anomaly rules").
@@ -236,6 +245,7 @@ DEFAULT_RULES = (
     _rule("rejections_10m", "ceiling", "rejections", "10m", 50),
     _rule("bounce_rate_1h", "ratio", "perm_failures", "1h", 0.10, "attempts", 50),
     _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.50, "attempts", 200),
+    _rule("spike_1h", "spike", "messages", "1h", 10, min_sample=200),
 )
 
 

@@ -168,6 +168,7 @@ class Gateway:
         for server in self.servers:
             await server.wait_closed()
         self.executor.shutdown(wait=True)
+        self.guard.save_baselines()
         self.event_log.close()
         self.store.close()
         log.info("mailgw stopped")

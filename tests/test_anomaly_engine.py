@@ -183,3 +183,64 @@ def test_replay_refuses_events_out_of_order(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mailgw", "replay", "--config", str(config),
                           str(log)], capture_output=True, text=True)
     assert out.returncode == 1 and f"{log}:2: ts goes backwards" in out.stderr
+
+
+def office_weeks(weeks: int, system: str = "mfa"):
+    """Steady office traffic: 40 messages an hour, 9 to 18, Monday to Friday."""
+    events = []
+    for day in range(weeks * 7):
+        if day % 7 >= 5:
+            continue
+        for hour in range(9, 18):
+            for k in range(40):
+                events.append(accepted(T0 + day * 86400 + hour * 3600 + k * 90, ["x@gov.kz"],
+                                       system=system))
+    return events
+
+
+def night_burst(day: int, n: int, system: str = "mfa"):
+    return [accepted(T0 + day * 86400 + 2 * 3600 + i * 10, [f"u{i}@example.com"], system=system)
+            for i in range(n)]
+
+
+def test_spike_at_night_after_weeks_of_office_traffic_is_caught_at_the_floor():
+    engine = default_engine()
+    assert run(engine, office_weeks(3)) == []
+    (i, d), = run(engine, night_burst(22, 250))  # Tuesday of week 4, 02:00
+    assert d.rule == "spike_1h" and i == 200  # the 201st: over the floor of 200, baseline ~0
+
+
+def test_a_normal_day_after_learning_is_not_a_spike():
+    engine = default_engine()
+    events = office_weeks(4)
+    assert run(engine, events) == []
+
+
+def test_a_new_system_has_no_spike_judgement_and_a_quiet_one_stays_under_the_floor():
+    engine = default_engine()
+    assert run(engine, night_burst(0, 250, system="new")) == []  # ceilings still apply
+    quiet = [accepted(T0 + d * 86400 + 10 * 3600, ["x@gov.kz"], system="q") for d in range(21)]
+    assert run(engine, quiet + night_burst(22, 20, system="q")) == []  # 20 is not "10x of 1"
+
+
+def test_a_baseline_survives_a_snapshot():
+    from mailgw.anomaly.windows import Baseline
+
+    b = Baseline()
+    for e in office_weeks(3):
+        b.add(e["ts"])
+    again = Baseline.restore(json.loads(json.dumps(b.snapshot())))
+    ts = T0 + 22 * 86400 + 10 * 3600
+    assert again.expected(ts, 14 * 86400) == b.expected(ts, 14 * 86400) > 30
+
+
+def test_learned_baselines_survive_a_restart_through_the_state_store(tmp_path):
+    from mailgw.state.embedded import EmbeddedStore
+
+    before = default_engine()
+    run(before, office_weeks(3))
+    EmbeddedStore(tmp_path / "state.db").save_baselines(before.baselines())
+    after = default_engine()  # a restarted gateway
+    after.restore_baselines(EmbeddedStore(tmp_path / "state.db").load_baselines())
+    (i, d), = run(after, night_burst(22, 250))
+    assert d.rule == "spike_1h" and i == 200

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailgw.anomaly.rules import KEYED, Decision, Rule
-from mailgw.anomaly.windows import Counter, KeyCounter
+from mailgw.anomaly.windows import Baseline, Counter, KeyCounter
 
 
 class SystemState:
@@ -31,6 +31,8 @@ class SystemState:
                     self.keys.setdefault((metric, rule.window), KeyCounter(rule.window))
                 else:
                     self.sums.setdefault((metric, rule.window), Counter(rule.window))
+        self.baselines: dict[str, Baseline] = {
+            r.metric: Baseline() for r in rules if r.kind == "spike"}
         self._sums_of: dict[str, list[Counter]] = {}
         for (metric, _), counter in self.sums.items():
             self._sums_of.setdefault(metric, []).append(counter)
@@ -41,6 +43,9 @@ class SystemState:
     def add(self, ts: float, metric: str, amount: float = 1.0) -> None:
         for counter in self._sums_of.get(metric, ()):
             counter.add(ts, amount)
+        baseline = self.baselines.get(metric)
+        if baseline is not None:
+            baseline.add(ts, amount)
 
     def add_keys(self, ts: float, metric: str, keys: list[str]) -> None:
         for counter in self._keys_of.get(metric, ()):
@@ -82,6 +87,18 @@ class Engine:
             state = self.systems[system] = SystemState(self.rules)
         return state
 
+    def baselines(self) -> dict[str, dict[str, Any]]:
+        """Learned baselines, per system and metric, to keep across restarts."""
+        return {system: {m: b.snapshot() for m, b in state.baselines.items()}
+                for system, state in self.systems.items() if state.baselines}
+
+    def restore_baselines(self, data: Mapping[str, Mapping[str, Any]]) -> None:
+        for system, metrics in data.items():
+            state = self._state(system)
+            for metric, snapshot in metrics.items():
+                if metric in state.baselines:
+                    state.baselines[metric] = Baseline.restore(snapshot)
+
     def evidence(self, system: str, ts: float) -> dict[str, Any]:
         """A snapshot of a system's windows, for the suspension record."""
         state = self.systems.get(system)
@@ -100,9 +117,12 @@ class Engine:
         ts = float(event["ts"])
         if kind == "lifted":
             # an operator judged the cause gone: counting starts afresh, or the
-            # traffic that led to the suspension would bring it straight back
+            # traffic that led to the suspension would bring it straight back;
+            # what was learned of the system's usual traffic is kept
             self.suspended.discard(system)
-            self.systems.pop(system, None)
+            old = self.systems.pop(system, None)
+            if old is not None:
+                self._state(system).baselines.update(old.baselines)
             return []
         if kind == "suspended":
             self.suspended.add(system)
@@ -137,10 +157,13 @@ class Engine:
             threshold = mine.get(rule.name, rule.threshold)
             if threshold != rule.threshold:
                 rule = Rule(rule.name, rule.kind, rule.metric, rule.window, threshold, rule.per,
-                            rule.min_sample)
+                            rule.min_sample, rule.min_history)
             value = state.value(ts, rule.metric, rule.window)
-            divisor = state.value(ts, rule.per, rule.window) if rule.per else None
-            observed = rule.judge(value, divisor)
+            if rule.kind == "spike":
+                other = state.baselines[rule.metric].expected(ts, rule.min_history)
+            else:
+                other = state.value(ts, rule.per, rule.window) if rule.per else None
+            observed = rule.judge(value, other)
             if observed is not None:
                 self.suspended.add(system)
                 return [Decision(ts, system, rule.name, observed, threshold, rule.window)]

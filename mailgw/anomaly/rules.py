@@ -1,12 +1,15 @@
 """Anomaly rules: what a system may do per window before it is suspended.
 
-Two kinds, each named and tunable per system:
+Three kinds, each named and tunable per system:
 - ceiling: a metric over a window above `threshold` (messages, recipients,
   bytes, remote permanent failures, deferrals, gateway rejections, distinct
   recipient domains, messages to the busiest single recipient);
 - ratio: one metric divided by another above `threshold`, judged only once
   the divisor reaches `min_sample` (a bounce storm: permanent failures per
-  delivery attempt, as SES and cPanel judge senders).
+  delivery attempt, as SES and cPanel judge senders);
+- spike: a count over the last hour above `threshold` times the system's own
+  usual count for that hour of the week, and above the floor `min_sample`;
+  silent until the system has `min_history` of history.
 """
 
 from __future__ import annotations
@@ -27,21 +30,29 @@ KEYED: frozenset[str] = frozenset({"recipient_domains", "top_recipient"})
 @dataclass(frozen=True)
 class Rule:
     name: str
-    kind: Literal["ceiling", "ratio"]
+    kind: Literal["ceiling", "ratio", "spike"]
     metric: Metric
     window: float  # seconds
     threshold: float
     per: Metric | None = None  # the divisor of a ratio rule
-    min_sample: float = 0.0
+    min_sample: float = 0.0  # ratio: least divisor; spike: least count
+    min_history: float = 0.0  # spike: seconds of history before it judges
 
     @classmethod
     def from_config(cls, r: AnomalyRule) -> Rule:
-        return cls(r.name, r.kind, r.metric, r.window, r.threshold, r.per, r.min_sample)
+        return cls(r.name, r.kind, r.metric, r.window, r.threshold, r.per, r.min_sample,
+                   r.min_history)
 
-    def judge(self, value: float, divisor: float | None) -> float | None:
-        """The observed value when this rule is crossed, else None."""
+    def judge(self, value: float, other: float | None) -> float | None:
+        """The observed value when this rule is crossed, else None. `other` is
+        a ratio's divisor, or a spike's baseline (None: not learned yet)."""
         if self.kind == "ceiling":
             return value if value > self.threshold else None
+        if self.kind == "spike":
+            if other is None:
+                return None
+            return value if value > max(self.min_sample, self.threshold * other) else None
+        divisor = other
         if divisor is None or divisor < max(self.min_sample, 1):
             return None
         ratio = value / divisor

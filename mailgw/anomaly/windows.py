@@ -17,6 +17,7 @@ same code serves live traffic and `mailgw replay`. Time must not go back.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 BUCKETS = 12
 KEY_CAP = 4096
@@ -112,3 +113,62 @@ class KeyCounter:
     def top(self, ts: float) -> int:
         self._advance(ts)
         return self.top_count
+
+
+class Baseline:
+    """A system's usual count for each hour of the week, learned as it goes:
+    when an hour ends its count (0 for a silent hour) is blended into that
+    hour-of-week's figure, a weekly moving average that follows slow change
+    (a new department) but not one odd week."""
+
+    __slots__ = ("slots", "first_hour", "hour", "count")
+    WEEK = 168
+    ALPHA = 0.3
+
+    def __init__(self) -> None:
+        self.slots: list[float | None] = [None] * self.WEEK  # None: never seen
+        self.first_hour: int | None = None
+        self.hour = 0
+        self.count = 0.0
+
+    def _blend(self, hour: int, value: float) -> None:
+        i = hour % self.WEEK
+        old = self.slots[i]
+        self.slots[i] = value if old is None else old + self.ALPHA * (value - old)
+
+    def _roll(self, hour: int) -> None:
+        if self.first_hour is None:
+            self.first_hour = self.hour = hour
+            return
+        if hour <= self.hour:
+            return
+        # the hour that ended, then the silent ones since (a week of them at most)
+        self._blend(self.hour, self.count)
+        for silent in range(max(self.hour + 1, hour - self.WEEK), hour):
+            self._blend(silent, 0.0)
+        self.hour, self.count = hour, 0.0
+
+    def add(self, ts: float, amount: float = 1.0) -> None:
+        self._roll(int(ts // 3600))
+        self.count += amount
+
+    def expected(self, ts: float, min_history: float) -> float | None:
+        """The usual count for the hour of the week `ts` falls in, or None
+        while less than `min_history` seconds have been seen."""
+        hour = int(ts // 3600)
+        self._roll(hour)
+        if self.first_hour is None or (hour - self.first_hour) * 3600 < min_history:
+            return None
+        return self.slots[hour % self.WEEK] or 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"slots": self.slots, "first_hour": self.first_hour, "hour": self.hour,
+                "count": self.count}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> Baseline:
+        b = cls()
+        b.slots = [None if x is None else float(x) for x in data["slots"]]
+        b.first_hour = data["first_hour"]
+        b.hour, b.count = int(data["hour"]), float(data["count"])
+        return b

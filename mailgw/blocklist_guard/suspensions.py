@@ -40,6 +40,7 @@ class Guard:
         self._saves = 0  # a refresh that overlapped a save is stale
         for system in self._active:
             engine.suspended.add(system)
+        engine.restore_baselines(store.load_baselines())
 
     def suspended(self, system: str) -> Suspension | None:
         return self._unsaved.get(system) or self._active.get(system)
@@ -111,10 +112,19 @@ class Guard:
             self.on_lifted(system)
         await asyncio.get_running_loop().run_in_executor(self.executor, self._send_notices)
 
-    async def run(self, every: float = 1.0) -> None:
+    def save_baselines(self) -> None:
+        """Blocking; also called once at stop."""
+        self.store.save_baselines(self.engine.baselines())
+
+    async def run(self, every: float = 1.0, save_every: float = 300.0) -> None:
+        last_save = self.clock.now()
         while True:
             await asyncio.sleep(every)
             try:
                 await self.refresh()
+                if self.clock.now() - last_save >= save_every:
+                    last_save = self.clock.now()
+                    await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                     self.save_baselines)
             except Exception:
-                log.exception("cannot read suspensions from the state store")
+                log.exception("cannot sync suspensions with the state store")

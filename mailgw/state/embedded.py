@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS notices (
     kind TEXT NOT NULL,
     PRIMARY KEY (suspension_id, kind)
 );
+CREATE TABLE IF NOT EXISTS baselines (
+    system TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_u BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_d BEFORE DELETE ON audit
@@ -165,6 +169,22 @@ class EmbeddedStore:
         row = self._db.execute("SELECT * FROM suspensions WHERE system=? ORDER BY id DESC LIMIT 1",
                                (system,)).fetchone()
         return _suspension(row) if row is not None else None
+
+    @_locked
+    def save_baselines(self, baselines: dict[str, Any]) -> None:
+        """The engine's learned hour-of-week baselines, so a restart keeps them."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO baselines VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in baselines.items()])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    @_locked
+    def load_baselines(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT * FROM baselines")}
 
     @_locked
     def active(self) -> dict[str, Suspension]:
