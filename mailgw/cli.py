@@ -120,9 +120,9 @@ def replay(config_path: Path, events: TextIO) -> None:
 
 
 def _store(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
-    from mailgw.state.embedded import EmbeddedStore
+    from mailgw.state.store import open_store
 
-    return EmbeddedStore(cfg.gateway.state_file)
+    return open_store(cfg)
 
 
 def _known(cfg: config_mod.Config, system: str) -> None:

@@ -331,12 +331,19 @@ class System(_Model):
         return self
 
 
+class State(_Model):
+    backend: Literal["embedded", "redis"] = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "mailgw:"
+
+
 class Config(_Model):
     gateway: Gateway = Field(default_factory=Gateway)
     limits: Limits = Field(default_factory=Limits)
     delivery: Delivery = Field(default_factory=Delivery)
     dkim: list[DKIMKey] = Field(default_factory=list)
     anomaly: Anomaly = Field(default_factory=Anomaly)
+    state: State = Field(default_factory=State)
     systems: list[System] = Field(default_factory=list)
     source: Path | None = None
 

@@ -30,8 +30,8 @@ from mailgw.relay.dkim import DkimSigner
 from mailgw.relay.ingress import Ingress
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import Meta, Recipient, Spool
-from mailgw.state.embedded import EmbeddedStore
 from mailgw.state.records import Suspension
+from mailgw.state.store import open_store
 from mailgw.systems import SystemDirectory
 
 log = logging.getLogger("mailgw")
@@ -63,7 +63,7 @@ class Gateway:
         waiting = self.spool.recover()
         self.event_log = EventLog(cfg.gateway.event_log, clock,
                                   line_buffered=cfg.gateway.flush_interval == 0)
-        self.store = EmbeddedStore(cfg.gateway.state_file)
+        self.store = open_store(cfg)
         templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
@@ -168,7 +168,10 @@ class Gateway:
         for server in self.servers:
             await server.wait_closed()
         self.executor.shutdown(wait=True)
-        self.guard.save_baselines()
+        try:
+            self.guard.save_baselines()
+        except Exception:
+            log.exception("cannot save the learned baselines")
         self.event_log.close()
         self.store.close()
         log.info("mailgw stopped")

@@ -11,6 +11,7 @@ from mailgw.config import Config
 from tests.support.destination import Destination
 from tests.support.dns import DNSTestServer
 from tests.support.gateway import GatewayThread
+from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,3 +78,10 @@ def relay_config(make_config: Callable[..., Config], dest: Destination) -> Confi
 def gateway(relay_config: Config) -> Iterator[GatewayThread]:
     with GatewayThread(relay_config) as gw:
         yield gw
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+import itertools
 import json
 import smtplib
 
 import pytest
 
-from mailgw.state.embedded import EmbeddedStore
 from tests.support.gateway import GatewayThread
 from tests.support.waiting import wait_until
 
@@ -44,11 +44,16 @@ def events(gw, kind):
     return [e for e in map(json.loads, lines) if e["event"] == kind]
 
 
-@pytest.fixture
-def gw(make_config, dest):
+_prefixes = itertools.count()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def gw(request, make_config, dest, redis_server):
     dest.faults.data = "451 4.3.0 not now"  # keep mail spooled so that holding shows
     cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
                       anomaly={"rules": RULES},
+                      state={"backend": request.param, "redis_url": redis_server.url,
+                             "redis_prefix": f"susp{next(_prefixes)}:"},
                       gateway={"status_url": "https://gw.example/v1/systems/{system}/status"})
     with GatewayThread(cfg) as g:
         yield g
@@ -66,7 +71,7 @@ def test_crossing_message_is_accepted_then_mail_gets_450_and_waits(gw, dest):
         "messages_10m", 4, 3)
     rejected = events(gw, "rejected")[-1]
     assert rejected["reason"] == "suspended" and rejected["code"] == 450
-    store = EmbeddedStore(gw.gateway.config.gateway.state_file)
+    store = gw.gateway.store
     wait_until(lambda: "mfa" in store.active())
     assert store.active()["mfa"].rule == "messages_10m"
 
@@ -77,7 +82,7 @@ def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):
     spool = gw.gateway.spool
     wait_until(lambda: len(spool.ids("hold")) == 4, timeout=15, what="4 messages held")
     dest.faults.data = None
-    store = EmbeddedStore(gw.gateway.config.gateway.state_file)
+    store = gw.gateway.store
     wait_until(lambda: "mfa" in store.active())
     assert store.lift("mfa", "operator-alice", "account password reset", 0) is not None
     wait_until(lambda: len(from_system(dest)) == 4, timeout=10, what="released mail delivered")
@@ -103,7 +108,7 @@ def test_owner_notices_arrive_once_in_kazakh_and_russian(gw, dest):
     # notices are the gateway's own mail: not counted, not held
     assert all(e.get("origin") == "notice" for e in events(gw, "delivered")
                if e["recipient"] == "postmaster@mfa.gov.kz")
-    store = EmbeddedStore(gw.gateway.config.gateway.state_file)
+    store = gw.gateway.store
     wait_until(lambda: "mfa" in store.active())
     store.lift("mfa", "operator-alice", "fixed", 0)
     wait_until(lambda: len(notices(dest)) == 2, timeout=10, what="the lift notice")

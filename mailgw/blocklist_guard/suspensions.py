@@ -21,26 +21,30 @@ from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Decision
 from mailgw.clock import Clock
 from mailgw.events import EventSink
-from mailgw.state.embedded import EmbeddedStore
 from mailgw.state.records import Suspension
+from mailgw.state.store import Store
 
 log = logging.getLogger("mailgw.guard")
 
 
 class Guard:
-    def __init__(self, *, engine: Engine, store: EmbeddedStore, events: EventSink, clock: Clock,
+    def __init__(self, *, engine: Engine, store: Store, events: EventSink, clock: Clock,
                  executor: Executor, on_lifted: Callable[[str], None] = lambda system: None,
                  notify: Callable[[str, Suspension], None] = lambda kind, record: None):
         """`notify(kind, record)` sends the owner notice; it is called off the
         event loop, once per suspension and kind across every gateway."""
         self.engine, self.store, self.events, self.clock = engine, store, events, clock
         self.executor, self.on_lifted, self.notify = executor, on_lifted, notify
-        self._active: dict[str, Suspension] = store.active()
+        try:
+            self._active: dict[str, Suspension] = store.active()
+            engine.restore_baselines(store.load_baselines())
+        except Exception:  # a state backend that is down must not stop mail
+            log.exception("cannot read the state store at start; no suspensions known yet")
+            self._active = {}
         self._unsaved: dict[str, Suspension] = {}
         self._saves = 0  # a refresh that overlapped a save is stale
         for system in self._active:
             engine.suspended.add(system)
-        engine.restore_baselines(store.load_baselines())
 
     def suspended(self, system: str) -> Suspension | None:
         return self._unsaved.get(system) or self._active.get(system)
@@ -89,7 +93,11 @@ class Guard:
                     log.exception("cannot send the %s notice for %s", kind, record.system)
 
     async def refresh(self) -> None:
-        """Take in the store's view: suspensions and lifts made elsewhere."""
+        """Take in the store's view: suspensions and lifts made elsewhere.
+        Suspensions that could not be recorded (store down) are tried again."""
+        loop = asyncio.get_running_loop()
+        for record in list(self._unsaved.values()):
+            await loop.run_in_executor(self.executor, self._save, record)
         saves = self._saves
         active = await asyncio.get_running_loop().run_in_executor(self.executor,
                                                                   self.store.active)
