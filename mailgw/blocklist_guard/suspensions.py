@@ -42,6 +42,7 @@ class Guard:
             log.exception("cannot read the state store at start; no suspensions known yet")
             self._active = {}
         self._unsaved: dict[str, Suspension] = {}
+        self._failed: dict[str, Suspension] = {}  # unsaved because the store was down
         self._saves = 0  # a refresh that overlapped a save is stale
         for system in self._active:
             engine.suspended.add(system)
@@ -72,9 +73,11 @@ class Guard:
             if self.store.suspend(record) is None:
                 log.info("%s was already suspended in the store", record.system)
         except Exception:
-            log.exception("cannot record the suspension of %s; it holds in memory",
-                          record.system)
+            log.exception("cannot record the suspension of %s; it holds in memory and is "
+                          "tried again", record.system)
+            self._failed[record.system] = record
             return
+        self._failed.pop(record.system, None)
         # known as active before it stops being unsaved: never a gap between
         self._active = {**self._active, record.system: record}
         self._saves += 1
@@ -82,21 +85,24 @@ class Guard:
 
     def _send_notices(self) -> None:
         """Blocking: every notice still due, each claimed in the store first so
-        that one gateway sends it. Claimed before it is spooled: a crash in
-        between loses that one notice, where the other order could send two."""
+        that one gateway sends it; given back if sending fails, for the next
+        round. Claimed before it is spooled: a crash in between loses that one
+        notice, where the other order could send two."""
         for kind, record in self.store.pending_notices():
             assert record.id is not None
             if self.store.claim_notice(record.id, kind):
                 try:
                     self.notify(kind, record)
                 except Exception:
-                    log.exception("cannot send the %s notice for %s", kind, record.system)
+                    log.exception("cannot send the %s notice for %s; trying again",
+                                  kind, record.system)
+                    self.store.unclaim_notice(record.id, kind)
 
     async def refresh(self) -> None:
         """Take in the store's view: suspensions and lifts made elsewhere.
         Suspensions that could not be recorded (store down) are tried again."""
         loop = asyncio.get_running_loop()
-        for record in list(self._unsaved.values()):
+        for record in list(self._failed.values()):
             await loop.run_in_executor(self.executor, self._save, record)
         saves = self._saves
         active = await asyncio.get_running_loop().run_in_executor(self.executor,

@@ -230,12 +230,21 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             self.data_path(queue_id).unlink()
 
+    def _metas(self, state: State) -> list[Meta]:
+        """Metadata of every message in a state; one that moves on while this
+        runs (delivered, held, released) is simply not in the answer."""
+        out = []
+        for queue_id in self.ids(state):
+            with contextlib.suppress(FileNotFoundError):
+                out.append(self.read(state, queue_id))
+        return out
+
     def systems_in(self, state: State) -> set[str]:
-        return {s for i in self.ids(state) if (s := self.read(state, i).system) is not None}
+        return {m.system for m in self._metas(state) if m.system is not None}
 
     def ids_of(self, state: State, system: str) -> list[str]:
         """Messages of one system in a state (reads each one's metadata)."""
-        return [i for i in self.ids(state) if self.read(state, i).system == system]
+        return [m.id for m in self._metas(state) if m.system == system]
 
     def ids(self, state: State) -> list[str]:
         return sorted(p.stem for p in (self.root / state).glob("*.json"))

@@ -153,6 +153,12 @@ class EmbeddedStore:
         return cur.rowcount == 1
 
     @_locked
+    def unclaim_notice(self, suspension_id: int, kind: str) -> None:
+        """Give a claimed notice back (sending it failed), for another try."""
+        self._db.execute("DELETE FROM notices WHERE suspension_id=? AND kind=?",
+                         (suspension_id, kind))
+
+    @_locked
     def pending_notices(self) -> list[tuple[str, Suspension]]:
         """(kind, record) for every notice not yet claimed: suspensions, and
         lifts, including those made while no gateway was running."""

@@ -94,6 +94,9 @@ class RedisStore:
     def claim_notice(self, suspension_id: int, kind: str) -> bool:
         return bool(self.r.srem(self._k("pending"), f"{kind}:{suspension_id}"))
 
+    def unclaim_notice(self, suspension_id: int, kind: str) -> None:
+        self.r.sadd(self._k("pending"), f"{kind}:{suspension_id}")
+
     def pending_notices(self) -> list[tuple[str, Suspension]]:
         out = []
         for member in sorted(self.r.smembers(self._k("pending"))):
