@@ -9,6 +9,7 @@ import smtplib
 import subprocess
 import sys
 
+from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
 from tests.support.waiting import wait_until
 from tests.test_serve_e2e import write_config
@@ -82,14 +83,6 @@ threshold = 3
 """
 
 
-def send(port: int, n: int) -> int:
-    with smtplib.SMTP("127.0.0.1", port) as c:
-        c.ehlo("mail.mfa.gov.kz")
-        code = c.mail("a@mfa.gov.kz")[0]
-        if code != 250:
-            return code
-        c.rcpt(f"u{n}@example.com")
-        return c.data(b"Subject: burst\r\n\r\nbody\r\n")[0]
 
 
 def test_burst_suspends_held_mail_survives_restart_and_purge_removes_it(tmp_path, dest):
@@ -99,20 +92,20 @@ def test_burst_suspends_held_mail_survives_restart_and_purge_removes_it(tmp_path
     hold = tmp_path / "spool" / "hold"
     gw = ServeProcess(config, port).start()
     try:
-        assert [send(port, n) for n in range(4)] == [250] * 4
-        assert send(port, 9) == 450
+        assert [send_as_mfa(port, n)[0] for n in range(4)] == [250] * 4
+        assert send_as_mfa(port, 9)[0] == 450
         wait_until(lambda: len(list(hold.glob("*.json"))) >= 4, timeout=15, what="held")
         assert gw.terminate() == 0
         dest.faults.data = None
         gw.start()  # held mail stays held across the restart, and 450 goes on
-        assert send(port, 10) == 450
+        assert send_as_mfa(port, 10)[0] == 450
         assert len(list(hold.glob("*.json"))) >= 4
         assert not [m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"]
         held = [p.stem for p in hold.glob("*.json")]
         out = cli(config, "lift", "mfa", "--reason", "spam confirmed", "--purge")
         assert out.returncode == 0, out.stderr
         wait_until(lambda: not list(hold.glob("*.json")), timeout=5, what="purged")
-        wait_until(lambda: send(port, 11) == 250, timeout=5)
+        wait_until(lambda: send_as_mfa(port, 11)[0] == 250, timeout=5)
     finally:
         gw.stop()
     assert not set(held) & dest.received_ids()  # purged, never delivered

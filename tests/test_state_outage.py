@@ -4,38 +4,24 @@ is back. Never a 5xx because of the backend."""
 
 from __future__ import annotations
 
-import smtplib
-
 from tests.support.gateway import GatewayThread
+from tests.support.mail import FOUR_CROSS, send_as_mfa
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
-
-RULES = [{"name": "messages_10m", "kind": "ceiling", "metric": "messages", "window": "10m",
-          "threshold": 3}]
-
-
-def send(port: int, n: int) -> int:
-    with smtplib.SMTP("127.0.0.1", port) as c:
-        c.ehlo("mail.mfa.gov.kz")
-        code = c.mail("a@mfa.gov.kz")[0]
-        if code != 250:
-            return code
-        c.rcpt(f"u{n}@example.com")
-        return c.data(b"Subject: outage\r\n\r\nbody\r\n")[0]
 
 
 def test_redis_outage_loses_nothing_and_the_suspension_is_recorded_when_back(make_config, dest):
     redis = RedisServer().start()
     cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
-                      anomaly={"rules": RULES},
+                      anomaly={"rules": FOUR_CROSS},
                       state={"backend": "redis", "redis_url": redis.url})
     try:
         with GatewayThread(cfg) as gw:
-            assert send(gw.port, 0) == 250
+            assert send_as_mfa(gw.port, 0)[0] == 250
             port = redis.port
             redis.stop()  # the state backend is gone
-            assert [send(gw.port, n) for n in range(1, 4)] == [250, 250, 250]
-            assert send(gw.port, 9) == 450  # decided and enforced from memory
+            assert [send_as_mfa(gw.port, n)[0] for n in range(1, 4)] == [250, 250, 250]
+            assert send_as_mfa(gw.port, 9)[0] == 450  # decided and enforced from memory
             wait_until(lambda: len([m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"])
                        >= 3, what="mail delivered during the outage")
             redis = RedisServer()
@@ -43,6 +29,6 @@ def test_redis_outage_loses_nothing_and_the_suspension_is_recorded_when_back(mak
             redis.start()  # back, empty: the suspension is written again
             wait_until(lambda: "mfa" in gw.gateway.store.active(), timeout=10,
                        what="the suspension recorded in Redis")
-            assert send(gw.port, 10) == 450
+            assert send_as_mfa(gw.port, 10)[0] == 450
     finally:
         redis.stop()

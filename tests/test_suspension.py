@@ -8,26 +8,12 @@ import email
 import email.policy
 import itertools
 import json
-import smtplib
 
 import pytest
 
 from tests.support.gateway import GatewayThread
+from tests.support.mail import FOUR_CROSS, send_as_mfa
 from tests.support.waiting import wait_until
-
-RULES = [{"name": "messages_10m", "kind": "ceiling", "metric": "messages", "window": "10m",
-          "threshold": 3}]
-
-
-def send(port: int, n: int) -> tuple[int, str]:
-    with smtplib.SMTP("127.0.0.1", port) as c:
-        c.ehlo("mail.mfa.gov.kz")
-        code, text = c.mail("a@mfa.gov.kz")
-        if code != 250:
-            return code, text.decode()
-        c.rcpt(f"u{n}@example.com")
-        code, text = c.data(f"Subject: {n}\r\n\r\nbody\r\n".encode())
-        return code, text.decode()
 
 
 def from_system(dest):
@@ -51,7 +37,7 @@ _prefixes = itertools.count()
 def gw(request, make_config, dest, redis_server):
     dest.faults.data = "451 4.3.0 not now"  # keep mail spooled so that holding shows
     cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
-                      anomaly={"rules": RULES},
+                      anomaly={"rules": FOUR_CROSS},
                       state={"backend": request.param, "redis_url": redis_server.url,
                              "redis_prefix": f"susp{next(_prefixes)}:"},
                       gateway={"status_url": "https://gw.example/v1/systems/{system}/status"})
@@ -60,9 +46,9 @@ def gw(request, make_config, dest, redis_server):
 
 
 def test_crossing_message_is_accepted_then_mail_gets_450_and_waits(gw, dest):
-    codes = [send(gw.port, n)[0] for n in range(4)]
+    codes = [send_as_mfa(gw.port, n)[0] for n in range(4)]
     assert codes == [250, 250, 250, 250]  # the 4th crosses "more than 3": the last accepted
-    code, text = send(gw.port, 5)
+    code, text = send_as_mfa(gw.port, 5)
     assert code == 450
     assert text.startswith("4.7.1 Mail system mfa is suspended since ")
     assert "rule messages_10m" in text and "https://gw.example/v1/systems/mfa/status" in text
@@ -78,7 +64,7 @@ def test_crossing_message_is_accepted_then_mail_gets_450_and_waits(gw, dest):
 
 def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):
     for n in range(4):
-        send(gw.port, n)
+        send_as_mfa(gw.port, n)
     spool = gw.gateway.spool
     wait_until(lambda: len(spool.ids("hold")) == 4, timeout=15, what="4 messages held")
     dest.faults.data = None
@@ -87,14 +73,14 @@ def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):
     assert store.lift("mfa", "operator-alice", "account password reset", 0) is not None
     wait_until(lambda: len(from_system(dest)) == 4, timeout=10, what="released mail delivered")
     assert len(events(gw, "released")) == 4 and events(gw, "lifted")
-    assert send(gw.port, 9)[0] == 250  # relaying again
+    assert send_as_mfa(gw.port, 9)[0] == 250  # relaying again
     history = [(h.action, h.by) for h in store.history("mfa")]
     assert history == [("suspended", "auto"), ("lifted", "operator-alice")]
 
 
 def test_owner_notices_arrive_once_in_kazakh_and_russian(gw, dest):
     for n in range(6):
-        send(gw.port, n)
+        send_as_mfa(gw.port, n)
     dest.faults.data = None  # the notice itself was deferred with everything else
     wait_until(lambda: notices(dest), timeout=10, what="the suspension notice")
     (notice,) = notices(dest)

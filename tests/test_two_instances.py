@@ -3,38 +3,24 @@ suspension is recorded, one owner notice goes out, and both refuse with 450."""
 
 from __future__ import annotations
 
-import smtplib
-
 from tests.support.gateway import GatewayThread
+from tests.support.mail import FOUR_CROSS, send_as_mfa
 from tests.support.waiting import wait_until
-
-RULES = [{"name": "messages_10m", "kind": "ceiling", "metric": "messages", "window": "10m",
-          "threshold": 3}]
-
-
-def send(port: int, n: int) -> int:
-    with smtplib.SMTP("127.0.0.1", port) as c:
-        c.ehlo("mail.mfa.gov.kz")
-        code = c.mail("a@mfa.gov.kz")[0]
-        if code != 250:
-            return code
-        c.rcpt(f"u{n}@example.com")
-        return c.data(b"Subject: twins\r\n\r\nbody\r\n")[0]
 
 
 def test_two_instances_one_suspension_one_notice(make_config, dest, redis_server, tmp_path):
     def config(name: str):
         return make_config(
-            delivery={"relayhost": f"[127.0.0.1]:{dest.port}"}, anomaly={"rules": RULES},
+            delivery={"relayhost": f"[127.0.0.1]:{dest.port}"}, anomaly={"rules": FOUR_CROSS},
             state={"backend": "redis", "redis_url": redis_server.url, "redis_prefix": "twins:"},
             gateway={"spool_dir": str(tmp_path / name / "spool"),
                      "event_log": str(tmp_path / name / "events.jsonl")})
 
     with GatewayThread(config("a")) as a, GatewayThread(config("b")) as b:
         for n in range(4):  # each instance sees the system cross on its own
-            assert send(a.port, n) == 250
-            assert send(b.port, 10 + n) == 250
-        assert send(a.port, 99) == 450 and send(b.port, 99) == 450
+            assert send_as_mfa(a.port, n)[0] == 250
+            assert send_as_mfa(b.port, 10 + n)[0] == 250
+        assert send_as_mfa(a.port, 99)[0] == 450 and send_as_mfa(b.port, 99)[0] == 450
         store = a.gateway.store
         wait_until(lambda: "mfa" in store.active())
         wait_until(lambda: any(m.rcpt_tos == ["postmaster@mfa.gov.kz"] for m in dest.messages),
