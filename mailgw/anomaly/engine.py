@@ -155,15 +155,12 @@ class Engine:
         mine = self.overrides.get(system, {})
         for rule in rules:
             threshold = mine.get(rule.name, rule.threshold)
-            if threshold != rule.threshold:
-                rule = Rule(rule.name, rule.kind, rule.metric, rule.window, threshold, rule.per,
-                            rule.min_sample, rule.min_history)
             value = state.value(ts, rule.metric, rule.window)
             if rule.kind == "spike":
                 other = state.baselines[rule.metric].expected(ts, rule.min_history)
             else:
                 other = state.value(ts, rule.per, rule.window) if rule.per else None
-            observed = rule.judge(value, other)
+            observed = rule.judge(value, other, threshold)
             if observed is not None:
                 self.suspended.add(system)
                 return [Decision(ts, system, rule.name, observed, threshold, rule.window)]

@@ -43,20 +43,20 @@ class Rule:
         return cls(r.name, r.kind, r.metric, r.window, r.threshold, r.per, r.min_sample,
                    r.min_history)
 
-    def judge(self, value: float, other: float | None) -> float | None:
-        """The observed value when this rule is crossed, else None. `other` is
-        a ratio's divisor, or a spike's baseline (None: not learned yet)."""
+    def judge(self, value: float, other: float | None, threshold: float) -> float | None:
+        """The observed value when this rule is crossed at `threshold` (the
+        rule's own, or a system's override), else None. `other` is a ratio's
+        divisor, or a spike's baseline (None: not learned yet)."""
         if self.kind == "ceiling":
-            return value if value > self.threshold else None
+            return value if value > threshold else None
         if self.kind == "spike":
             if other is None:
                 return None
-            return value if value > max(self.min_sample, self.threshold * other) else None
-        divisor = other
-        if divisor is None or divisor < max(self.min_sample, 1):
+            return value if value > max(self.min_sample, threshold * other) else None
+        if other is None or other < max(self.min_sample, 1):
             return None
-        ratio = value / divisor
-        return round(ratio, 4) if ratio >= self.threshold else None
+        ratio = value / other
+        return round(ratio, 4) if ratio >= threshold else None
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class Delivery:
     def __init__(
         self, *, config: DeliveryConfig, spool: Spool, router: Router, destinations: Destinations,
         events: EventSink, clock: Clock, executor: Executor, make_bounce: BounceMaker,
-        on_queued: Callable[[Meta, bytes], None] | None = None, rng: random.Random | None = None,
+        rng: random.Random | None = None,
         held: Callable[[Meta], bool] = lambda meta: False,
         max_in_flight: int = 2000, max_in_flight_bytes: int = 256 * 1024**2,
     ):
@@ -67,7 +67,6 @@ class Delivery:
         self._bytes = 0
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self.on_queued = on_queued or self.submit
         self.held = held
 
     # --- intake --------------------------------------------------------------
@@ -166,12 +165,12 @@ class Delivery:
                 meta, body = await self._run_io(self._claim, queue_id, known, data)
         except FileNotFoundError:
             return  # held, purged or finished meanwhile
-        if self.held(meta):
-            # a suspended system's mail waits in hold/ until a lift releases it
-            await self._run_io(self.spool.move, queue_id, "active", "hold")
-            self.events.emit("held", meta.system, queue_id=queue_id)
-            return
         try:
+            if self.held(meta):
+                # a suspended system's mail waits in hold/ until a lift releases it
+                await self._run_io(self.spool.move, queue_id, "active", "hold")
+                self.events.emit("held", meta.system, queue_id=queue_id)
+                return
             self._bytes += len(body)
             try:
                 outcomes = await self._deliver(meta, body)
@@ -251,7 +250,7 @@ class Delivery:
         )
         await self._run_io(self.spool.put, notice, dsn)
         log.info("%s: bounce notice %s to <%s>", meta.id, notice.id, meta.sender)
-        self.on_queued(notice, dsn)
+        self.submit(notice, dsn)
 
     async def _crashed(self, meta: Meta) -> None:
         meta.crashes += 1

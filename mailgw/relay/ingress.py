@@ -217,7 +217,6 @@ class Ingress:
         except SpoolError as e:
             log.error("spool write failed for %s: %s", queue_id, e)
             return self.reject(session, Rejection.of(replies.STORE_FAILED, "store_failed"))
-        meta.size = len(message)
         log.info("%s: accepted from=<%s> system=%s nrcpt=%d size=%d client=%s", queue_id, sender,
                  system.id, len(recipients), len(message), client_ip(session))
         self.events.emit("accepted", system.id, queue_id=queue_id, sender=sender,
