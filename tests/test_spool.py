@@ -61,3 +61,23 @@ def test_queue_ids_are_unique_and_time_ordered():
     ids = [new_queue_id() for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+def test_unreadable_metadata_of_a_claimed_message_is_set_aside_not_fatal(tmp_path):
+    spool = Spool(tmp_path)
+    m = meta()
+    spool.put(m, b"x")
+    spool.claim(m.id)
+    (tmp_path / "active" / f"{m.id}.json").write_text("{not json")
+    assert Spool(tmp_path).recover() == []
+    assert spool.ids("corrupt") == [m.id] and spool.read_data(m.id) == b"x"
+
+
+def test_rewrite_leaves_the_message_in_its_new_state_only(tmp_path):
+    spool = Spool(tmp_path)
+    m = meta()
+    spool.put(m, b"x")
+    claimed = spool.claim(m.id)
+    claimed.attempts = 1
+    spool.rewrite(claimed, "active", "queue")
+    assert spool.ids("active") == [] and spool.read("queue", m.id).attempts == 1

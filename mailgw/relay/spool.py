@@ -217,10 +217,12 @@ class Spool:
             tmp.unlink()
         _write_new(tmp, meta.to_json())
         os.rename(tmp, self._meta_path(dst, meta.id))
+        # durable in dst before it leaves src: a crash in between leaves it in
+        # both, which recovery resolves, never in neither
+        self._dirsync[dst].sync()
         if src != dst:
             with contextlib.suppress(FileNotFoundError):
                 self._meta_path(src, meta.id).unlink()
-        self._dirsync[dst].sync()
 
     def remove(self, queue_id: str, state: State) -> None:
         """Forget a finished message: metadata first, so a crash in between
@@ -255,7 +257,11 @@ class Spool:
         for leftover in self.tmp.iterdir():
             leftover.unlink()
         for queue_id in self.ids("active"):
-            meta = self.read("active", queue_id)
+            try:
+                meta = self.read("active", queue_id)
+            except (ValueError, TypeError, KeyError):
+                self.move(queue_id, "active", "corrupt")  # set aside, never dropped
+                continue
             meta.crashes += 1
             self.rewrite(meta, "active", "corrupt" if meta.crashes >= self.max_crashes else "queue")
         known = {i for s in STATES for i in self.ids(s)}
