@@ -31,6 +31,7 @@ from mailgw.relay.ingress import Ingress
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import Meta, Recipient, Spool
 from mailgw.state.records import Suspension
+from mailgw.state.redis_windows import RedisWindows
 from mailgw.state.store import open_store
 from mailgw.systems import SystemDirectory
 
@@ -55,6 +56,7 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, int]] = []
+        self.windows: RedisWindows | None = None  # window counts shared with other instances
 
     async def start(self) -> None:
         cfg, clock = self.config, self.clock
@@ -98,12 +100,15 @@ class Gateway:
                 held = sum(len(self.spool.ids_of(s, system.id)) for s in ("queue", "hold"))
                 notifier.send(kind, system, record, held)
 
+        engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
+                        {s.id: s.anomaly for s in cfg.systems if s.anomaly})
+        if cfg.state.backend == "redis":
+            self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
+                                        engine.windows)
         # every stage's events pass through the guard, which judges them
         self.guard = Guard(
-            engine=Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
-                          {s.id: s.anomaly for s in cfg.systems if s.anomaly}),
-            store=self.store, events=self.event_log, clock=clock, executor=self.executor,
-            on_lifted=self._lifted, notify=notify,
+            engine=engine, store=self.store, events=self.event_log, clock=clock,
+            executor=self.executor, on_lifted=self._lifted, notify=notify, shared=self.windows,
         )
         self.events = self.guard
         self.delivery = Delivery(
@@ -165,6 +170,7 @@ class Gateway:
         self._refresher.cancel()
         await asyncio.gather(self._delivery_task, self._flusher, self._refresher,
                              return_exceptions=True)
+        await self.guard.settle()
         for server in self.servers:
             await server.wait_closed()
         self.executor.shutdown(wait=True)
@@ -174,6 +180,8 @@ class Gateway:
             log.exception("cannot save the learned baselines")
         self.event_log.close()
         self.store.close()
+        if self.windows is not None:
+            await self.windows.close()
         log.info("mailgw stopped")
 
 

@@ -70,8 +70,11 @@ def test_null_sender_gets_no_dsn(gateway, dest):
 def test_temporary_failure_is_retried_after_backoff_and_then_delivered(gateway, dest):
     dest.faults.data = "451 4.3.0 try again later"
     queue_id = send(gateway.port, ["x@example.com"])
-    wait_until(lambda: events(gateway, "deferred"), what="a deferral")
-    meta = json.loads((gateway.gateway.spool.root / "queue" / f"{queue_id}.json").read_text())
+    waiting = gateway.gateway.spool.root / "queue" / f"{queue_id}.json"
+    # the event is logged as the outcome is known; the message is back in the
+    # queue once its new state is on disk
+    wait_until(lambda: events(gateway, "deferred") and waiting.exists(), what="a deferral")
+    meta = json.loads(waiting.read_text())
     assert meta["attempts"] == 1 and meta["recipients"][0]["code"] == 451
     dest.faults.data = None
     wait_until(lambda: queue_id in dest.received_ids(), what="delivery on retry")

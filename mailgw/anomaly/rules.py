@@ -14,7 +14,7 @@ Three kinds, each named and tunable per system:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mailgw.config import AnomalyRule
@@ -23,8 +23,6 @@ Metric = Literal[
     "messages", "recipients", "bytes", "perm_failures", "deferrals", "attempts", "rejections",
     "recipient_domains", "top_recipient",
 ]
-# metrics read from per-key windows rather than plain sums
-KEYED: frozenset[str] = frozenset({"recipient_domains", "top_recipient"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,7 @@ class Decision:
     observed: float
     threshold: float
     window: float
+    evidence: dict[str, float] = field(default_factory=dict, compare=False)  # windows read
     action: str = "suspend"
 
     def as_dict(self) -> dict[str, object]:

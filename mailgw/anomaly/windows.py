@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from mailgw.anomaly.tally import KEYED, Counts, Tally, Window
+
 BUCKETS = 12
 KEY_CAP = 4096
 
@@ -119,7 +121,9 @@ class Baseline:
     """A system's usual count for each hour of the week, learned as it goes:
     when an hour ends its count (0 for a silent hour) is blended into that
     hour-of-week's figure, a weekly moving average that follows slow change
-    (a new department) but not one odd week."""
+    (a new department) but not one odd week. It is told the hour's count so
+    far by the windows backend, so with Redis every gateway learns the
+    system's whole traffic, not its own share."""
 
     __slots__ = ("slots", "first_hour", "hour", "count")
     WEEK = 168
@@ -148,9 +152,12 @@ class Baseline:
             self._blend(silent, 0.0)
         self.hour, self.count = hour, 0.0
 
-    def add(self, ts: float, amount: float = 1.0) -> None:
-        self._roll(int(ts // 3600))
-        self.count += amount
+    def seen(self, ts: float, hour_count: float) -> None:
+        """The count of the clock hour `ts` falls in, so far."""
+        hour = int(ts // 3600)
+        self._roll(hour)
+        if hour == self.hour:  # not a late event from an hour already blended
+            self.count = max(self.count, hour_count)
 
     def expected(self, ts: float, min_history: float) -> float | None:
         """The usual count for the hour of the week `ts` falls in, or None
@@ -172,3 +179,64 @@ class Baseline:
         b.first_hour = data["first_hour"]
         b.hour, b.count = int(data["hour"]), float(data["count"])
         return b
+
+
+class SystemWindows:
+    """One system's windows, made as tallies first name them."""
+
+    __slots__ = ("sums", "keys", "hours")
+
+    def __init__(self) -> None:
+        self.sums: dict[Window, Counter] = {}
+        self.keys: dict[Window, KeyCounter] = {}
+        self.hours: dict[str, tuple[int, float]] = {}  # metric -> (clock hour, count)
+
+    def value(self, ts: float, metric: str, window: float) -> float:
+        read = KEYED.get(metric)
+        if read is None:
+            counter = self.sums.get((metric, window))
+            return counter.total(ts) if counter else 0.0
+        kc = self.keys.get((metric, window))
+        if kc is None:
+            return 0.0
+        return kc.distinct(ts) if read == "distinct" else kc.top(ts)
+
+
+class LocalWindows:
+    """The in-process backend: every system's windows in this process. The
+    embedded default, `mailgw replay`, and the fallback while Redis is away."""
+
+    def __init__(self) -> None:
+        self.systems: dict[str, SystemWindows] = {}
+
+    def count(self, t: Tally) -> Counts:
+        w = self.systems.get(t.system)
+        if w is None:
+            w = self.systems[t.system] = SystemWindows()
+        ts = t.ts
+        for metric, window, amount in t.sums:
+            counter = w.sums.get((metric, window))
+            if counter is None:
+                counter = w.sums[(metric, window)] = Counter(window)
+            counter.add(ts, amount)
+        for metric, window, keys in t.keys:
+            kc = w.keys.get((metric, window))
+            if kc is None:
+                kc = w.keys[(metric, window)] = KeyCounter(window)
+            kc.add(ts, keys)
+        hours = {}
+        hour = int(ts // 3600)
+        for metric, amount in t.hours:
+            was, count = w.hours.get(metric, (hour, 0.0))
+            count = (count if was == hour else 0.0) + amount
+            w.hours[metric] = (hour, count)
+            hours[metric] = count
+        return Counts({r: w.value(ts, *r) for r in t.reads}, hours)
+
+    def top_keys(self, system: str, ts: float, window: Window, n: int) -> list[str]:
+        w = self.systems.get(system)
+        kc = w.keys.get(window) if w else None
+        return kc.top_keys(ts, n) if kc else []
+
+    def reset(self, system: str) -> None:
+        self.systems.pop(system, None)

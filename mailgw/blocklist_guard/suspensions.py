@@ -7,6 +7,10 @@ crosses a rule, and takes effect at once (the next MAIL FROM gets 450), before
 the record is even written. Records live in the state store, shared with the
 operator CLI; the Guard re-reads them every `refresh` seconds, so an
 operator's lift or suspend reaches a running gateway within that time.
+
+Window counts are kept in process, and with `shared` (Redis) also across
+every gateway; the rules are judged on the shared counts when they come back,
+on the in-process ones while Redis is away.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Decision
+from mailgw.anomaly.tally import Counts, SharedWindows, Tally
 from mailgw.clock import Clock
 from mailgw.events import EventSink
 from mailgw.state.records import Suspension
@@ -30,11 +36,14 @@ log = logging.getLogger("mailgw.guard")
 class Guard:
     def __init__(self, *, engine: Engine, store: Store, events: EventSink, clock: Clock,
                  executor: Executor, on_lifted: Callable[[str], None] = lambda system: None,
-                 notify: Callable[[str, Suspension], None] = lambda kind, record: None):
+                 notify: Callable[[str, Suspension], None] = lambda kind, record: None,
+                 shared: SharedWindows | None = None):
         """`notify(kind, record)` sends the owner notice; it is called off the
         event loop, once per suspension and kind across every gateway."""
         self.engine, self.store, self.events, self.clock = engine, store, events, clock
         self.executor, self.on_lifted, self.notify = executor, on_lifted, notify
+        self.shared = shared
+        self._recording: set[asyncio.Task[None]] = set()
         try:
             self._active: dict[str, Suspension] = store.active()
             engine.restore_baselines(store.load_baselines())
@@ -53,20 +62,49 @@ class Guard:
     def emit(self, event: str, system: str | None, **fields: Any) -> None:
         """The EventSink the stages write to: log the event, then judge it."""
         self.events.emit(event, system, **fields)
-        for decision in self.engine.observe({"ts": self.clock.now(), "system": system,
-                                             "event": event, **fields}):
+        tally = self.engine.tally({"ts": self.clock.now(), "system": system, "event": event,
+                                   **fields})
+        if tally is None:
+            return
+        counts = self.engine.local.count(tally)
+        if self.shared is None:
+            self._judge(tally, counts)
+        else:
+            self.shared.submit(tally, counts, self._judge)
+
+    def _judge(self, tally: Tally, counts: Counts) -> None:
+        for decision in self.engine.judge(tally, counts):
             self._suspend(decision)
 
     def _suspend(self, d: Decision) -> None:
         record = Suspension(system=d.system, since=d.ts, by="auto", rule=d.rule,
                             observed=d.observed, threshold=d.threshold, window=d.window,
-                            evidence=self.engine.evidence(d.system, d.ts))
+                            evidence={"counts": d.evidence, "top_domains": []})
         self._unsaved[d.system] = record
         log.warning("suspending %s: %s observed %s over %ss, threshold %s", d.system, d.rule,
                     d.observed, d.window, d.threshold)
         self.events.emit("suspended", d.system, rule=d.rule, observed=d.observed,
                          threshold=d.threshold, window=d.window, by="auto")
-        asyncio.get_running_loop().run_in_executor(self.executor, self._save, record)
+        task = asyncio.create_task(self._record(record))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record(self, record: Suspension) -> None:
+        """The record, with the domains the system was mailing most (for the
+        owner notice), into the store."""
+        window = self.engine.top_domains_window
+        if window is not None:
+            top = await self.shared.top_keys(record.system, window, 5) if self.shared else None
+            if top is None:
+                top = self.engine.local.top_keys(record.system, record.since, window, 5)
+            record = replace(record, evidence={**record.evidence, "top_domains": top})
+            if record.system in self._unsaved:
+                self._unsaved[record.system] = record
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._save, record)
+
+    async def settle(self) -> None:
+        """Wait for suspensions being recorded; before stopping."""
+        await asyncio.gather(*self._recording, return_exceptions=True)
 
     def _save(self, record: Suspension) -> None:
         try:
@@ -109,7 +147,8 @@ class Guard:
                                                                   self.store.active)
         if saves != self._saves:
             return  # stale: next time
-        lifted = [s for s in self._active if s not in active and s not in self._unsaved]
+        lifted = [record for s, record in self._active.items()
+                  if s not in active and s not in self._unsaved]
         imposed = [r for s, r in active.items() if s not in self._active]
         self._active = active
         for record in imposed:  # by an operator, or by another instance
@@ -120,10 +159,13 @@ class Guard:
                         record.reason or record.rule)
         for system in active:
             self.engine.suspended.add(system)
-        for system in lifted:
-            self.emit("lifted", system)  # through the engine: it re-arms and starts afresh
-            log.warning("suspension of %s lifted", system)
-            self.on_lifted(system)
+        for record in lifted:
+            # through the engine: it re-arms and counts afresh
+            self.emit("lifted", record.system)
+            if self.shared is not None:
+                self.shared.reset(record.system, once=str(record.id))
+            log.warning("suspension of %s lifted", record.system)
+            self.on_lifted(record.system)
         await asyncio.get_running_loop().run_in_executor(self.executor, self._send_notices)
 
     def save_baselines(self) -> None:

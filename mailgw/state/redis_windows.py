@@ -1,0 +1,334 @@
+"""Window counts in Redis, shared by every gateway on it: a system that
+spreads its mail over several instances is judged on its whole traffic.
+
+Each event is one Lua script, atomic on the server: it adds the event's
+tally to the system's windows and reads back the windows its rules need.
+The windows have the shape of the in-process ones (windows.py): 12 buckets
+per window, a running total, so an event costs a few hash increments and a
+window slides with work once per bucket. Every key expires once its window
+has passed with no traffic, so an idle system costs nothing. All of a
+system's keys share the hash tag {system}.
+
+Scripts go out batched in one pipeline per turn of the event loop, so the
+decision on an event arrives one round trip after it; until then the
+system's next transaction is judged on what was known before. If Redis does
+not answer, every event is judged on the in-process windows, which count
+alongside all the time (this instance's share of the traffic), and Redis is
+tried again a second later: mail never waits on the windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from mailgw.anomaly.tally import KEYED, Counts, Tally, Window
+from mailgw.anomaly.windows import BUCKETS, KEY_CAP
+
+log = logging.getLogger("mailgw.windows")
+
+Judge = Callable[[Tally, Counts], None]
+
+_COMMON = """
+local base = ARGV[1]
+local spec = cjson.decode(ARGV[2])
+local n, ts = spec.n, spec.ts
+
+-- a sum window, as windows.Counter: a hash of a slot per bucket, the
+-- newest epoch `e` and the running total `r` of the slots. Sliding it costs
+-- work once per bucket, not per event.
+local function sum_window(key, width, ttl)
+  local epoch = math.floor(ts / width)
+  local e = tonumber(redis.call('HGET', key, 'e'))
+  if e == nil or epoch > e then
+    local r = 0
+    if e ~= nil and epoch - e < n then
+      local gone = {'r'}
+      for x = e + 1, epoch do gone[#gone + 1] = x % n end
+      local values = redis.call('HMGET', key, unpack(gone))
+      r = tonumber(values[1]) or 0
+      for i = 2, #values do r = r - (tonumber(values[i]) or 0) end
+      redis.call('HDEL', key, unpack(gone, 2))
+    else
+      redis.call('DEL', key)
+    end
+    redis.call('HSET', key, 'e', epoch, 'r', r)
+    redis.call('EXPIRE', key, ttl)  -- a new bucket: the window outlives it
+    e = epoch
+  end
+  return epoch, e
+end
+
+-- a per-key window, as windows.KeyCounter: a hash per bucket, a totals
+-- hash ':t', and ':m' with the newest epoch `e`, the largest total `top`
+-- and each bucket's size. Buckets that leave are taken out of the totals.
+local function keyed_window(key, width, ttl)
+  local meta = key .. ':m'
+  local epoch = math.floor(ts / width)
+  local e = tonumber(redis.call('HGET', meta, 'e'))
+  if e == nil then
+    -- nothing known (first use, or lost): no leftovers counted
+    redis.call('DEL', key .. ':t')
+    for x = epoch - n + 1, epoch do redis.call('DEL', key .. ':b:' .. x) end
+  elseif epoch > e then
+    local expired = false
+    for x = e - n + 1, math.min(e, epoch - n) do
+      if tonumber(redis.call('HGET', meta, 'z' .. x % n)) then
+        local bucket = key .. ':b:' .. x
+        local flat = redis.call('HGETALL', bucket)
+        for j = 1, #flat, 2 do
+          if redis.call('HINCRBY', key .. ':t', flat[j], -tonumber(flat[j + 1])) <= 0 then
+            redis.call('HDEL', key .. ':t', flat[j])
+          end
+        end
+        redis.call('DEL', bucket)
+        redis.call('HDEL', meta, 'z' .. x % n)
+        expired = true
+      end
+    end
+    if expired then
+      local top = 0
+      for _, v in ipairs(redis.call('HVALS', key .. ':t')) do top = math.max(top, tonumber(v)) end
+      redis.call('HSET', meta, 'top', top)
+    end
+  end
+  if e == nil or epoch > e then
+    redis.call('HSET', meta, 'e', epoch)
+    redis.call('EXPIRE', meta, ttl)
+    e = epoch
+  end
+  return epoch, e, meta
+end
+"""
+
+_COUNT = _COMMON + """
+local cap, values, sums = spec.cap, {}, {}
+for _, s in ipairs(spec.sums) do  -- {name, width, ttl, amount}
+  local key = base .. s[1]
+  local epoch, e = sum_window(key, s[2], s[3])
+  if epoch > e - n then  -- not too late for its bucket
+    redis.call('HINCRBYFLOAT', key, epoch % n, s[4])
+    sums[s[1]] = tonumber(redis.call('HINCRBYFLOAT', key, 'r', s[4]))
+  end
+end
+for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}}
+  local key = base .. k[1]
+  local epoch, e, meta = keyed_window(key, k[2], k[3])
+  if epoch > e - n then
+    local bucket, z = key .. ':b:' .. epoch, 'z' .. epoch % n
+    local got = redis.call('HMGET', meta, z, 'top')
+    local size, top = tonumber(got[1]) or 0, tonumber(got[2]) or 0
+    local was_size, was_top = size, top
+    for _, member in ipairs(k[4]) do
+      -- past the cap a bucket learns no new keys
+      if size < cap or redis.call('HEXISTS', bucket, member) == 1 then
+        if redis.call('HINCRBY', bucket, member, 1) == 1 then size = size + 1 end
+        top = math.max(top, redis.call('HINCRBY', key .. ':t', member, 1))
+      end
+    end
+    if was_size == 0 and size > 0 then  -- a new bucket: it and the totals outlive it
+      redis.call('EXPIRE', bucket, 3 * k[3])
+      redis.call('EXPIRE', key .. ':t', k[3])
+    end
+    if size ~= was_size or top ~= was_top then redis.call('HSET', meta, z, size, 'top', top) end
+  end
+end
+local hours = {}
+for i, h in ipairs(spec.hours) do  -- {metric, amount}
+  local key = base .. 'h:' .. h[1] .. ':' .. math.floor(ts / 3600)
+  hours[i] = tonumber(redis.call('INCRBYFLOAT', key, h[2]))
+  if hours[i] == h[2] then redis.call('EXPIRE', key, 7200) end
+end
+for i, r in ipairs(spec.reads) do  -- {name, width, ttl, how}
+  local key = base .. r[1]
+  if r[4] == 'sum' then
+    values[i] = sums[r[1]]
+    if values[i] == nil then
+      sum_window(key, r[2], r[3])
+      values[i] = tonumber(redis.call('HGET', key, 'r'))
+    end
+  else
+    local _, _, meta = keyed_window(key, r[2], r[3])
+    if r[4] == 'distinct' then values[i] = redis.call('HLEN', key .. ':t')
+    else values[i] = tonumber(redis.call('HGET', meta, 'top')) or 0 end
+  end
+end
+return cjson.encode({values, hours})
+"""
+
+# once per lift (`once`: the lifted suspension), however many gateways see
+# it; the hour counts stay: they feed the learned baselines, which a lift keeps
+_RESET = _COMMON + """
+local marker = base .. 'lifted'
+if redis.call('GET', marker) == spec.once then return 0 end
+redis.call('SET', marker, spec.once, 'EX', 86400)
+for _, name in ipairs(spec.sums) do redis.call('DEL', base .. name) end
+for _, name in ipairs(spec.keys) do
+  local key = base .. name
+  local e = tonumber(redis.call('HGET', key .. ':m', 'e'))
+  if e then
+    for x = e - n + 1, e do redis.call('DEL', key .. ':b:' .. x) end
+  end
+  redis.call('DEL', key .. ':t', key .. ':m')
+end
+return 1
+"""
+
+
+def _name(window: Window) -> str:
+    metric, seconds = window
+    return f"{'k' if metric in KEYED else 's'}:{metric}:{seconds:g}"
+
+
+def _ttl(seconds: float) -> int:
+    """How long a window's keys outlive the last bucket begun: the window and
+    one bucket, after which every bucket in it has left anyway."""
+    return math.ceil(seconds + seconds / BUCKETS) + 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    tally: Tally
+    fallback: Counts
+    then: Judge
+
+
+class RedisWindows:
+    """The SharedWindows of tally.py, on Redis."""
+
+    BATCH = 512
+    RETRY = 1.0  # seconds without Redis after it failed
+
+    def __init__(self, url: str, prefix: str, windows: Mapping[str, Sequence[float]]):
+        """`windows`: metric -> the window lengths the rules read it over."""
+        # redis-py types every reply as "maybe awaitable"
+        self.r: Any = redis.asyncio.Redis.from_url(url, socket_timeout=2,
+                                                   socket_connect_timeout=2)
+        self.prefix = prefix
+        self._count = self.r.register_script(_COUNT)
+        self._reset = self.r.register_script(_RESET)
+        every = [(m, w) for m, ws in windows.items() for w in ws]
+        # each window as the scripts name it: key, bucket width, time to live
+        self._window = {w: (_name(w), w[1] / BUCKETS, _ttl(w[1])) for w in every}
+        self._reset_spec = {"n": BUCKETS,
+                            "sums": [_name(w) for w in every if w[0] not in KEYED],
+                            "keys": [_name(w) for w in every if w[0] in KEYED]}
+        self._queue: deque[_Pending | tuple[str, str]] = deque()  # (system, once): a reset
+        self._resets: list[tuple[str, str]] = []  # not yet through
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+        self.degraded = False  # judging on in-process counts: Redis did not answer
+
+    def _base(self, system: str) -> str:
+        return f"{self.prefix}w:{{{system}}}:"
+
+    def submit(self, tally: Tally, fallback: Counts, then: Judge) -> None:
+        if time.monotonic() < self._down_until or len(self._queue) >= 50 * self.BATCH:
+            then(tally, fallback)
+            return
+        self._queue.append(_Pending(tally, fallback, then))
+        self._start()
+
+    def reset(self, system: str, once: str) -> None:
+        # queued in order with the counts: what came before the lift is cleared
+        self._queue.append((system, once))
+        self._start()
+
+    async def top_keys(self, system: str, window: Window, n: int) -> list[str] | None:
+        try:
+            totals = await self.r.hgetall(f"{self._base(system)}{_name(window)}:t")
+        except (RedisError, OSError):
+            return None
+        ranked = sorted(totals.items(), key=lambda kv: int(kv[1]), reverse=True)
+        return [key.decode() for key, _ in ranked[:n]]
+
+    def _start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run())
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            # resets left over from an outage are tried again even when idle
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(),
+                                       self.RETRY if self._resets else None)
+            self._wake.clear()
+            while self._queue or self._resets:
+                batch = [*self._resets, *(self._queue.popleft()
+                                          for _ in range(min(len(self._queue), self.BATCH)))]
+                self._resets = []
+                for item, counts in zip(batch, await self._send(batch), strict=True):
+                    if isinstance(item, tuple):
+                        continue
+                    try:
+                        item.then(item.tally, counts or item.fallback)
+                    except Exception:
+                        log.exception("judging %s's event failed", item.tally.system)
+                if self._resets:
+                    break
+
+    async def _send(self, batch: list[_Pending | tuple[str, str]]) -> list[Counts | None]:
+        """Send `batch`; the counts for each tally in it, None where Redis
+        did not answer. Resets that did not go through are kept for later."""
+        if time.monotonic() >= self._down_until:
+            try:
+                async with self.r.pipeline(transaction=False) as pipe:
+                    for item in batch:
+                        if isinstance(item, tuple):
+                            system, once = item
+                            spec = json.dumps({**self._reset_spec, "once": once})
+                            await self._reset(args=[self._base(system), spec], client=pipe)
+                        else:
+                            await self._count(args=[self._base(item.tally.system),
+                                                    self._spec(item.tally)], client=pipe)
+                    replies = await pipe.execute()
+            except (RedisError, OSError) as e:
+                self._down_until = time.monotonic() + self.RETRY
+                if not self.degraded:
+                    log.error("window counts in Redis unavailable (%s); judging on this "
+                              "instance's own counts until it is back", e)
+                self.degraded = True
+            else:
+                if self.degraded:
+                    log.warning("window counts in Redis are back")
+                    self.degraded = False
+                return [None if isinstance(item, tuple) else self._counts(item.tally, reply)
+                        for item, reply in zip(batch, replies, strict=True)]
+        self._resets = [item for item in batch if isinstance(item, tuple)]
+        return [None] * len(batch)
+
+    def _spec(self, t: Tally) -> str:
+        window = self._window
+        return json.dumps({
+            "ts": t.ts, "n": BUCKETS, "cap": KEY_CAP,
+            "sums": [(*window[(m, w)], a) for m, w, a in t.sums],
+            "keys": [(*window[(m, w)], keys) for m, w, keys in t.keys],
+            "hours": t.hours,
+            "reads": [(*window[r], KEYED.get(r[0], "sum")) for r in t.reads],
+        })
+
+    @staticmethod
+    def _counts(t: Tally, reply: bytes) -> Counts:
+        values, hours = json.loads(reply)
+        # cjson encodes an empty table as an object
+        return Counts(dict(zip(t.reads, values or [], strict=True)),
+                      {m: v for (m, _), v in zip(t.hours, hours or [], strict=True)})
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        await self.r.aclose()

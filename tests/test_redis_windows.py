@@ -1,0 +1,170 @@
+"""Window counts in a real Redis read the same as the in-process windows,
+event by event; the key cap holds; a lift clears a system's windows once
+however many gateways see it; no key lives forever; and with Redis gone the
+counts come from the process, then from Redis again once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import redis
+
+from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.rules import Rule
+from mailgw.anomaly.windows import KEY_CAP
+from mailgw.config import DEFAULT_RULES
+from mailgw.state.redis_windows import RedisWindows
+from tests.support.redis_server import RedisServer
+from tests.support.shared_windows import count, fresh_prefix
+
+T0 = 1_732_406_400.0
+RULES = [Rule.from_config(r) for r in DEFAULT_RULES] + [
+    Rule("domains_1m", "ceiling", "recipient_domains", 60, 1e9),
+    Rule("deferred_domains", "ratio", "deferrals", 600, 1e9, per="recipient_domains"),
+]
+
+
+def stream(rng: random.Random, n: int):
+    """Several systems; bursts, pauses longer than any window, late events
+    (a second gateway's clock a little behind), repeated recipients."""
+    ts = T0
+    for _ in range(n):
+        ts += rng.choice([0.0, 0.3, 2.0, 7.0, 40.0, 700.0, 4000.0, 90_000.0])
+        system = rng.choice(["mfa", "mof", "edu"])
+        late = ts - rng.choice([0.0, 0.0, 0.0, 1.5])
+        kind = rng.choice(["accepted", "accepted", "delivered", "bounced", "deferred",
+                           "rejected"])
+        event = {"ts": late, "system": system, "event": kind}
+        if kind == "accepted":
+            event["recipients"] = [f"u{rng.randrange(5)}@d{rng.randrange(8)}.kz"
+                                   for _ in range(rng.randrange(1, 4))]
+            event["size"] = rng.randrange(100, 10_000)
+        yield event
+
+
+def test_redis_counts_equal_the_in_process_counts_event_by_event(redis_server):
+    engine = Engine(RULES)
+
+    async def go():
+        windows = RedisWindows(redis_server.url, fresh_prefix(), engine.windows)
+        compared = 0
+        for event in stream(random.Random(5), 3000):
+            tally = engine.tally(event)
+            if tally is None:
+                continue
+            local = engine.local.count(tally)
+            shared = await count(windows, tally)
+            assert shared == local, (event, shared, local)
+            compared += 1
+        assert not windows.degraded
+        await windows.close()
+        return compared
+
+    assert asyncio.run(go()) > 2500
+
+
+def test_a_bucket_stops_learning_new_keys_at_the_cap(redis_server):
+    engine = Engine([Rule("domains", "ceiling", "recipient_domains", 600, 1e9)])
+    flood = {"ts": T0, "system": "mfa", "event": "accepted", "size": 1,
+             "recipients": [f"x@d{i}.example" for i in range(KEY_CAP + 500)]}
+    again = {**flood, "ts": T0 + 1, "recipients": ["x@d0.example", "x@new.example"]}
+
+    async def go():
+        windows = RedisWindows(redis_server.url, fresh_prefix(), engine.windows)
+        first = await count(windows, engine.tally(flood))
+        second = await count(windows, engine.tally(again))
+        await windows.close()
+        return first, second
+
+    first, second = asyncio.run(go())
+    assert first.values[("recipient_domains", 600)] == KEY_CAP
+    assert second.values[("recipient_domains", 600)] == KEY_CAP  # a known key still counts
+
+
+def test_a_lift_clears_the_windows_once_however_many_gateways_see_it(redis_server):
+    engine = Engine([Rule("m", "ceiling", "messages", 600, 1e9),
+                     Rule("d", "ceiling", "recipient_domains", 600, 1e9)])
+    prefix = fresh_prefix()
+
+    def message(i):
+        return engine.tally({"ts": T0 + i, "system": "mfa", "event": "accepted", "size": 1,
+                             "recipients": [f"x@d{i}.kz"]})
+
+    async def go():
+        a = RedisWindows(redis_server.url, prefix, engine.windows)
+        b = RedisWindows(redis_server.url, prefix, engine.windows)
+        for i in range(5):
+            await count(a, message(i))
+        a.reset("mfa", once="17")
+        after_lift = await count(a, message(10))
+        b.reset("mfa", once="17")  # the other gateway sees the same lift later
+        after_second_look = await count(b, message(11))
+        a.reset("mfa", once="18")  # a later suspension, lifted
+        after_next_lift = await count(a, message(12))
+        for w in (a, b):
+            await w.close()
+        return after_lift, after_second_look, after_next_lift
+
+    after_lift, after_second_look, after_next_lift = asyncio.run(go())
+    assert after_lift.values == {("messages", 600): 1, ("recipient_domains", 600): 1}
+    assert after_second_look.values == {("messages", 600): 2, ("recipient_domains", 600): 2}
+    assert after_next_lift.values == {("messages", 600): 1, ("recipient_domains", 600): 1}
+
+
+def test_every_key_expires(redis_server):
+    engine = Engine(RULES)
+    prefix = fresh_prefix()
+
+    async def go():
+        windows = RedisWindows(redis_server.url, prefix, engine.windows)
+        for event in stream(random.Random(9), 300):
+            if (tally := engine.tally(event)) is not None:
+                await count(windows, tally)
+        await windows.close()
+
+    asyncio.run(go())
+    client = redis.Redis.from_url(redis_server.url)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    assert keys and all(0 < client.ttl(k) <= 3 * 86400 for k in keys), [
+        (k, client.ttl(k)) for k in keys if not 0 < client.ttl(k) <= 3 * 86400]
+    client.close()
+
+
+def test_without_redis_the_process_counts_and_redis_takes_over_when_back(caplog):
+    servers = [RedisServer().start()]
+    engine = Engine([Rule("m", "ceiling", "messages", 600, 1e9)])
+    prefix = fresh_prefix()
+
+    def message(i):
+        tally = engine.tally({"ts": T0 + i, "system": "mfa", "event": "accepted", "size": 1,
+                              "recipients": ["x@d.kz"]})
+        return tally, engine.local.count(tally)
+
+    async def go():
+        windows = RedisWindows(servers[0].url, prefix, engine.windows)
+        windows.RETRY = 0.2
+        shared = await count(windows, *message(0))
+        servers[0].stop()
+        during = [await count(windows, *message(i)) for i in range(1, 4)]
+        degraded = windows.degraded
+        servers.append(RedisServer())
+        servers[1].port = servers[0].port
+        servers[1].start()  # back, empty
+        await asyncio.sleep(0.3)
+        back = await count(windows, *message(4))
+        still_degraded = windows.degraded
+        await windows.close()
+        return shared, during, degraded, back, still_degraded
+
+    try:
+        shared, during, degraded, back, still_degraded = asyncio.run(go())
+    finally:
+        for server in servers:
+            server.stop()
+    assert shared.values[("messages", 600)] == 1
+    # the process's own counts, which include what Redis had counted too
+    assert [c.values[("messages", 600)] for c in during] == [2, 3, 4]
+    assert degraded and "window counts in Redis unavailable" in caplog.text
+    assert back.values[("messages", 600)] == 1 and not still_degraded
+    assert "window counts in Redis are back" in caplog.text
