@@ -78,8 +78,8 @@ def test_a_bucket_stops_learning_new_keys_at_the_cap(redis_server):
         return first, second
 
     first, second = asyncio.run(go())
-    assert first.values[("recipient_domains", 600)] == KEY_CAP
-    assert second.values[("recipient_domains", 600)] == KEY_CAP  # a known key still counts
+    assert engine.named(first)[("recipient_domains", 600)] == KEY_CAP
+    assert engine.named(second)[("recipient_domains", 600)] == KEY_CAP  # a known key still counts
 
 
 def test_a_lift_clears_the_windows_once_however_many_gateways_see_it(redis_server):
@@ -107,9 +107,9 @@ def test_a_lift_clears_the_windows_once_however_many_gateways_see_it(redis_serve
         return after_lift, after_second_look, after_next_lift
 
     after_lift, after_second_look, after_next_lift = asyncio.run(go())
-    assert after_lift.values == {("messages", 600): 1, ("recipient_domains", 600): 1}
-    assert after_second_look.values == {("messages", 600): 2, ("recipient_domains", 600): 2}
-    assert after_next_lift.values == {("messages", 600): 1, ("recipient_domains", 600): 1}
+    assert engine.named(after_lift) == {("messages", 600): 1, ("recipient_domains", 600): 1}
+    assert engine.named(after_second_look) == {("messages", 600): 2, ("recipient_domains", 600): 2}
+    assert engine.named(after_next_lift) == {("messages", 600): 1, ("recipient_domains", 600): 1}
 
 
 def test_every_key_expires(redis_server):
@@ -162,9 +162,9 @@ def test_without_redis_the_process_counts_and_redis_takes_over_when_back(caplog)
     finally:
         for server in servers:
             server.stop()
-    assert shared.values[("messages", 600)] == 1
+    assert engine.named(shared)[("messages", 600)] == 1
     # the process's own counts, which include what Redis had counted too
-    assert [c.values[("messages", 600)] for c in during] == [2, 3, 4]
+    assert [engine.named(c)[("messages", 600)] for c in during] == [2, 3, 4]
     assert degraded and "window counts in Redis unavailable" in caplog.text
-    assert back.values[("messages", 600)] == 1 and not still_degraded
+    assert engine.named(back)[("messages", 600)] == 1 and not still_degraded
     assert "window counts in Redis are back" in caplog.text

@@ -1,52 +1,68 @@
-"""Two gateways on one Redis state backend: a system's traffic is counted
-across both, so spreading it over the instances does not keep it under a
-rule; one suspension is recorded, one owner notice goes out, and both refuse
-with 450."""
+"""Two `mailgw serve` instances on one real Redis: a system's traffic is
+counted across both, so spreading it over the instances does not keep it
+under a rule; one suspension is recorded, one owner notice goes out, both
+refuse with 450; after an operator's lift both count afresh."""
 
 from __future__ import annotations
 
-from tests.support.gateway import GatewayThread
-from tests.support.mail import FOUR_CROSS, send_as_mfa
+from mailgw.state.redis_store import RedisStore
+from tests.support.mail import send_as_mfa
+from tests.support.process import ServeProcess, free_port
 from tests.support.waiting import wait_until
+from tests.test_cli_suspensions import cli, mail_code
+from tests.test_serve_e2e import write_config
+
+# "more than 3 messages in 10 minutes": the 4th message crosses it
+RULE = """[[anomaly.rules]]
+name = "messages_10m"
+kind = "ceiling"
+metric = "messages"
+window = "10m"
+threshold = 3
+"""
 
 
-def test_two_instances_count_together_and_suspend_once(make_config, dest, redis_server,
-                                                       tmp_path):
-    def config(name: str):
-        return make_config(
-            delivery={"relayhost": f"[127.0.0.1]:{dest.port}"}, anomaly={"rules": FOUR_CROSS},
-            state={"backend": "redis", "redis_url": redis_server.url, "redis_prefix": "twins:"},
-            gateway={"spool_dir": str(tmp_path / name / "spool"),
-                     "event_log": str(tmp_path / name / "events.jsonl")})
+def test_two_instances_count_together_and_suspend_once(dest, redis_server, tmp_path):
+    state = f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n' \
+            'redis_prefix = "twins:"\n'
+    gateways = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        port = free_port()
+        config = write_config(tmp_path / name, dest.port, port, anomaly=RULE + state)
+        gateways.append(ServeProcess(config, port))
+    a, b = gateways
+    store = RedisStore(redis_server.url, "twins:")
 
-    with GatewayThread(config("a")) as a, GatewayThread(config("b")) as b:
+    def notices() -> int:
+        return sum(m.rcpt_tos == ["postmaster@mfa.gov.kz"] for m in dest.messages)
+
+    try:
+        a.start(), b.start()
         # two messages each: under the rule on either instance alone
         for n, gw in enumerate((a, b, a, b)):
             assert send_as_mfa(gw.port, n)[0] == 250
-        # the fourth crossed the shared count at b; its decision comes back
-        # from Redis one round trip later, and reaches a through the store
-        wait_until(lambda: b.gateway.guard.suspended("mfa"), what="b's decision")
-        assert send_as_mfa(b.port, 98)[0] == 450
-        wait_until(lambda: a.gateway.guard.suspended("mfa"), what="a learning of it")
-        assert send_as_mfa(a.port, 99)[0] == 450
-        store = a.gateway.store
+        # the fourth crossed the shared count at b; the decision comes back
+        # from Redis one round trip later, reaches the store, and a from there
+        wait_until(lambda: "mfa" in store.active(), what="the suspension recorded")
+        assert mail_code(b.port) == 450
+        wait_until(lambda: mail_code(a.port) == 450, timeout=5, what="a refusing too")
         record = store.active()["mfa"]
         assert record.observed == 4 and record.evidence["counts"]["messages/600s"] == 4
-        wait_until(lambda: any(m.rcpt_tos == ["postmaster@mfa.gov.kz"] for m in dest.messages),
-                   timeout=10, what="the notice")
+        wait_until(lambda: notices() == 1, timeout=10, what="the notice")
         # both instances have had several refresh rounds to send a second one
         wait_until(lambda: not store.pending_notices(), timeout=5)
-        a.call(a.gateway.guard.refresh())
-        b.call(b.gateway.guard.refresh())
         assert [h.action for h in store.history("mfa")] == ["suspended"]
-        notices = sum(m.rcpt_tos == ["postmaster@mfa.gov.kz"] for m in dest.messages)
-        assert notices == 1
 
         # an operator lifts it: both instances count afresh, from the lift on
-        store.lift("mfa", by="operator", reason="password changed", at=a.gateway.clock.now())
-        wait_until(lambda: not a.gateway.guard.suspended("mfa")
-                   and not b.gateway.guard.suspended("mfa"), what="the lift on both")
-        for n, gw in enumerate((a, b, a)):
+        assert cli(a.config_path, "lift", "mfa", "--reason", "password changed").returncode == 0
+        wait_until(lambda: mail_code(a.port) == 250 and mail_code(b.port) == 250, timeout=5,
+                   what="the lift on both")
+        for n, gw in enumerate((a, b, a, b)):  # the fourth since the lift crosses again
             assert send_as_mfa(gw.port, 200 + n)[0] == 250
-        assert send_as_mfa(b.port, 203)[0] == 250  # the fourth since the lift crosses again
-        wait_until(lambda: b.gateway.guard.suspended("mfa"), what="the second suspension")
+        wait_until(lambda: "mfa" in store.active(), what="the second suspension")
+        wait_until(lambda: notices() == 3, timeout=10, what="lift and second notices")
+    finally:
+        a.stop(), b.stop()
+        store.close()
+    assert notices() == 3

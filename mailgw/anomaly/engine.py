@@ -41,23 +41,34 @@ class Engine:
         """`overrides`: system id -> rule name -> threshold for that system."""
         self.rules = rules
         self.overrides = overrides or {}
-        self.local = LocalWindows()
+        # every (metric, seconds) a rule reads; a window's id is its index here
+        self.windows: list[Window] = sorted(
+            {(m, r.window) for r in rules for m in (r.metric, r.per) if m})
+        ids = {w: i for i, w in enumerate(self.windows)}
+        self.local = LocalWindows(self.windows)
         self.suspended: set[str] = set()
         self.learned: dict[str, dict[str, Baseline]] = {}  # system -> metric -> baseline
         self._spiked = sorted({r.metric for r in rules if r.kind == "spike"})
-        windows: dict[str, set[float]] = {}
-        for rule in rules:
-            for metric in filter(None, (rule.metric, rule.per)):
-                windows.setdefault(metric, set()).add(rule.window)
-        self.windows = {m: sorted(ws) for m, ws in windows.items()}  # what the rules read
-        self._rules_for = {kind: [r for r in rules if r.metric in moved or r.per in moved]
-                           for kind, moved in _MOVES.items()}
-        self._reads: dict[str, tuple[Window, ...]] = {kind: tuple(dict.fromkeys(
-            (m, r.window) for r in rules_ for m in (r.metric, r.per) if m))
-            for kind, rules_ in self._rules_for.items()}
-        domains = self.windows.get("recipient_domains")
-        self.top_domains_window: Window | None = (
-            ("recipient_domains", domains[-1]) if domains else None)
+        # per kind of event: the windows it adds to, the rules it may cross
+        # (with the windows each reads), and all the windows those read
+        self._sums = {kind: [(i, m) for i, (m, _) in enumerate(self.windows)
+                             if m in moved and m not in KEYED] for kind, moved in _MOVES.items()}
+        self._keys = {kind: [(i, m) for i, (m, _) in enumerate(self.windows)
+                             if m in moved and m in KEYED] for kind, moved in _MOVES.items()}
+        self._judged = {kind: [(r, ids[(r.metric, r.window)],
+                                ids[(r.per, r.window)] if r.per else None)
+                               for r in rules if r.metric in moved or r.per in moved]
+                        for kind, moved in _MOVES.items()}
+        self._reads = {kind: tuple(dict.fromkeys(i for _, v, per in judged
+                                                 for i in (v, per) if i is not None))
+                       for kind, judged in self._judged.items()}
+        domains = [i for i, (m, _) in enumerate(self.windows) if m == "recipient_domains"]
+        # where the suspension record's top recipient domains come from: the widest
+        self.top_domains_window: int | None = domains[-1] if domains else None
+
+    def named(self, counts: Counts) -> dict[Window, float]:
+        """`counts` by (metric, seconds) rather than window id."""
+        return {self.windows[i]: v for i, v in counts.values.items()}
 
     def baselines(self) -> dict[str, dict[str, Any]]:
         """Learned baselines, per system and metric, to keep across restarts."""
@@ -89,31 +100,31 @@ class Engine:
         if kind == "suspended":
             self.suspended.add(system)
             return None
+        keys: dict[str, tuple[str, ...]] = {}
         if kind == "accepted":
             recipients = event.get("recipients") or []
             amounts = {"messages": 1.0, "recipients": float(len(recipients)),
                        "bytes": float(event.get("size", 0))}
-            keys = {"recipient_domains": tuple(r.rpartition("@")[2].lower() for r in recipients),
-                    "top_recipient": tuple(r.lower() for r in recipients)}
+            if self._keys["accepted"]:
+                keys = {"recipient_domains": tuple(r.rpartition("@")[2].lower()
+                                                   for r in recipients),
+                        "top_recipient": tuple(r.lower() for r in recipients)}
         elif kind in ("delivered", "bounced", "deferred"):
             amounts = {"attempts": 1.0}
             if kind == "bounced":
                 amounts["perm_failures"] = 1.0
             elif kind == "deferred":
                 amounts["deferrals"] = 1.0
-            keys = {}
         elif kind == "rejected" and event.get("reason") != "suspended":
-            amounts, keys = {"rejections": 1.0}, {}
+            amounts = {"rejections": 1.0}
         else:
             return None
-        windows = self.windows
         return Tally(
             system, ts, kind,
-            sums=tuple((m, w, a) for m, a in amounts.items() if m not in KEYED
-                       for w in windows.get(m, ())),
-            keys=tuple((m, w, k) for m, k in keys.items() for w in windows.get(m, ())),
-            hours=tuple((m, amounts[m]) for m in self._spiked if m in amounts),
-            reads=self._reads[kind],
+            tuple([(i, amounts[m]) for i, m in self._sums[kind]]),
+            tuple([(i, keys[m]) for i, m in self._keys[kind]]),
+            tuple([(m, amounts[m]) for m in self._spiked if m in amounts]),
+            self._reads[kind],
         )
 
     def judge(self, tally: Tally, counts: Counts) -> list[Decision]:
@@ -132,18 +143,17 @@ class Engine:
             return []
         mine = self.overrides.get(system, {})
         values = counts.values
-        for rule in self._rules_for[tally.kind]:
+        for rule, value_window, per_window in self._judged[tally.kind]:
             threshold = mine.get(rule.name, rule.threshold)
-            value = values[(rule.metric, rule.window)]
             if rule.kind == "spike":
                 baseline = learned.get(rule.metric) if learned else None
                 other = baseline.expected(ts, rule.min_history) if baseline else None
             else:
-                other = values[(rule.per, rule.window)] if rule.per else None
-            observed = rule.judge(value, other, threshold)
+                other = values[per_window] if per_window is not None else None
+            observed = rule.judge(values[value_window], other, threshold)
             if observed is not None:
                 self.suspended.add(system)
-                evidence = {f"{m}/{w:g}s": v for (m, w), v in values.items()}
+                evidence = {f"{m}/{w:g}s": v for (m, w), v in self.named(counts).items()}
                 return [Decision(ts, system, rule.name, observed, threshold, rule.window,
                                  evidence=evidence)]
         return []

@@ -3,14 +3,15 @@
 The engine turns an event into a Tally; a windows backend (in-process, or
 Redis shared by several gateways) applies it and answers with Counts; the
 engine judges its rules on those. The backends never see rules, the engine
-never sees storage.
+never sees storage. Windows are named by their index in the engine's list
+of windows (`Engine.windows`), which each backend is given at the start:
+an event then costs no hashing of (metric, seconds) pairs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 Window = tuple[str, float]  # (metric, seconds)
 
@@ -19,20 +20,18 @@ Window = tuple[str, float]  # (metric, seconds)
 KEYED: dict[str, str] = {"recipient_domains": "distinct", "top_recipient": "top"}
 
 
-@dataclass(frozen=True, slots=True)
-class Tally:
+class Tally(NamedTuple):
     system: str
     ts: float
     kind: str  # the event
-    sums: tuple[tuple[str, float, float], ...]  # (metric, window, amount) to add
-    keys: tuple[tuple[str, float, tuple[str, ...]], ...]  # (keyed metric, window, keys) to count
+    sums: tuple[tuple[int, float], ...]  # (window, amount) to add
+    keys: tuple[tuple[int, tuple[str, ...]], ...]  # (keyed window, keys) to count
     hours: tuple[tuple[str, float], ...]  # (metric, amount) to add to this clock hour's count
-    reads: tuple[Window, ...]  # windows the rules judging this event read
+    reads: tuple[int, ...]  # windows the rules judging this event read
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
-    values: dict[Window, float]  # each window of `reads`, after the tally
+class Counts(NamedTuple):
+    values: dict[int, float]  # each window of `reads`, after the tally
     hours: dict[str, float]  # each metric of `hours`: its count so far this clock hour
 
 
@@ -47,5 +46,5 @@ class SharedWindows(Protocol):
     def reset(self, system: str, once: str) -> None:
         """Clear a lifted system's windows, once per lift `once`."""
 
-    async def top_keys(self, system: str, window: Window, n: int) -> list[str] | None:
+    async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
         """The `n` keys counted most in `window`, or None if it cannot say."""

@@ -16,7 +16,7 @@ same code serves live traffic and `mailgw replay`. Time must not go back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from mailgw.anomaly.tally import KEYED, Counts, Tally, Window
@@ -47,10 +47,12 @@ class Counter:
             self.epoch = epoch
         return epoch
 
-    def add(self, ts: float, amount: float = 1.0) -> None:
+    def add(self, ts: float, amount: float = 1.0) -> float:
+        """Add `amount` at `ts`; the total after it."""
         i = self._advance(ts) % len(self.slots)
         self.slots[i] += amount
         self.running += amount
+        return self.running
 
     def total(self, ts: float) -> float:
         self._advance(ts)
@@ -182,60 +184,59 @@ class Baseline:
 
 
 class SystemWindows:
-    """One system's windows, made as tallies first name them."""
+    """One system's windows, indexed as the engine's list of windows."""
 
-    __slots__ = ("sums", "keys", "hours")
+    __slots__ = ("sums", "keyed", "readers", "hours")
 
-    def __init__(self) -> None:
-        self.sums: dict[Window, Counter] = {}
-        self.keys: dict[Window, KeyCounter] = {}
+    def __init__(self, windows: Sequence[Window]) -> None:
+        self.sums: dict[int, Counter] = {}
+        self.keyed: dict[int, KeyCounter] = {}
+        self.readers: list[Callable[[float], float]] = []
+        for i, (metric, seconds) in enumerate(windows):
+            how = KEYED.get(metric)
+            if how is None:
+                counter = self.sums[i] = Counter(seconds)
+                self.readers.append(counter.total)
+            else:
+                kc = self.keyed[i] = KeyCounter(seconds)
+                self.readers.append(kc.distinct if how == "distinct" else kc.top)
         self.hours: dict[str, tuple[int, float]] = {}  # metric -> (clock hour, count)
-
-    def value(self, ts: float, metric: str, window: float) -> float:
-        read = KEYED.get(metric)
-        if read is None:
-            counter = self.sums.get((metric, window))
-            return counter.total(ts) if counter else 0.0
-        kc = self.keys.get((metric, window))
-        if kc is None:
-            return 0.0
-        return kc.distinct(ts) if read == "distinct" else kc.top(ts)
 
 
 class LocalWindows:
     """The in-process backend: every system's windows in this process. The
     embedded default, `mailgw replay`, and the fallback while Redis is away."""
 
-    def __init__(self) -> None:
+    def __init__(self, windows: Sequence[Window]) -> None:
+        self.windows = windows
         self.systems: dict[str, SystemWindows] = {}
 
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
         if w is None:
-            w = self.systems[t.system] = SystemWindows()
-        ts = t.ts
-        for metric, window, amount in t.sums:
-            counter = w.sums.get((metric, window))
-            if counter is None:
-                counter = w.sums[(metric, window)] = Counter(window)
-            counter.add(ts, amount)
-        for metric, window, keys in t.keys:
-            kc = w.keys.get((metric, window))
-            if kc is None:
-                kc = w.keys[(metric, window)] = KeyCounter(window)
-            kc.add(ts, keys)
+            w = self.systems[t.system] = SystemWindows(self.windows)
+        ts, sums, keyed = t.ts, w.sums, w.keyed
+        # a window the event adds to is one its rules read (engine.py)
+        values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
+        for window, keys in t.keys:
+            keyed[window].add(ts, keys)
         hours = {}
-        hour = int(ts // 3600)
-        for metric, amount in t.hours:
-            was, count = w.hours.get(metric, (hour, 0.0))
-            count = (count if was == hour else 0.0) + amount
-            w.hours[metric] = (hour, count)
-            hours[metric] = count
-        return Counts({r: w.value(ts, *r) for r in t.reads}, hours)
+        if t.hours:
+            hour = int(ts // 3600)
+            for metric, amount in t.hours:
+                was, count = w.hours.get(metric, (hour, 0.0))
+                count = (count if was == hour else 0.0) + amount
+                w.hours[metric] = (hour, count)
+                hours[metric] = count
+        readers = w.readers
+        for r in t.reads:
+            if r not in values:
+                values[r] = readers[r](ts)
+        return Counts(values, hours)
 
-    def top_keys(self, system: str, ts: float, window: Window, n: int) -> list[str]:
+    def top_keys(self, system: str, ts: float, window: int, n: int) -> list[str]:
         w = self.systems.get(system)
-        kc = w.keys.get(window) if w else None
+        kc = w.keyed.get(window) if w else None
         return kc.top_keys(ts, n) if kc else []
 
     def reset(self, system: str) -> None:

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,20 +210,20 @@ class RedisWindows:
     BATCH = 512
     RETRY = 1.0  # seconds without Redis after it failed
 
-    def __init__(self, url: str, prefix: str, windows: Mapping[str, Sequence[float]]):
-        """`windows`: metric -> the window lengths the rules read it over."""
+    def __init__(self, url: str, prefix: str, windows: Sequence[Window]):
+        """`windows`: the engine's windows (a tally names them by index)."""
         # redis-py types every reply as "maybe awaitable"
         self.r: Any = redis.asyncio.Redis.from_url(url, socket_timeout=2,
                                                    socket_connect_timeout=2)
         self.prefix = prefix
         self._count = self.r.register_script(_COUNT)
         self._reset = self.r.register_script(_RESET)
-        every = [(m, w) for m, ws in windows.items() for w in ws]
-        # each window as the scripts name it: key, bucket width, time to live
-        self._window = {w: (_name(w), w[1] / BUCKETS, _ttl(w[1])) for w in every}
+        # each window as the scripts know it: key, bucket width, time to live, how read
+        self._window = [(_name(w), w[1] / BUCKETS, _ttl(w[1])) for w in windows]
+        self._how = [KEYED.get(m, "sum") for m, _ in windows]
         self._reset_spec = {"n": BUCKETS,
-                            "sums": [_name(w) for w in every if w[0] not in KEYED],
-                            "keys": [_name(w) for w in every if w[0] in KEYED]}
+                            "sums": [_name(w) for w in windows if w[0] not in KEYED],
+                            "keys": [_name(w) for w in windows if w[0] in KEYED]}
         self._queue: deque[_Pending | tuple[str, str]] = deque()  # (system, once): a reset
         self._resets: list[tuple[str, str]] = []  # not yet through
         self._wake = asyncio.Event()
@@ -246,9 +246,9 @@ class RedisWindows:
         self._queue.append((system, once))
         self._start()
 
-    async def top_keys(self, system: str, window: Window, n: int) -> list[str] | None:
+    async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
         try:
-            totals = await self.r.hgetall(f"{self._base(system)}{_name(window)}:t")
+            totals = await self.r.hgetall(f"{self._base(system)}{self._window[window][0]}:t")
         except (RedisError, OSError):
             return None
         ranked = sorted(totals.items(), key=lambda kv: int(kv[1]), reverse=True)
@@ -311,13 +311,13 @@ class RedisWindows:
         return [None] * len(batch)
 
     def _spec(self, t: Tally) -> str:
-        window = self._window
+        window, how = self._window, self._how
         return json.dumps({
             "ts": t.ts, "n": BUCKETS, "cap": KEY_CAP,
-            "sums": [(*window[(m, w)], a) for m, w, a in t.sums],
-            "keys": [(*window[(m, w)], keys) for m, w, keys in t.keys],
+            "sums": [(*window[i], a) for i, a in t.sums],
+            "keys": [(*window[i], keys) for i, keys in t.keys],
             "hours": t.hours,
-            "reads": [(*window[r], KEYED.get(r[0], "sum")) for r in t.reads],
+            "reads": [(*window[i], how[i]) for i in t.reads],
         })
 
     @staticmethod
