@@ -74,6 +74,7 @@ def test_unknown_system_and_missing_reason_are_errors(tmp_path, dest):
     assert cli(config, "lift", "mfa", "--reason", "x").returncode == 3  # not suspended
 
 
+# "more than 3 messages in 10 minutes": the 4th message crosses it
 BURST_RULE = """[[anomaly.rules]]
 name = "messages_10m"
 kind = "ceiling"
@@ -81,8 +82,6 @@ metric = "messages"
 window = "10m"
 threshold = 3
 """
-
-
 
 
 def test_burst_suspends_held_mail_survives_restart_and_purge_removes_it(tmp_path, dest):

@@ -9,17 +9,8 @@ from mailgw.state.redis_store import RedisStore
 from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
 from tests.support.waiting import wait_until
-from tests.test_cli_suspensions import cli, mail_code
+from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
 from tests.test_serve_e2e import write_config
-
-# "more than 3 messages in 10 minutes": the 4th message crosses it
-RULE = """[[anomaly.rules]]
-name = "messages_10m"
-kind = "ceiling"
-metric = "messages"
-window = "10m"
-threshold = 3
-"""
 
 
 def test_two_instances_count_together_and_suspend_once(dest, redis_server, tmp_path):
@@ -29,7 +20,7 @@ def test_two_instances_count_together_and_suspend_once(dest, redis_server, tmp_p
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         port = free_port()
-        config = write_config(tmp_path / name, dest.port, port, anomaly=RULE + state)
+        config = write_config(tmp_path / name, dest.port, port, anomaly=BURST_RULE + state)
         gateways.append(ServeProcess(config, port))
     a, b = gateways
     store = RedisStore(redis_server.url, "twins:")
