@@ -53,12 +53,21 @@ def run(request):
     ([0, 10, 20], 64, 2),    # the first 5 s bucket has slid out
     ([0, 10, 20], 80, 0),    # everything is older than the window
     ([0, 30, 59], 59, 3),
+    ([100, 58], 100, 2),     # a little late: still in the window, counted
+    ([100, 30], 100, 1),     # older than the window (a clock stepped back): not counted
 ])
 def test_counter_slides_by_buckets(times, at, expected):
     c = Counter(60)  # 12 buckets of 5 s
     for t in times:
         c.add(T0 + t)
     assert c.total(T0 + at) == expected
+
+
+def test_key_counter_does_not_count_keys_older_than_its_window():
+    k = KeyCounter(60)
+    k.add(T0 + 100, ["a"])
+    k.add(T0 + 30, ["b", "a"])
+    assert (k.distinct(T0 + 100), k.top(T0 + 100)) == (1, 1)
 
 
 def test_key_counter_memory_is_capped_under_a_flood():

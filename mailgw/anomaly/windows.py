@@ -36,26 +36,30 @@ class Counter:
         self.epoch = -(1 << 62)  # epoch of the newest bucket
         self.running = 0.0
 
-    def _advance(self, ts: float) -> int:
-        epoch = int(ts // self.width)
-        if epoch > self.epoch:
-            n = len(self.slots)
-            for e in range(max(self.epoch + 1, epoch - n + 1), epoch + 1):
-                i = e % n
-                self.running -= self.slots[i]
-                self.slots[i] = 0.0
-            self.epoch = epoch
-        return epoch
+    def _advance(self, epoch: int) -> None:
+        n = len(self.slots)
+        for e in range(max(self.epoch + 1, epoch - n + 1), epoch + 1):
+            i = e % n
+            self.running -= self.slots[i]
+            self.slots[i] = 0.0
+        self.epoch = epoch
 
     def add(self, ts: float, amount: float = 1.0) -> float:
-        """Add `amount` at `ts`; the total after it."""
-        i = self._advance(ts) % len(self.slots)
-        self.slots[i] += amount
+        """Add `amount` at `ts`; the total after it. An event older than
+        the window (a clock stepped back) is not counted."""
+        epoch = int(ts // self.width)
+        if epoch > self.epoch:
+            self._advance(epoch)
+        elif epoch <= self.epoch - len(self.slots):
+            return self.running
+        self.slots[epoch % len(self.slots)] += amount
         self.running += amount
         return self.running
 
     def total(self, ts: float) -> float:
-        self._advance(ts)
+        epoch = int(ts // self.width)
+        if epoch > self.epoch:
+            self._advance(epoch)
         return self.running
 
 
@@ -93,7 +97,12 @@ class KeyCounter:
         return epoch
 
     def add(self, ts: float, keys: Iterable[str]) -> None:
-        slot = self.slots[self._advance(ts) % len(self.slots)]
+        """Count `keys` at `ts`; not if older than the window."""
+        epoch = self._advance(ts)
+        if epoch <= self.epoch - len(self.slots):
+            return
+        slot = self.slots[epoch % len(self.slots)]
+        totals = self.totals
         for key in keys:
             if key in slot:
                 slot[key] += 1
@@ -101,8 +110,8 @@ class KeyCounter:
                 slot[key] = 1
             else:
                 continue
-            count = self.totals.get(key, 0) + 1
-            self.totals[key] = count
+            count = totals.get(key, 0) + 1
+            totals[key] = count
             if count > self.top_count:
                 self.top_count = count
 
