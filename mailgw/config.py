@@ -93,11 +93,14 @@ class Listen(_Model):
     port: int
 
 
-def _listen(value: object) -> object:
-    if isinstance(value, str):
-        host, port = _hostport(value, 25)
-        return {"host": host, "port": port}
-    return value
+def _listen(default_port: int) -> BeforeValidator:
+    def parse(value: object) -> object:
+        if isinstance(value, str):
+            host, port = _hostport(value, default_port)
+            return {"host": host, "port": port}
+        return value
+
+    return BeforeValidator(parse)
 
 
 class TLSFiles(_Model):
@@ -122,7 +125,7 @@ class DKIMKey(_Model):
 
 class Gateway(_Model):
     hostname: str = "localhost"
-    listen: list[Annotated[Listen, BeforeValidator(_listen)]] = Field(
+    listen: list[Annotated[Listen, _listen(25)]] = Field(
         default_factory=lambda: [Listen(host="127.0.0.1", port=2525)], min_length=1
     )
     spool_dir: Path = Path("spool")
@@ -262,6 +265,12 @@ class Anomaly(_Model):
         return v
 
 
+def _token_hash(v: str | None) -> str | None:
+    if v is not None and not hashing.is_token_hash(v):
+        raise ValueError("expected a sha256$... hash from `mailgw hash-token`, not a token")
+    return v
+
+
 class Auth(_Model):
     username: str = Field(min_length=1, max_length=256)
     password_hash: str
@@ -317,18 +326,33 @@ class System(_Model):
     def _sender_domains(cls, v: list[str]) -> list[str]:
         return [_domain(d) for d in v]
 
-    @field_validator("status_token_hash")
-    @classmethod
-    def _token(cls, v: str | None) -> str | None:
-        if v is not None and not hashing.is_token_hash(v):
-            raise ValueError("expected a sha256$... hash from `mailgw hash-token`, not a token")
-        return v
+    _token = field_validator("status_token_hash")(classmethod(lambda cls, v: _token_hash(v)))
 
     @model_validator(mode="after")
     def _reachable(self) -> System:
         if not self.networks and not self.auth:
             raise ValueError("a system needs networks or auth credentials, or it can never relay")
         return self
+
+
+class OperatorToken(_Model):
+    name: str = Field(min_length=1)  # who holds it
+    token_hash: str
+
+    _token = field_validator("token_hash")(classmethod(lambda cls, v: _token_hash(v)))
+
+
+class Http(_Model):
+    """The status API and page, metrics and health check."""
+
+    listen: list[Annotated[Listen, _listen(8025)]] = Field(
+        default_factory=lambda: [Listen(host="127.0.0.1", port=8025)]
+    )  # empty: no HTTP
+    operator_tokens: list[OperatorToken] = Field(default_factory=list)
+    tls: TLSFiles | None = None
+    # the page's sign-in cookie is sent over HTTPS only; browsers make an
+    # exception for http://localhost
+    secure_cookie: bool = True
 
 
 class State(_Model):
@@ -344,6 +368,7 @@ class Config(_Model):
     dkim: list[DKIMKey] = Field(default_factory=list)
     anomaly: Anomaly = Field(default_factory=Anomaly)
     state: State = Field(default_factory=State)
+    http: Http = Field(default_factory=Http)
     systems: list[System] = Field(default_factory=list)
     source: Path | None = None
 
@@ -408,7 +433,11 @@ class Config(_Model):
         ca = self.delivery.tls_ca_file
         delivery = self.delivery.model_copy(update={"tls_ca_file": ca and rel(ca)})
         dkim = [k.model_copy(update={"key_file": rel(k.key_file)}) for k in self.dkim]
-        return self.model_copy(update={"gateway": gateway, "delivery": delivery, "dkim": dkim})
+        http_tls = self.http.tls and self.http.tls.model_copy(
+            update={"cert": rel(self.http.tls.cert), "key": rel(self.http.tls.key)})
+        http = self.http.model_copy(update={"tls": http_tls})
+        return self.model_copy(update={"gateway": gateway, "delivery": delivery, "dkim": dkim,
+                                       "http": http})
 
 
 class _KeyError(ValueError):

@@ -21,6 +21,17 @@ class EventSink(Protocol):
     def emit(self, event: str, system: str | None, **fields: Any) -> None: ...
 
 
+class Tee:
+    """Every event to each of several sinks (the log, the metrics)."""
+
+    def __init__(self, *sinks: EventSink):
+        self.sinks = sinks
+
+    def emit(self, event: str, system: str | None, **fields: Any) -> None:
+        for sink in self.sinks:
+            sink.emit(event, system, **fields)
+
+
 class EventLog:
     def __init__(self, path: Path, clock: Clock, line_buffered: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,16 @@ import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 import jinja2
+from aiohttp import web
 
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Rule
 from mailgw.blocklist_guard.notices import Notifier
 from mailgw.blocklist_guard.suspensions import Guard
 from mailgw.clock import Clock, SystemClock
-from mailgw.config import Config
-from mailgw.events import EventLog
+from mailgw.config import Config, TLSFiles
+from mailgw.events import EventLog, Tee
+from mailgw.metrics import Metrics
 from mailgw.relay import dsn
 from mailgw.relay.courier import Courier
 from mailgw.relay.delivery import Delivery
@@ -29,11 +31,15 @@ from mailgw.relay.destinations import Destinations
 from mailgw.relay.dkim import DkimSigner
 from mailgw.relay.ingress import Ingress
 from mailgw.relay.routing import Router
-from mailgw.relay.spool import Meta, Recipient, Spool
+from mailgw.relay.spool import STATES, Meta, Recipient, Spool
 from mailgw.state.records import Suspension
 from mailgw.state.redis_windows import RedisWindows
 from mailgw.state.store import open_store
+from mailgw.status import StatusService
 from mailgw.systems import SystemDirectory
+from mailgw.web.app import WebApp
+from mailgw.web.app import start as start_web
+from mailgw.web.auth import Tokens
 
 log = logging.getLogger("mailgw")
 
@@ -42,11 +48,11 @@ async def loop_io(executor: ThreadPoolExecutor, fn, *args):  # type: ignore[no-u
     return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
 
-def _tls_context(config: Config) -> ssl.SSLContext | None:
-    if config.gateway.tls is None:
+def _tls_context(files: TLSFiles | None) -> ssl.SSLContext | None:
+    if files is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(config.gateway.tls.cert, config.gateway.tls.key)
+    ctx.load_cert_chain(files.cert, files.key)
     return ctx
 
 
@@ -57,6 +63,8 @@ class Gateway:
         self.servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, int]] = []
         self.windows: RedisWindows | None = None  # window counts shared with other instances
+        self._web: web.AppRunner | None = None
+        self.http_addresses: list[tuple[str, int]] = []
 
     async def start(self) -> None:
         cfg, clock = self.config, self.clock
@@ -94,21 +102,29 @@ class Gateway:
             submit=lambda meta, data: loop.call_soon_threadsafe(self.delivery.submit, meta, data),
         )
 
+        def held(system: str) -> int:
+            """Blocking: a system's mail waiting at the gateway (a suspended
+            system's queued mail is held when its turn comes)."""
+            return sum(len(self.spool.ids_of(s, system)) for s in ("queue", "hold"))
+
         def notify(kind: str, record: Suspension) -> None:
             system = directory.get(record.system)
             if system is not None:
-                held = sum(len(self.spool.ids_of(s, system.id)) for s in ("queue", "hold"))
-                notifier.send(kind, system, record, held)
+                notifier.send(kind, system, record, held(system.id))
 
         engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
                         {s.id: s.anomaly for s in cfg.systems if s.anomaly})
+        self.metrics = Metrics(
+            queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
+            suspended=lambda: len(self.guard.active()))
         if cfg.state.backend == "redis":
             self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
-                                        engine.windows)
+                                        engine.windows, on_error=self.metrics.backend_error)
         # every stage's events pass through the guard, which judges them
         self.guard = Guard(
-            engine=engine, store=self.store, events=self.event_log, clock=clock,
-            executor=self.executor, on_lifted=self._lifted, notify=notify, shared=self.windows,
+            engine=engine, store=self.store, events=Tee(self.event_log, self.metrics),
+            clock=clock, executor=self.executor, on_lifted=self._lifted, notify=notify,
+            shared=self.windows, metrics=self.metrics,
         )
         self.events = self.guard
         self.delivery = Delivery(
@@ -131,7 +147,8 @@ class Gateway:
             hostname=cfg.gateway.hostname, limits=cfg.limits,
             directory=directory, spool=self.spool, executor=self.executor,
             events=self.events, clock=clock, on_queued=self.delivery.submit,
-            signer=DkimSigner(cfg.dkim) if cfg.dkim else None, tls_context=_tls_context(cfg),
+            signer=DkimSigner(cfg.dkim) if cfg.dkim else None,
+            tls_context=_tls_context(cfg.gateway.tls),
             suspended=self.guard.suspended, status_url=cfg.gateway.status_url,
         )
         for listen in cfg.gateway.listen:
@@ -140,11 +157,37 @@ class Gateway:
             self.servers.append(server)
             for sock in server.sockets:
                 self.addresses.append(sock.getsockname()[:2])
+        if cfg.http.listen:
+            web_app = WebApp(
+                status=StatusService(directory=directory, engine=engine, guard=self.guard,
+                                     shared=self.windows, held=held, clock=clock,
+                                     executor=self.executor),
+                directory=directory, tokens=Tokens(cfg.http.operator_tokens, cfg.systems),
+                metrics=self.metrics, healthy=self._health, templates=templates,
+                secure_cookie=cfg.http.secure_cookie)
+            self._web, self.http_addresses = await start_web(
+                web_app, [(a.host, a.port) for a in cfg.http.listen],
+                _tls_context(cfg.http.tls))
         self._delivery_task = asyncio.create_task(self.delivery.run())
         self._flusher = asyncio.create_task(self._flush_logs())
         self._refresher = asyncio.create_task(self.guard.run())
         log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
+
+    def _health(self) -> dict[str, object]:
+        """Blocking. Not ok (503) when mail is not accepted: the spool's disk
+        is below `min_free_disk`. A state backend that is down is reported
+        but is not a failure: mail flows on without it."""
+        free = self.spool.free_bytes()
+        try:
+            self.store.active()
+            state = "ok"
+        except Exception as e:
+            state = f"unreachable: {e}"
+        return {"ok": free >= self.config.limits.min_free_disk, "spool_free_bytes": free,
+                "state_store": state,
+                "window_counts": "in process" if self.windows is None else
+                "in process (Redis unreachable)" if self.windows.degraded else "Redis"}
 
     def _lifted(self, system: str) -> None:
         """Release a lifted system's held mail, or purge it if so asked."""
@@ -163,6 +206,8 @@ class Gateway:
     async def stop(self, drain_timeout: float = 30.0) -> None:
         for server in self.servers:
             server.close()
+        if self._web is not None:
+            await self._web.cleanup()
         await self.ingress.drain(drain_timeout)
         await self.delivery.stop(timeout=10.0)
         self._delivery_task.cancel()

@@ -49,6 +49,7 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
             },
             "delivery": {"first_retry": "1s", "max_retry_interval": "2s", "connect_timeout": "5s",
                          "command_timeout": "10s"},
+            "http": {"listen": ["127.0.0.1:0"]},
             "systems": [MFA],
         }, sections)
         return Config.model_validate(raw).resolve_paths(tmp_path)

@@ -43,12 +43,12 @@ def stream(rng: random.Random, n: int):
         yield event
 
 
-def test_redis_counts_equal_the_in_process_counts_event_by_event(redis_server):
+def test_redis_counts_and_history_equal_the_in_process_ones(redis_server):
     engine = Engine(RULES)
 
     async def go():
         windows = RedisWindows(redis_server.url, fresh_prefix(), engine.windows)
-        compared = 0
+        compared = histories = 0
         for event in stream(random.Random(5), 3000):
             tally = engine.tally(event)
             if tally is None:
@@ -57,7 +57,11 @@ def test_redis_counts_equal_the_in_process_counts_event_by_event(redis_server):
             shared = await count(windows, tally)
             assert shared == local, (event, shared, local)
             compared += 1
-        assert not windows.degraded
+            if compared % 20 == 0:  # the status page's 24-hour history
+                history = engine.local.history(tally.system, tally.ts)
+                assert await windows.history(tally.system, tally.ts) == history
+                histories += bool(history)
+        assert not windows.degraded and histories > 50
         await windows.close()
         return compared
 

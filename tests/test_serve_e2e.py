@@ -29,6 +29,9 @@ event_log = "events.jsonl"
 templates_dir = "{REPO / 'templates'}"
 
 {anomaly}
+[http]
+listen = ["127.0.0.1:0"]
+
 [delivery]
 relayhost = "[127.0.0.1]:{dest_port}"
 first_retry = "1s"

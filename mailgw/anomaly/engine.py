@@ -125,7 +125,13 @@ class Engine:
             tuple([(i, keys[m]) for i, m in self._keys[kind]]),
             tuple([(m, amounts[m]) for m in self._spiked if m in amounts]),
             self._reads[kind],
+            amounts.get("messages", 0.0),
         )
+
+    def reading(self, system: str, ts: float) -> Tally:
+        """A tally that adds nothing and reads every window: the system's
+        counts as they stand (the status endpoint)."""
+        return Tally(system, ts, "read", (), (), (), tuple(range(len(self.windows))))
 
     def judge(self, tally: Tally, counts: Counts) -> list[Decision]:
         """The rules on the counts that `tally` led to: a suspension if one

@@ -20,6 +20,11 @@ Window = tuple[str, float]  # (metric, seconds)
 KEYED: dict[str, str] = {"recipient_domains": "distinct", "top_recipient": "top"}
 
 
+# the status page's chart: a system's messages per 10 minutes over 24 hours
+HISTORY_STEP = 600
+HISTORY_STEPS = 144
+
+
 class Tally(NamedTuple):
     system: str
     ts: float
@@ -28,6 +33,7 @@ class Tally(NamedTuple):
     keys: tuple[tuple[int, tuple[str, ...]], ...]  # (keyed window, keys) to count
     hours: tuple[tuple[str, float], ...]  # (metric, amount) to add to this clock hour's count
     reads: tuple[int, ...]  # windows the rules judging this event read
+    traffic: float = 0.0  # messages to add to the system's 24-hour history
 
 
 class Counts(NamedTuple):
@@ -48,3 +54,10 @@ class SharedWindows(Protocol):
 
     async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
         """The `n` keys counted most in `window`, or None if it cannot say."""
+
+    async def counts(self, tally: Tally) -> Counts | None:
+        """Count `tally` now, outside the batches; None if it cannot be had."""
+
+    async def history(self, system: str, ts: float) -> dict[int, float] | None:
+        """The system's messages per HISTORY_STEP over the HISTORY_STEPS up
+        to `ts`, by step number (ts // HISTORY_STEP); None if it cannot say."""

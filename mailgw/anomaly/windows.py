@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from mailgw.anomaly.tally import KEYED, Counts, Tally, Window
+from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, KEYED, Counts, Tally, Window
 
 BUCKETS = 12
 KEY_CAP = 4096
@@ -195,7 +195,7 @@ class Baseline:
 class SystemWindows:
     """One system's windows, indexed as the engine's list of windows."""
 
-    __slots__ = ("sums", "keyed", "readers", "hours")
+    __slots__ = ("sums", "keyed", "readers", "hours", "history")
 
     def __init__(self, windows: Sequence[Window]) -> None:
         self.sums: dict[int, Counter] = {}
@@ -210,6 +210,7 @@ class SystemWindows:
                 kc = self.keyed[i] = KeyCounter(seconds)
                 self.readers.append(kc.distinct if how == "distinct" else kc.top)
         self.hours: dict[str, tuple[int, float]] = {}  # metric -> (clock hour, count)
+        self.history: dict[int, float] = {}  # history step -> messages
 
 
 class LocalWindows:
@@ -237,6 +238,13 @@ class LocalWindows:
                 count = (count if was == hour else 0.0) + amount
                 w.hours[metric] = (hour, count)
                 hours[metric] = count
+        if t.traffic:
+            step = int(ts // HISTORY_STEP)
+            history = w.history
+            if step not in history:
+                for old in [s for s in history if s <= step - HISTORY_STEPS]:
+                    del history[old]
+            history[step] = history.get(step, 0.0) + t.traffic
         readers = w.readers
         for r in t.reads:
             if r not in values:
@@ -248,5 +256,15 @@ class LocalWindows:
         kc = w.keyed.get(window) if w else None
         return kc.top_keys(ts, n) if kc else []
 
+    def history(self, system: str, ts: float) -> dict[int, float]:
+        w = self.systems.get(system)
+        first = int(ts // HISTORY_STEP) - HISTORY_STEPS
+        return {s: n for s, n in w.history.items() if s > first} if w else {}
+
     def reset(self, system: str) -> None:
-        self.systems.pop(system, None)
+        """Clear a system's windows; its history stays (what it sent is
+        still what it sent)."""
+        w = self.systems.pop(system, None)
+        if w is not None:
+            self.systems[system] = fresh = SystemWindows(self.windows)
+            fresh.history = w.history

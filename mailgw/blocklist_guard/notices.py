@@ -46,6 +46,16 @@ def _window(seconds: float | None) -> str:
     return f"{seconds:g} s"
 
 
+def explain(record: Suspension) -> dict[str, str]:
+    """Why the system is suspended, in a sentence per language (kk, ru, en)."""
+    values = {"rule": record.rule, "observed": f"{record.observed:g}" if record.observed
+              is not None else "", "threshold": f"{record.threshold:g}" if record.threshold
+              is not None else "", "window": _window(record.window),
+              "reason": record.reason or ""}
+    table = _WHY if record.rule else _MANUAL
+    return {lang: text.format(**values) for lang, text in table.items()}
+
+
 class Notifier:
     def __init__(self, *, templates: jinja2.Environment, spool: Spool, hostname: str,
                  sender: str, operators: list[str], status_url: str,
@@ -61,16 +71,11 @@ class Notifier:
         return " ".join(render("subject").split()), render("txt"), render("html")
 
     def _context(self, system: System, record: Suspension) -> dict[str, Any]:
-        values = {"rule": record.rule, "observed": f"{record.observed:g}" if record.observed
-                  is not None else "", "threshold": f"{record.threshold:g}" if record.threshold
-                  is not None else "", "window": _window(record.window),
-                  "reason": record.reason or ""}
-        table = _WHY if record.rule else _MANUAL
         return {
             "system": system, "since": _utc(record.since), "rule": record.rule,
             "observed": record.observed, "threshold": record.threshold,
             "window": _window(record.window),
-            **{f"why_{lang}": text.format(**values) for lang, text in table.items()},
+            **{f"why_{lang}": text for lang, text in explain(record).items()},
             "top_domains": record.evidence.get("top_domains", []),
             "status_url": self.status_url.format(system=system.id),
             "operators": self.operators or [self.sender],

@@ -27,6 +27,7 @@ from mailgw.anomaly.rules import Decision
 from mailgw.anomaly.tally import Counts, SharedWindows, Tally
 from mailgw.clock import Clock
 from mailgw.events import EventSink
+from mailgw.metrics import Metrics
 from mailgw.state.records import Suspension
 from mailgw.state.store import Store
 
@@ -37,12 +38,12 @@ class Guard:
     def __init__(self, *, engine: Engine, store: Store, events: EventSink, clock: Clock,
                  executor: Executor, on_lifted: Callable[[str], None] = lambda system: None,
                  notify: Callable[[str, Suspension], None] = lambda kind, record: None,
-                 shared: SharedWindows | None = None):
+                 shared: SharedWindows | None = None, metrics: Metrics | None = None):
         """`notify(kind, record)` sends the owner notice; it is called off the
         event loop, once per suspension and kind across every gateway."""
         self.engine, self.store, self.events, self.clock = engine, store, events, clock
         self.executor, self.on_lifted, self.notify = executor, on_lifted, notify
-        self.shared = shared
+        self.shared, self.metrics = shared, metrics
         self._recording: set[asyncio.Task[None]] = set()
         try:
             self._active: dict[str, Suspension] = store.active()
@@ -58,6 +59,10 @@ class Guard:
 
     def suspended(self, system: str) -> Suspension | None:
         return self._unsaved.get(system) or self._active.get(system)
+
+    def active(self) -> dict[str, Suspension]:
+        """Every suspension in effect here."""
+        return {**self._active, **self._unsaved}
 
     def emit(self, event: str, system: str | None, **fields: Any) -> None:
         """The EventSink the stages write to: log the event, then judge it."""
@@ -81,6 +86,8 @@ class Guard:
                             observed=d.observed, threshold=d.threshold, window=d.window,
                             evidence={"counts": d.evidence, "top_domains": []})
         self._unsaved[d.system] = record
+        if self.metrics is not None:
+            self.metrics.suspension_delay.observe(max(0.0, self.clock.now() - d.ts))
         log.warning("suspending %s: %s observed %s over %ss, threshold %s", d.system, d.rule,
                     d.observed, d.window, d.threshold)
         self.events.emit("suspended", d.system, rule=d.rule, observed=d.observed,
@@ -113,6 +120,8 @@ class Guard:
         except Exception:
             log.exception("cannot record the suspension of %s; it holds in memory and is "
                           "tried again", record.system)
+            if self.metrics is not None:
+                self.metrics.backend_error("record suspension")
             self._failed[record.system] = record
             return
         self._failed.pop(record.system, None)
@@ -184,3 +193,5 @@ class Guard:
                                                                      self.save_baselines)
             except Exception:
                 log.exception("cannot sync suspensions with the state store")
+                if self.metrics is not None:
+                    self.metrics.backend_error("read suspensions")

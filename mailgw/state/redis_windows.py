@@ -33,7 +33,7 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from mailgw.anomaly.tally import KEYED, Counts, Tally, Window
+from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, KEYED, Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, KEY_CAP
 
 log = logging.getLogger("mailgw.windows")
@@ -150,6 +150,15 @@ for i, h in ipairs(spec.hours) do  -- {metric, amount}
   hours[i] = tonumber(redis.call('INCRBYFLOAT', key, h[2]))
   if hours[i] == h[2] then redis.call('EXPIRE', key, 7200) end
 end
+if spec.traffic > 0 then  -- the 24-hour history, a field per step
+  local key, step = base .. 'history', math.floor(ts / spec.step)
+  if tonumber(redis.call('HINCRBYFLOAT', key, step, spec.traffic)) == spec.traffic then
+    for _, old in ipairs(redis.call('HKEYS', key)) do  -- a new step: the oldest leave
+      if tonumber(old) <= step - spec.steps then redis.call('HDEL', key, old) end
+    end
+    redis.call('EXPIRE', key, spec.step * (spec.steps + 1))
+  end
+end
 for i, r in ipairs(spec.reads) do  -- {name, width, ttl, how}
   local key = base .. r[1]
   if r[4] == 'sum' then
@@ -210,12 +219,14 @@ class RedisWindows:
     BATCH = 512
     RETRY = 1.0  # seconds without Redis after it failed
 
-    def __init__(self, url: str, prefix: str, windows: Sequence[Window]):
-        """`windows`: the engine's windows (a tally names them by index)."""
+    def __init__(self, url: str, prefix: str, windows: Sequence[Window],
+                 on_error: Callable[[str], None] = lambda operation: None):
+        """`windows`: the engine's windows (a tally names them by index);
+        `on_error(operation)`: told of each failed call (metrics)."""
         # redis-py types every reply as "maybe awaitable"
         self.r: Any = redis.asyncio.Redis.from_url(url, socket_timeout=2,
                                                    socket_connect_timeout=2)
-        self.prefix = prefix
+        self.prefix, self.on_error = prefix, on_error
         self._count = self.r.register_script(_COUNT)
         self._reset = self.r.register_script(_RESET)
         # each window as the scripts know it: key, bucket width, time to live, how read
@@ -253,6 +264,21 @@ class RedisWindows:
             return None
         ranked = sorted(totals.items(), key=lambda kv: int(kv[1]), reverse=True)
         return [key.decode() for key, _ in ranked[:n]]
+
+    async def counts(self, tally: Tally) -> Counts | None:
+        try:
+            reply = await self._count(args=[self._base(tally.system), self._spec(tally)])
+        except (RedisError, OSError):
+            return None
+        return self._counts(tally, reply)
+
+    async def history(self, system: str, ts: float) -> dict[int, float] | None:
+        try:
+            steps = await self.r.hgetall(self._base(system) + "history")
+        except (RedisError, OSError):
+            return None
+        first = int(ts // HISTORY_STEP) - HISTORY_STEPS
+        return {s: n for s, n in ((int(k), float(v)) for k, v in steps.items()) if s > first}
 
     def _start(self) -> None:
         if self._worker is None:
@@ -296,6 +322,7 @@ class RedisWindows:
                                                     self._spec(item.tally)], client=pipe)
                     replies = await pipe.execute()
             except (RedisError, OSError) as e:
+                self.on_error("count windows")
                 self._down_until = time.monotonic() + self.RETRY
                 if not self.degraded:
                     log.error("window counts in Redis unavailable (%s); judging on this "
@@ -318,6 +345,7 @@ class RedisWindows:
             "keys": [(*window[i], keys) for i, keys in t.keys],
             "hours": t.hours,
             "reads": [(*window[i], how[i]) for i in t.reads],
+            "traffic": t.traffic, "step": HISTORY_STEP, "steps": HISTORY_STEPS,
         })
 
     @staticmethod

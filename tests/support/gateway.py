@@ -23,6 +23,11 @@ class GatewayThread:
     def port(self) -> int:
         return self.gateway.addresses[0][1]
 
+    @property
+    def http(self) -> str:
+        host, port = self.gateway.http_addresses[0]
+        return f"http://{host}:{port}"
+
     def call(self, coro, timeout: float = 30.0):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 

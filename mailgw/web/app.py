@@ -1,0 +1,183 @@
+"""The HTTP side of mailgw (aiohttp): the status API for mail admins and
+operators, the status page, metrics and the health check.
+
+    GET /v1/systems/{id}/status   JSON; a system's token sees its own system
+    GET /v1/systems               JSON; operators
+    GET /healthz                  open; 200 while mail is accepted, else 503
+    GET /metrics                  open; Prometheus
+    GET /systems/{id}             the status page (token cookie, or bearer)
+    GET, POST /login; POST /logout
+
+Authorisation: `Authorization: Bearer <token>` (or the page's cookie). No
+token or an unknown one: 401. A system's token asking about another system,
+or for the list: 403, whether or not that system exists, so a token cannot
+probe for ids. An operator asking about an unknown id: 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from mailgw.config import System
+from mailgw.metrics import Metrics
+from mailgw.status import StatusService
+from mailgw.systems import SystemDirectory
+from mailgw.web import chart
+from mailgw.web.auth import Principal, Tokens
+
+COOKIE = "mailgw_token"
+COOKIE_AGE = 8 * 3600
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="mailgw"'} if status == 401 else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(COOKIE)
+
+
+class WebApp:
+    def __init__(self, *, status: StatusService, directory: SystemDirectory, tokens: Tokens,
+                 metrics: Metrics, healthy: Callable[[], dict[str, Any]],
+                 templates: jinja2.Environment, secure_cookie: bool):
+        """`healthy()`: {"ok": bool, ...details} (blocking)."""
+        self.status, self.directory, self.tokens = status, directory, tokens
+        self.metrics, self.healthy, self.templates = metrics, healthy, templates
+        self.secure_cookie = secure_cookie
+        self.app = web.Application(client_max_size=16 * 1024)
+        self.app.add_routes([
+            web.get("/v1/systems/{id}/status", self.api_status),
+            web.get("/v1/systems", self.api_systems),
+            web.get("/healthz", self.healthz),
+            web.get("/metrics", self.metrics_page),
+            web.get("/", self.root),
+            web.get("/login", self.login_form),
+            web.post("/login", self.login),
+            web.post("/logout", self.logout),
+            web.get("/systems/{id}", self.page),
+        ])
+
+    # the API
+
+    def _who(self, request: web.Request) -> Principal | None:
+        return self.tokens.who(_token(request))
+
+    def _system_for(self, request: web.Request) -> System | web.Response:
+        """The system asked about, or the refusal to answer."""
+        who = self._who(request)
+        if who is None:
+            return _error(401, "a valid bearer token is needed")
+        system_id = request.match_info["id"]
+        if not who.can_see(system_id):
+            return _error(403, "this token is not for that system")
+        system = self.directory.get(system_id)
+        if system is None:
+            return _error(404, f"no system {system_id!r}")
+        return system
+
+    async def api_status(self, request: web.Request) -> web.Response:
+        system = self._system_for(request)
+        if isinstance(system, web.Response):
+            return system
+        return web.json_response(await self.status.status(system))
+
+    async def api_systems(self, request: web.Request) -> web.Response:
+        who = self._who(request)
+        if who is None:
+            return _error(401, "a valid bearer token is needed")
+        if who.operator is None:
+            return _error(403, "the list of systems is for operators")
+        return web.json_response({"systems": await self.status.overview()})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        health = await asyncio.get_running_loop().run_in_executor(None, self.healthy)
+        return web.json_response(health, status=200 if health["ok"] else 503)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    # the page
+
+    def _html(self, template: str, status: int = 200, **context: Any) -> web.Response:
+        text = self.templates.get_template(template).render(**context)
+        return web.Response(text=text, status=status, content_type="text/html",
+                            headers={"Content-Security-Policy": "default-src 'none'; "
+                                     "style-src 'unsafe-inline'; form-action 'self'; "
+                                     "frame-ancestors 'none'",
+                                     "X-Content-Type-Options": "nosniff",
+                                     "Referrer-Policy": "no-referrer",
+                                     "Cache-Control": "no-store"})
+
+    async def root(self, request: web.Request) -> web.Response:
+        raise web.HTTPSeeOther("/login")
+
+    async def login_form(self, request: web.Request) -> web.Response:
+        return self._html("login.html.j2", next=request.query.get("next", ""), error=None)
+
+    async def login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        token = str(form.get("token", "")).strip()
+        wanted = str(form.get("next", ""))
+        who = self.tokens.who(token)
+        if who is None:
+            return self._html("login.html.j2", status=401, next=wanted,
+                              error="This token is not valid.")
+        if who.system is not None:
+            target = f"/systems/{who.system}"
+        elif wanted.startswith("/systems/") and wanted[len("/systems/"):].replace(
+                "-", "").replace("_", "").isalnum():
+            target = wanted  # only a page of ours, never another site
+        else:
+            target = "/v1/systems"
+        response = web.HTTPSeeOther(target)
+        response.set_cookie(COOKIE, token, max_age=COOKIE_AGE, httponly=True,
+                            secure=self.secure_cookie, samesite="Strict", path="/")
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(COOKIE, path="/")
+        raise response
+
+    async def page(self, request: web.Request) -> web.Response:
+        if self._who(request) is None:
+            raise web.HTTPSeeOther(f"/login?next=/systems/{request.match_info['id']}")
+        system = self._system_for(request)
+        if isinstance(system, web.Response):
+            return self._html("error.html.j2", status=system.status,
+                              message="You cannot see this system with your token."
+                              if system.status == 403 else "There is no such system.")
+        status = await self.status.status(system)
+        start, counts = await self.status.history(system.id)
+        ten_minutes = next((lim["limit"] for lim in status["limits"]
+                            if lim["kind"] == "ceiling" and lim["metric"] == "messages"
+                            and lim["window"] == 600), None)
+        suspension = status["suspension"]
+        drawn = chart.build(start, counts, ten_minutes, suspension and suspension["since"])
+        return self._html("status.html.j2", s=status, chart=drawn,
+                          when=lambda ts: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)))
+
+
+async def start(app: WebApp, listen: list[tuple[str, int]],
+                ssl_context: Any = None) -> tuple[web.AppRunner, list[tuple[str, int]]]:
+    """Serve `app`; the runner (to stop it) and the bound addresses."""
+    runner = web.AppRunner(app.app, access_log=None)
+    await runner.setup()
+    for host, port in listen:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    return runner, [tuple(a[:2]) for a in runner.addresses]

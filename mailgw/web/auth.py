@@ -1,0 +1,39 @@
+"""Who holds a bearer token: an operator (sees every system) or a system's
+mail admins (see their own). Tokens are kept as SHA-256 hashes (config.toml
+holds only those); a token is hashed and looked up by its digest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from mailgw.config import OperatorToken, System
+from mailgw.hashing import hash_token
+
+MAX_TOKEN = 512  # longer is not a token of ours; not worth hashing
+
+
+class Principal(NamedTuple):
+    operator: str | None  # the operator's name
+    system: str | None  # the system whose token it is
+
+    def can_see(self, system: str) -> bool:
+        return self.operator is not None or self.system == system
+
+
+class Tokens:
+    def __init__(self, operators: Iterable[OperatorToken], systems: Iterable[System]):
+        self._by_hash: dict[str, Principal] = {}
+        for op in operators:
+            self._by_hash[op.token_hash] = Principal(op.name, None)
+        for system in systems:
+            if system.status_token_hash:
+                self._by_hash[system.status_token_hash] = Principal(None, system.id)
+
+    def who(self, token: str | None) -> Principal | None:
+        if not token or len(token) > MAX_TOKEN:
+            return None
+        # looked up by digest, not compared as typed: what timing could tell
+        # is how one SHA-256 digest compares with another, which brings no
+        # one closer to a token (the reason to compare in constant time)
+        return self._by_hash.get(hash_token(token))

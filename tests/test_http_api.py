@@ -1,0 +1,122 @@
+"""The HTTP side against a running gateway: every endpoint x every kind of
+caller (no token, a bad one, another system's, the system's own, an
+operator's), the status a mail admin reads once the system is suspended,
+health and metrics."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from mailgw.hashing import hash_token
+from tests.conftest import MFA
+from tests.support.gateway import GatewayThread
+from tests.support.mail import FOUR_CROSS, send_as_mfa
+from tests.support.waiting import wait_until
+
+TOKENS = {"mfa": "mfa-token-0123456789", "mof": "mof-token-0123456789",
+          "operator": "operator-token-0123456789", "bad": "not-a-token-of-ours"}
+MOF = {"id": "mof", "name": "Ministry of Finance", "owners": ["postmaster@minfin.gov.kz"],
+       "networks": ["127.0.0.2/32"], "sender_domains": ["minfin.gov.kz"],
+       "status_token_hash": hash_token(TOKENS["mof"])}
+
+
+def get(url: str, token: str | None = None) -> tuple[int, dict | str]:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, body, kind = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as e:
+        status, body, kind = e.code, e.read(), e.headers
+    if kind.get_content_type() == "application/json":
+        return status, json.loads(body)
+    return status, body.decode()
+
+
+@pytest.fixture
+def gw(make_config, dest):
+    cfg = make_config(
+        delivery={"relayhost": f"[127.0.0.1]:{dest.port}"}, anomaly={"rules": FOUR_CROSS},
+        systems=[{**MFA, "status_token_hash": hash_token(TOKENS["mfa"])}, MOF],
+        http={"listen": ["127.0.0.1:0"], "operator_tokens": [
+            {"name": "alice", "token_hash": hash_token(TOKENS["operator"])}]})
+    with GatewayThread(cfg) as gateway:
+        yield gateway
+
+
+# caller -> expected status for: mfa's status, an unknown id's status, the list
+MATRIX = {
+    None: (401, 401, 401),
+    "bad": (401, 401, 401),
+    "mof": (403, 403, 403),  # another system's token; it cannot probe for ids either
+    "mfa": (200, 403, 403),
+    "operator": (200, 404, 200),
+}
+
+
+@pytest.mark.parametrize("caller", list(MATRIX))
+def test_authorisation_matrix(gw, caller):
+    token = TOKENS.get(caller) if caller else None
+    expected = MATRIX[caller]
+    got = tuple(get(gw.http + path, token)[0] for path in
+                ("/v1/systems/mfa/status", "/v1/systems/nosuch/status", "/v1/systems"))
+    assert got == expected
+    # health and metrics are open to every caller
+    assert get(gw.http + "/healthz", token)[0] == 200
+    assert get(gw.http + "/metrics", token)[0] == 200
+
+
+def test_errors_are_json_with_a_message(gw):
+    status, body = get(gw.http + "/v1/systems/mfa/status")
+    assert status == 401 and "token" in body["error"]
+    status, body = get(gw.http + "/v1/systems/nosuch/status", TOKENS["operator"])
+    assert status == 404 and body == {"error": "no system 'nosuch'"}
+
+
+def test_a_mail_admin_reads_the_suspension_and_the_counts(gw):
+    status, body = get(gw.http + "/v1/systems/mfa/status", TOKENS["mfa"])
+    assert body["state"] == "active" and body["suspension"] is None
+    for n in range(4):
+        assert send_as_mfa(gw.port, n)[0] == 250
+    wait_until(lambda: get(gw.http + "/v1/systems/mfa/status", TOKENS["mfa"])[1]["state"]
+               == "suspended", what="the suspension on the status endpoint")
+    status, body = get(gw.http + "/v1/systems/mfa/status", TOKENS["mfa"])
+    sus = body["suspension"]
+    assert (sus["rule"], sus["observed"], sus["threshold"], sus["window"], sus["by"]) == (
+        "messages_10m", 4, 3, 600, "auto")
+    assert "messages_10m" in sus["why"]["ru"] and "10 min" in sus["why"]["en"]
+    assert body["windows"] == {"messages/600s": 4}
+    (limit,) = body["limits"]
+    assert (limit["rule"], limit["current"], limit["limit"]) == ("messages_10m", 4, 3)
+    assert isinstance(body["held"], int)
+    _, listing = get(gw.http + "/v1/systems", TOKENS["operator"])
+    states = {s["system"]: s["state"] for s in listing["systems"]}
+    assert states == {"mfa": "suspended", "mof": "active"}
+
+
+def test_metrics_count_what_happened(gw):
+    for n in range(4):
+        send_as_mfa(gw.port, n)
+    wait_until(lambda: "mfa" in gw.gateway.guard.active())
+    _, text = get(gw.http + "/metrics")
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                 if line and not line.startswith("#"))
+    assert float(lines['mailgw_messages_accepted_total{origin="system"}']) == 4
+    assert float(lines["mailgw_suspensions_active"]) == 1
+    assert float(lines["mailgw_suspension_delay_seconds_count"]) == 1
+    assert 'mailgw_queue_messages{state="queue"}' in lines
+    send_as_mfa(gw.port, 9)  # refused: suspended
+    _, text = get(gw.http + "/metrics")
+    assert 'mailgw_rejections_total{reason="suspended"} 1.0' in text
+
+
+def test_health_turns_503_when_the_spool_is_short_of_disk(make_config):
+    cfg = make_config(limits={"min_free_disk": "1000000G"})
+    with GatewayThread(cfg) as gateway:
+        status, body = get(gateway.http + "/healthz")
+    assert status == 503 and body["ok"] is False and body["state_store"] == "ok"
