@@ -54,8 +54,9 @@ def build(start: float, counts: list[float], limit: float | None,
     if suspended_at is not None and start <= suspended_at <= end:
         chart.marker = {"x": round(LEFT + (suspended_at - start) / HISTORY_STEP * step_w, 1),
                         "label": f"suspended {_hhmm(suspended_at)} UTC"}
-    for k in range(0, len(counts) + 1, 18):  # every 3 hours
+    for k in range(0, len(counts) - 9, 18):  # every 3 hours, and none crowding "now"
         chart.x_ticks.append((round(LEFT + k * step_w, 1), _hhmm(start + k * HISTORY_STEP)))
+    chart.x_ticks.append((WIDTH - 12, "now"))
     for frac in (0.0, 0.5, 1.0):
         chart.y_ticks.append((y(top / 1.1 * frac), f"{top / 1.1 * frac:.0f}"))
     return chart
