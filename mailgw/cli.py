@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -58,12 +59,18 @@ def serve(config_path: Path, log_level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every command line at INFO; the gateway logs what matters
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    if cfg.gateway.event_loop == "uvloop":
-        import uvloop
+    from mailgw.gateway import StartError
 
-        uvloop.run(_serve(cfg))
-    else:
-        asyncio.run(_serve(cfg))
+    try:
+        if cfg.gateway.event_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(_serve(cfg))
+        else:
+            asyncio.run(_serve(cfg))
+    except StartError as e:
+        logging.getLogger("mailgw").error("cannot start: %s", e)
+        sys.exit(1)
 
 
 async def _serve(cfg: config_mod.Config) -> None:
@@ -217,6 +224,157 @@ def history(config_path: Path, as_json: bool, system: str | None) -> None:
         return
     _table([[_when(e.ts), e.system or "", e.action, e.by, e.reason or ""] for e in entries],
            ["WHEN", "SYSTEM", "ACTION", "BY", "REASON"])
+
+
+@main.group()
+def queue() -> None:
+    """Look at the spool; release or purge held and deferred mail."""
+
+
+_STATE_NAMES = {"queue": "queued", "hold": "held", "active": "delivering",
+                "corrupt": "set aside"}
+
+
+def _spool(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
+    from mailgw.relay.spool import Spool
+
+    return Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
+
+
+@queue.command("list")
+@CONFIG_OPTION
+@JSON_OPTION
+@click.option("--system", help="Only this system's mail.")
+@click.option("--state", "states", multiple=True, type=click.Choice(list(_STATE_NAMES.values())),
+              help="Only mail in this state (repeatable).")
+def queue_list(config_path: Path, as_json: bool, system: str | None,
+               states: tuple[str, ...]) -> None:
+    """Messages in the spool: queued (new or deferred), held (a suspended
+    system's), delivering, set aside (crashed delivery repeatedly)."""
+    import contextlib
+
+    from mailgw.relay.spool import STATES
+
+    cfg = _load(config_path)
+    if system:
+        _known(cfg, system)
+    spool = _spool(cfg)
+    rows = []
+    for state in STATES:
+        if states and _STATE_NAMES[state] not in states:
+            continue
+        for queue_id in spool.ids(state):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                meta = spool.read(state, queue_id)
+                if system is None or meta.system == system:
+                    rows.append((_STATE_NAMES[state], meta))
+    if as_json:
+        click.echo(json.dumps([{"state": st, **asdict(m)} for st, m in rows], indent=2))
+        return
+    _table([[m.id, st, m.system or f"({m.origin})", m.sender or "<>",
+             str(len(m.pending())), str(m.attempts),
+             _when(m.next_try) if st == "queued" and m.attempts else "", str(m.size)]
+            for st, m in rows],
+           ["ID", "STATE", "SYSTEM", "SENDER", "PENDING", "ATTEMPTS", "NEXT TRY", "SIZE"])
+
+
+@queue.command("show")
+@CONFIG_OPTION
+@JSON_OPTION
+@click.argument("queue_id")
+def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
+    """One message: envelope, each recipient's state, its headers."""
+    from email.parser import BytesHeaderParser
+
+    from mailgw.relay.spool import STATES
+
+    cfg = _load(config_path)
+    spool = _spool(cfg)
+    state = next((st for st in STATES if queue_id in spool.ids(st)), None)
+    if state is None:
+        click.echo(f"error: no message {queue_id!r} in the spool", err=True)
+        sys.exit(2)
+    meta = spool.read(state, queue_id)
+    headers = BytesHeaderParser().parsebytes(spool.read_data(queue_id))
+    shown = {k: str(headers[k]) for k in ("From", "To", "Subject", "Date", "Message-ID")
+             if headers[k] is not None}
+    if as_json:
+        click.echo(json.dumps({"state": _STATE_NAMES[state], **asdict(meta),
+                               "headers": shown}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{meta.id}  {_STATE_NAMES[state]}  system {meta.system or '-'} "
+               f"({meta.origin})  {meta.size} bytes  received {_when(meta.received_at)}")
+    click.echo(f"from <{meta.sender}>  attempts {meta.attempts}"
+               + (f"  next try {_when(meta.next_try)}" if meta.attempts else ""))
+    _table([[r.address, r.state, str(r.code or ""), r.response or ""]
+            for r in meta.recipients], ["RECIPIENT", "STATE", "CODE", "LAST RESPONSE"])
+    for name, value in shown.items():
+        click.echo(f"{name}: {value}")
+
+
+def _change(action: str, config_path: Path, reason: str, operator: str,
+            queue_ids: tuple[str, ...], system: str | None) -> None:
+    from mailgw.clock import SystemClock
+    from mailgw.events import EventLog
+    from mailgw.relay import queue_admin
+    from mailgw.state.records import AuditEntry
+
+    cfg = _load(config_path)
+    if bool(queue_ids) == bool(system):
+        click.echo("error: name message ids or --system, not both", err=True)
+        sys.exit(2)
+    if system:
+        _known(cfg, system)
+    store = _store(cfg)
+    request = {"action": action, "ids": list(queue_ids), "system": system,
+               "operator": operator}
+    spool = _spool(cfg)
+    lock = queue_admin.SpoolLock(cfg.gateway.spool_dir)
+    if lock.acquire():  # no gateway runs on this spool: do it here
+        try:
+            log = EventLog(cfg.gateway.event_log, SystemClock())
+            result = queue_admin.carry_out(spool, request, store.active(), log.emit,
+                                           time.time())
+            log.close()
+        finally:
+            lock.release()
+    else:
+        try:
+            result = queue_admin.hand_over(cfg.gateway.spool_dir, request)
+        except TimeoutError:
+            click.echo("error: the running gateway did not take the request in time; "
+                       "nothing was changed, or it is being changed now", err=True)
+            sys.exit(1)
+    verb = "released" if action == "release" else "purged"
+    by_system: dict[str | None, list[str]] = {}
+    for message in result["done"]:
+        by_system.setdefault(message["system"], []).append(message["id"])
+        click.echo(f"{message['id']} {verb}")
+    for owner, ids in by_system.items():  # one audit entry per system and command
+        store.record(AuditEntry(time.time(), owner, verb, operator, reason, {"messages": ids}))
+    for skip in result["skipped"]:
+        click.echo(f"{skip['id']} not {verb}: {skip['why']}", err=True)
+    if not result["done"]:
+        sys.exit(3)
+
+
+def _queue_change(action: str, help_text: str):  # type: ignore[no-untyped-def]
+    @queue.command(action, help=help_text)
+    @CONFIG_OPTION
+    @REASON_OPTION
+    @OPERATOR_OPTION
+    @click.option("--system", help="All of this system's held and queued mail.")
+    @click.argument("queue_ids", nargs=-1)
+    def command(config_path: Path, reason: str, operator: str, system: str | None,
+                queue_ids: tuple[str, ...]) -> None:
+        _change(action, config_path, reason, operator, queue_ids, system)
+
+    return command
+
+
+_queue_change("release", "Send held or deferred mail now (by id, or --system). A suspended "
+              "system's mail stays held until its suspension is lifted.")
+_queue_change("purge", "Delete held or queued mail (by id, or --system), without a bounce.")
 
 
 @main.command("hash-password")

@@ -12,6 +12,8 @@ import logging
 import signal
 import ssl
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -24,12 +26,13 @@ from mailgw.clock import Clock, SystemClock
 from mailgw.config import Config, TLSFiles
 from mailgw.events import EventLog, Tee
 from mailgw.metrics import Metrics
-from mailgw.relay import dsn
+from mailgw.relay import dsn, queue_admin
 from mailgw.relay.courier import Courier
 from mailgw.relay.delivery import Delivery
 from mailgw.relay.destinations import Destinations
 from mailgw.relay.dkim import DkimSigner
 from mailgw.relay.ingress import Ingress
+from mailgw.relay.queue_admin import SpoolLock
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import STATES, Meta, Recipient, Spool
 from mailgw.state.records import Suspension
@@ -56,6 +59,15 @@ def _tls_context(files: TLSFiles | None) -> ssl.SSLContext | None:
     return ctx
 
 
+class StartError(Exception):
+    """The gateway cannot start as configured; the message says why."""
+
+
+def _collect(into: list[tuple[tuple[Any, ...], dict[str, Any]]], *args: Any,
+             **fields: Any) -> None:
+    into.append((args, fields))
+
+
 class Gateway:
     def __init__(self, config: Config, clock: Clock | None = None):
         self.config = config
@@ -69,6 +81,10 @@ class Gateway:
     async def start(self) -> None:
         cfg, clock = self.config, self.clock
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mailgw-io")
+        self.spool_lock = SpoolLock(cfg.gateway.spool_dir)
+        cfg.gateway.spool_dir.mkdir(parents=True, exist_ok=True)
+        if not self.spool_lock.acquire():
+            raise StartError(f"another gateway runs on the spool {cfg.gateway.spool_dir}")
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
         waiting = self.spool.recover()
         self.event_log = EventLog(cfg.gateway.event_log, clock,
@@ -171,6 +187,7 @@ class Gateway:
         self._delivery_task = asyncio.create_task(self.delivery.run())
         self._flusher = asyncio.create_task(self._flush_logs())
         self._refresher = asyncio.create_task(self.guard.run())
+        self._controller = asyncio.create_task(self._take_queue_requests())
         log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
 
@@ -188,6 +205,27 @@ class Gateway:
                 "state_store": state,
                 "window_counts": "in process" if self.windows is None else
                 "in process (Redis unreachable)" if self.windows.degraded else "Redis"}
+
+    async def _take_queue_requests(self, every: float = 0.2) -> None:
+        """Carry out `mailgw queue release/purge` handed over by the CLI."""
+        root = self.config.gateway.spool_dir
+        while True:
+            await asyncio.sleep(every)
+            try:
+                for path, request in await loop_io(self.executor, queue_admin.take_requests,
+                                                   root):
+                    events: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+                    result = await loop_io(
+                        self.executor, queue_admin.carry_out, self.spool, request,
+                        set(self.guard.active()), partial(_collect, events), self.clock.now())
+                    for args, fields in events:  # on the loop: the guard is not threadsafe
+                        self.events.emit(*args, **fields)
+                    if request["action"] == "release":
+                        for message in result["done"]:
+                            self.delivery.schedule(message["id"], 0.0)
+                    await loop_io(self.executor, queue_admin.answer, path, result)
+            except Exception:
+                log.exception("cannot carry out a queue request")
 
     def _lifted(self, system: str) -> None:
         """Release a lifted system's held mail, or purge it if so asked."""
@@ -213,8 +251,9 @@ class Gateway:
         self._delivery_task.cancel()
         self._flusher.cancel()
         self._refresher.cancel()
+        self._controller.cancel()
         await asyncio.gather(self._delivery_task, self._flusher, self._refresher,
-                             return_exceptions=True)
+                             self._controller, return_exceptions=True)
         await self.guard.settle()
         for server in self.servers:
             await server.wait_closed()
@@ -227,13 +266,17 @@ class Gateway:
         self.store.close()
         if self.windows is not None:
             await self.windows.close()
+        self.spool_lock.release()
         log.info("mailgw stopped")
 
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then finish in-flight transactions and stop."""
     gateway = Gateway(config)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except OSError as e:  # an address in use, a spool that cannot be written
+        raise StartError(str(e)) from e
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

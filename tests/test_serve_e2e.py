@@ -18,7 +18,9 @@ from tests.support.waiting import wait_until
 NO_RULES = "[anomaly]\nrules = []  # these tests are about durability, not suspensions\n"
 
 
-def write_config(tmp_path: Path, dest_port: int, port: int, anomaly: str = NO_RULES) -> Path:
+def write_config(tmp_path: Path, dest_port: int, port: int, anomaly: str = NO_RULES,
+                 retry: tuple[str, str] = ("1s", "2s")) -> Path:
+    """`retry`: first retry, longest interval."""
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [gateway]
@@ -34,8 +36,8 @@ listen = ["127.0.0.1:0"]
 
 [delivery]
 relayhost = "[127.0.0.1]:{dest_port}"
-first_retry = "1s"
-max_retry_interval = "2s"
+first_retry = "{retry[0]}"
+max_retry_interval = "{retry[1]}"
 
 [[systems]]
 id = "mfa"

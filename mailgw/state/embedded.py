@@ -103,6 +103,10 @@ class EmbeddedStore:
              json.dumps(entry.details, ensure_ascii=False)))
 
     @_locked
+    def record(self, entry: AuditEntry) -> None:
+        self._audit(entry)  # one statement: autocommitted
+
+    @_locked
     def suspend(self, s: Suspension) -> Suspension | None:
         """Record a suspension; None when the system is already suspended."""
         try:

@@ -114,6 +114,11 @@ class RedisStore:
     def active(self) -> dict[str, Suspension]:
         return {k.decode(): _record(v) for k, v in self.r.hgetall(self._k("active")).items()}
 
+    def record(self, entry: AuditEntry) -> None:
+        self.r.xadd(self._k("audit"), {"entry": json.dumps(
+            {"ts": entry.ts, "system": entry.system, "action": entry.action, "by": entry.by,
+             "reason": entry.reason, "details": entry.details}, ensure_ascii=False)})
+
     def history(self, system: str | None = None) -> list[AuditEntry]:
         entries = []
         for n, (_, fields) in enumerate(self.r.xrange(self._k("audit"))):

@@ -1,0 +1,140 @@
+"""Operators' hands on the queue (`mailgw queue`): release and purge held or
+deferred messages, by id or by system.
+
+A spool belongs to one running gateway, which holds its lock (`SpoolLock`;
+a second gateway on the same spool refuses to start). While one runs, a
+change is handed to it as a request file in `control/` and it carries the
+change out, so its scheduler knows at once; with none running, the CLI takes
+the lock and changes the spool itself. Either way `carry_out` decides, and
+the result comes back the same.
+
+- release: a held message goes back to the queue; a deferred one is retried
+  now. The mail of a suspended system is not released: lift it first.
+- purge: the message is deleted, without a bounce (the operator's call, as
+  `postsuper -d`). A message being delivered right now is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mailgw.relay.spool import Meta, Spool, State
+
+CHANGEABLE: tuple[State, ...] = ("hold", "queue")
+
+
+class SpoolLock:
+    """Held by the gateway that owns a spool, for as long as it runs."""
+
+    def __init__(self, root: Path):
+        self.path = root / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+
+
+def find(spool: Spool, ids: Collection[str], system: str | None) -> list[tuple[State, Meta]]:
+    """Messages named by id, or all of one system's own (not the gateway's
+    notices and DSNs about it), that can be changed."""
+    found = []
+    for state in CHANGEABLE:
+        for queue_id in spool.ids(state):
+            if (ids and queue_id not in ids) or (not ids and system is None):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                meta = spool.read(state, queue_id)
+                if ids or (meta.system == system and meta.origin == "system"):
+                    found.append((state, meta))
+    return found
+
+
+def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
+              emit: Callable[..., None], now: float) -> dict[str, Any]:
+    """Do one request ({"action", "ids", "system"}); what was done to which
+    message, and what was not and why."""
+    ids = set(request.get("ids") or [])
+    done: list[dict[str, str | None]] = []
+    skipped: list[dict[str, str]] = []
+    found = find(spool, ids, request.get("system"))
+    for missing in sorted(ids - {meta.id for _, meta in found}):
+        skipped.append({"id": missing, "why": "not held or waiting in the queue (delivered, "
+                        "being delivered, or no such message)"})
+    for state, meta in found:
+        if request["action"] == "purge":
+            spool.remove(meta.id, state)
+            emit("purged", meta.system, queue_id=meta.id, by=request["operator"])
+        elif meta.system in suspended:
+            skipped.append({"id": meta.id, "why": f"{meta.system} is suspended; lift it to "
+                            "release its mail"})
+            continue
+        else:
+            spool.rewrite(replace(meta, next_try=now), state, "queue")
+            emit("released", meta.system, queue_id=meta.id, by=request["operator"])
+        done.append({"id": meta.id, "system": meta.system})
+    return {"action": request["action"], "done": done, "skipped": skipped}
+
+
+def hand_over(root: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Give `request` to the gateway running on the spool at `root`; its
+    result. TimeoutError if it did not answer."""
+    control = root / "control"
+    control.mkdir(exist_ok=True)
+    name = f"{time.time():.6f}-{uuid.uuid4().hex}"
+    tmp = control / f".{name}.tmp"
+    tmp.write_text(json.dumps(request))
+    tmp.rename(control / f"{name}.request")  # whole, or not there
+    answer = control / f"{name}.result"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answer.exists():
+            result = json.loads(answer.read_text())
+            answer.unlink()
+            return result
+        time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        (control / f"{name}.request").unlink()  # not taken: withdrawn
+    raise TimeoutError("the running gateway did not answer")
+
+
+def take_requests(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The gateway's side: requests waiting, oldest first."""
+    control = root / "control"
+    out = []
+    for path in sorted(control.glob("*.request")) if control.is_dir() else []:
+        try:
+            out.append((path, json.loads(path.read_text())))
+        except FileNotFoundError:
+            continue  # withdrawn
+        except ValueError:
+            path.unlink()
+    return out
+
+
+def answer(path: Path, result: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.rename(path.with_suffix(".result"))
+    with contextlib.suppress(FileNotFoundError):  # withdrawn while it was done
+        path.unlink()

@@ -1,0 +1,84 @@
+"""`mailgw queue` against a running gateway (the request is handed to it and
+its scheduler acts at once) and a stopped one (the CLI changes the spool
+itself); a suspended system's mail is not released; a second gateway on the
+same spool refuses to start; every change is in the audit trail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.mail import send_as_mfa
+from tests.support.process import ServeProcess, free_port
+from tests.support.waiting import wait_until
+from tests.test_cli_suspensions import BURST_RULE, cli
+from tests.test_serve_e2e import write_config
+
+
+def queued(config) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    out = cli(config, "queue", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return {m["id"]: m for m in json.loads(out.stdout)}
+
+
+def test_release_and_purge_through_a_running_gateway(tmp_path, dest):
+    dest.faults.data = "451 4.3.0 not now"
+    port = free_port()
+    # deferred mail would wait an hour: only a release brings it out sooner
+    config = write_config(tmp_path, dest.port, port, retry=("1h", "1h"))
+    gw = ServeProcess(config, port).start()
+    try:
+        ids = [send_as_mfa(port, n)[1].split()[-1] for n in range(2)]
+        wait_until(lambda: all(queued(config).get(i, {}).get("attempts") == 1 for i in ids),
+                   timeout=10, what="both deferred")
+        listing = cli(config, "queue", "list", "--system", "mfa")
+        assert all(i in listing.stdout for i in ids) and "queued" in listing.stdout
+        shown = cli(config, "queue", "show", ids[0])
+        assert "451" in shown.stdout and "Subject: 0" in shown.stdout
+
+        dest.faults.data = None
+        out = cli(config, "queue", "release", ids[0], "--reason", "destination fixed")
+        assert out.returncode == 0 and f"{ids[0]} released" in out.stdout, out.stderr
+        wait_until(lambda: ids[0] in dest.received_ids(), timeout=10, what="the release")
+        out = cli(config, "queue", "purge", ids[1], "--reason", "sent by mistake")
+        assert out.returncode == 0 and f"{ids[1]} purged" in out.stdout, out.stderr
+        assert ids[1] not in queued(config)
+        out = cli(config, "queue", "purge", ids[1], "--reason", "again")
+        assert out.returncode == 3 and "not held or waiting" in out.stderr
+    finally:
+        gw.stop()
+    assert ids[1] not in dest.received_ids()
+    history = json.loads(cli(config, "history", "mfa", "--json").stdout)
+    assert [(h["action"], h["reason"], h["details"]["messages"]) for h in history] == [
+        ("released", "destination fixed", [ids[0]]), ("purged", "sent by mistake", [ids[1]])]
+
+
+def test_a_suspended_systems_mail_stays_held_and_is_purged_with_the_gateway_stopped(
+        tmp_path, dest):
+    dest.faults.data = "451 4.3.0 not now"
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port, anomaly=BURST_RULE)
+    gw = ServeProcess(config, port).start()
+    try:
+        assert [send_as_mfa(port, n)[0] for n in range(4)] == [250] * 4
+        wait_until(lambda: sum(m["state"] == "held" for m in queued(config).values()) == 4,
+                   timeout=15, what="held")
+        second = ServeProcess(config, free_port())
+        with pytest.raises(AssertionError, match="cannot start: another gateway runs on the "
+                           "spool"):
+            second.start()
+        second.stop()
+    finally:
+        gw.stop()
+    out = cli(config, "queue", "release", "--system", "mfa", "--reason", "urgent")
+    assert out.returncode == 3 and "mfa is suspended" in out.stderr
+    out = cli(config, "queue", "purge", "--system", "mfa", "--reason", "spam")
+    assert out.returncode == 0 and out.stdout.count("purged") == 4, out.stderr
+    # what is left is the gateway's own notice to the owner, not the system's mail
+    assert [m["origin"] for m in queued(config).values()] == ["notice"]
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "purged" for e in events) == 4
+    (entry,) = [h for h in json.loads(cli(config, "history", "mfa", "--json").stdout)
+                if h["action"] == "purged"]
+    assert entry["by"] and len(entry["details"]["messages"]) == 4
