@@ -1,4 +1,5 @@
-"""The operator CLI against a running and a stopped gateway (embedded state):
+"""The operator CLI against a running and a stopped gateway, on the embedded
+and the Redis state backends:
 suspend and lift take effect on the running gateway within a second or two,
 and every change is in the audit trail with operator and reason."""
 
@@ -8,6 +9,8 @@ import json
 import smtplib
 import subprocess
 import sys
+
+import pytest
 
 from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
@@ -26,9 +29,19 @@ def mail_code(port: int) -> int:
         return c.mail("a@mfa.gov.kz")[0]
 
 
-def test_suspend_and_lift_reach_the_running_gateway(tmp_path, dest):
+@pytest.fixture(params=["embedded", "redis"])
+def state(request) -> str:
+    """The [state] table: the embedded store, or a real Redis."""
+    if request.param == "embedded":
+        return ""
+    url = request.getfixturevalue("redis_server").url
+    return f'[state]\nbackend = "redis"\nredis_url = "{url}"\n' \
+           f'redis_prefix = "{request.node.name}:"\n'
+
+
+def test_suspend_and_lift_reach_the_running_gateway(tmp_path, dest, state):
     port = free_port()
-    config = write_config(tmp_path, dest.port, port)
+    config = write_config(tmp_path, dest.port, port, extra=state)
     gw = ServeProcess(config, port).start()
     try:
         assert mail_code(port) == 250
@@ -48,9 +61,9 @@ def test_suspend_and_lift_reach_the_running_gateway(tmp_path, dest):
         ("suspended", "alice", "phishing reported"), ("lifted", "bob", "password reset")]
 
 
-def test_suspension_made_while_stopped_holds_from_the_first_connection(tmp_path, dest):
+def test_suspension_made_while_stopped_holds_from_the_first_connection(tmp_path, dest, state):
     port = free_port()
-    config = write_config(tmp_path, dest.port, port)
+    config = write_config(tmp_path, dest.port, port, extra=state)
     assert cli(config, "suspend", "mfa", "--reason", "audit").returncode == 0
     gw = ServeProcess(config, port).start()
     try:

@@ -19,8 +19,8 @@ NO_RULES = "[anomaly]\nrules = []  # these tests are about durability, not suspe
 
 
 def write_config(tmp_path: Path, dest_port: int, port: int, anomaly: str = NO_RULES,
-                 retry: tuple[str, str] = ("1s", "2s")) -> Path:
-    """`retry`: first retry, longest interval."""
+                 retry: tuple[str, str] = ("1s", "2s"), extra: str = "") -> Path:
+    """`retry`: first retry, longest interval; `extra`: more TOML tables."""
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [gateway]
@@ -45,6 +45,8 @@ name = "Ministry of Foreign Affairs"
 owners = ["postmaster@mfa.gov.kz"]
 networks = ["127.0.0.0/8"]
 sender_domains = ["mfa.gov.kz"]
+
+{extra}
 """)
     return path
 

@@ -75,7 +75,8 @@ def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):
     assert len(events(gw, "released")) == 4 and events(gw, "lifted")
     assert send_as_mfa(gw.port, 9)[0] == 250  # relaying again
     history = [(h.action, h.by) for h in store.history("mfa")]
-    assert history == [("suspended", "auto"), ("lifted", "operator-alice")]
+    assert history == [("suspended", "auto"), *[("held", "auto")] * 4,
+                       ("lifted", "operator-alice")]
 
 
 def test_owner_notices_arrive_once_in_kazakh_and_russian(gw, dest):

@@ -43,7 +43,8 @@ def test_two_instances_count_together_and_suspend_once(dest, redis_server, tmp_p
         wait_until(lambda: notices() == 1, timeout=10, what="the notice")
         # both instances have had several refresh rounds to send a second one
         wait_until(lambda: not store.pending_notices(), timeout=5)
-        assert [h.action for h in store.history("mfa")] == ["suspended"]
+        # (the crossing message may be held or already on its way: a round trip)
+        assert [h.action for h in store.history("mfa") if h.action != "held"] == ["suspended"]
 
         # an operator lifts it: both instances count afresh, from the lift on
         assert cli(a.config_path, "lift", "mfa", "--reason", "password changed").returncode == 0

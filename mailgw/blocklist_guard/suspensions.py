@@ -28,7 +28,7 @@ from mailgw.anomaly.tally import Counts, SharedWindows, Tally
 from mailgw.clock import Clock
 from mailgw.events import EventSink
 from mailgw.metrics import Metrics
-from mailgw.state.records import Suspension
+from mailgw.state.records import AuditEntry, Suspension
 from mailgw.state.store import Store
 
 log = logging.getLogger("mailgw.guard")
@@ -67,6 +67,15 @@ class Guard:
     def emit(self, event: str, system: str | None, **fields: Any) -> None:
         """The EventSink the stages write to: log the event, then judge it."""
         self.events.emit(event, system, **fields)
+        if event == "held":  # mail kept back is in the audit trail, message by message
+            record = self.suspended(system) if system else None
+            entry = AuditEntry(self.clock.now(), system, "held", "auto",
+                               record.rule or record.reason if record else None,
+                               {"queue_id": fields.get("queue_id"),
+                                "suspension": record.id if record else None})
+            asyncio.get_running_loop().run_in_executor(self.executor, self._record_audit,
+                                                       entry)
+            return
         tally = self.engine.tally({"ts": self.clock.now(), "system": system, "event": event,
                                    **fields})
         if tally is None:
@@ -108,6 +117,14 @@ class Guard:
             if record.system in self._unsaved:
                 self._unsaved[record.system] = record
         await asyncio.get_running_loop().run_in_executor(self.executor, self._save, record)
+
+    def _record_audit(self, entry: AuditEntry) -> None:
+        try:
+            self.store.record(entry)
+        except Exception:
+            log.exception("cannot write the audit entry for %s", entry.system)
+            if self.metrics is not None:
+                self.metrics.backend_error("write audit")
 
     async def settle(self) -> None:
         """Wait for suspensions being recorded; before stopping."""
