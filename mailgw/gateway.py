@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from mailgw import config as config_mod
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Rule
 from mailgw.blocklist_guard.notices import Notifier
@@ -35,7 +36,7 @@ from mailgw.relay.ingress import Ingress
 from mailgw.relay.queue_admin import SpoolLock
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import STATES, Meta, Recipient, Spool
-from mailgw.state.records import Suspension
+from mailgw.state.records import AuditEntry, Suspension
 from mailgw.state.redis_windows import RedisWindows
 from mailgw.state.store import open_store
 from mailgw.status import StatusService
@@ -110,7 +111,8 @@ class Gateway:
             command_timeout=cfg.delivery.command_timeout, tls_ca_file=cfg.delivery.tls_ca_file,
         )
         loop = asyncio.get_running_loop()
-        directory = SystemDirectory(cfg.systems)
+        self.directory = directory = SystemDirectory(cfg.systems)
+        self.tokens = Tokens(cfg.http.operator_tokens, cfg.systems)
         notifier = Notifier(
             templates=templates, spool=self.spool, hostname=cfg.gateway.hostname,
             sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
@@ -128,8 +130,8 @@ class Gateway:
             if system is not None:
                 notifier.send(kind, system, record, held(system.id))
 
-        engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
-                        {s.id: s.anomaly for s in cfg.systems if s.anomaly})
+        self.engine = engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
+                                      {s.id: s.anomaly for s in cfg.systems if s.anomaly})
         self.metrics = Metrics(
             queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
             suspended=lambda: len(self.guard.active()))
@@ -178,7 +180,7 @@ class Gateway:
                 status=StatusService(directory=directory, engine=engine, guard=self.guard,
                                      shared=self.windows, held=held, clock=clock,
                                      executor=self.executor),
-                directory=directory, tokens=Tokens(cfg.http.operator_tokens, cfg.systems),
+                directory=directory, tokens=self.tokens,
                 metrics=self.metrics, healthy=self._health, templates=templates,
                 secure_cookie=cfg.http.secure_cookie)
             self._web, self.http_addresses = await start_web(
@@ -190,6 +192,44 @@ class Gateway:
         self._controller = asyncio.create_task(self._take_queue_requests())
         log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
                  ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
+
+    async def reload(self) -> None:
+        """SIGHUP: read the config file again and take in what can change
+        while mail flows: the connected systems (networks, logins, sender
+        domains, status tokens, their thresholds) and the operator tokens.
+        Anything else that changed is reported as needing a restart. A file
+        that does not load changes nothing."""
+        old = self.config
+        if old.source is None:
+            log.error("config not reloaded: it was not read from a file")
+            return
+        try:
+            new = await loop_io(self.executor, config_mod.load, old.source)
+        except config_mod.ConfigError as e:
+            log.error("config not reloaded: %s", e)
+            return
+        before = {s.id: s for s in old.systems}
+        after = {s.id: s for s in new.systems}
+        self.directory.load(new.systems)
+        self.tokens.load(new.http.operator_tokens, new.systems)
+        self.engine.overrides = {s.id: s.anomaly for s in new.systems if s.anomaly}
+        restart = [name for name in ("gateway", "limits", "delivery", "dkim", "anomaly",
+                                     "state", "http")
+                   if getattr(new, name) != getattr(old, name)]
+        self.config = old.model_copy(update={"systems": new.systems})
+        details = {"added": sorted(after.keys() - before.keys()),
+                   "removed": sorted(before.keys() - after.keys()),
+                   "changed": sorted(i for i in before.keys() & after.keys()
+                                     if before[i] != after[i]),
+                   "need_restart": restart}
+        log.info("config reloaded: systems added %s, removed %s, changed %s",
+                 details["added"], details["removed"], details["changed"])
+        if restart:
+            log.warning("config sections changed that take effect at restart: %s",
+                        ", ".join(restart))
+        await loop_io(self.executor, self.store.record,
+                      AuditEntry(self.clock.now(), None, "config_reloaded", "SIGHUP",
+                                 str(old.source), details))
 
     def _health(self) -> dict[str, object]:
         """Blocking. Not ok (503) when mail is not accepted: the spool's disk
@@ -271,7 +311,8 @@ class Gateway:
 
 
 async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then finish in-flight transactions and stop."""
+    """Run until SIGTERM or SIGINT, then finish in-flight transactions and
+    stop; SIGHUP reloads the config."""
     gateway = Gateway(config)
     try:
         await gateway.start()
@@ -279,6 +320,14 @@ async def serve(config: Config) -> None:
         raise StartError(str(e)) from e
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

@@ -16,20 +16,23 @@ from mailgw.config import System
 
 class SystemDirectory:
     def __init__(self, systems: Iterable[System]):
-        self._by_id: dict[str, System] = {}
-        self._by_login: dict[str, tuple[System, str]] = {}
+        self.load(systems)
+
+    def load(self, systems: Iterable[System]) -> None:
+        """(Re)build from `systems`: at start, and when the config is reloaded."""
+        by_id: dict[str, System] = {}
+        by_login: dict[str, tuple[System, str]] = {}
         # version -> prefix length -> network address as int -> system
-        self._nets: dict[int, dict[int, dict[int, System]]] = {4: {}, 6: {}}
+        nets: dict[int, dict[int, dict[int, System]]] = {4: {}, 6: {}}
         for system in systems:
-            self._by_id[system.id] = system
+            by_id[system.id] = system
             for cred in system.auth:
-                self._by_login[cred.username] = (system, cred.password_hash)
+                by_login[cred.username] = (system, cred.password_hash)
             for net in system.networks:
-                table = self._nets[net.version].setdefault(net.prefixlen, {})
+                table = nets[net.version].setdefault(net.prefixlen, {})
                 table[int(net.network_address)] = system
-        self._prefixes = {
-            v: sorted(tables, reverse=True) for v, tables in self._nets.items()
-        }
+        self._by_id, self._by_login, self._nets = by_id, by_login, nets
+        self._prefixes = {v: sorted(tables, reverse=True) for v, tables in nets.items()}
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -23,12 +23,15 @@ class Principal(NamedTuple):
 
 class Tokens:
     def __init__(self, operators: Iterable[OperatorToken], systems: Iterable[System]):
-        self._by_hash: dict[str, Principal] = {}
-        for op in operators:
-            self._by_hash[op.token_hash] = Principal(op.name, None)
+        self.load(operators, systems)
+
+    def load(self, operators: Iterable[OperatorToken], systems: Iterable[System]) -> None:
+        """(Re)build: at start, and when the config is reloaded."""
+        by_hash = {op.token_hash: Principal(op.name, None) for op in operators}
         for system in systems:
             if system.status_token_hash:
-                self._by_hash[system.status_token_hash] = Principal(None, system.id)
+                by_hash[system.status_token_hash] = Principal(None, system.id)
+        self._by_hash = by_hash
 
     def who(self, token: str | None) -> Principal | None:
         if not token or len(token) > MAX_TOKEN:

@@ -1,0 +1,50 @@
+"""SIGHUP reloads the config of a running `mailgw serve`: a connected system
+added to the file relays at once, with no restart; a file that does not load
+changes nothing; the reload is in the audit trail."""
+
+from __future__ import annotations
+
+import json
+import signal
+import smtplib
+
+from tests.support.process import ServeProcess, free_port
+from tests.support.waiting import wait_until
+from tests.test_cli_suspensions import cli
+from tests.test_serve_e2e import write_config
+
+EDU = """
+[[systems]]
+id = "edu"
+name = "Ministry of Education"
+owners = ["postmaster@edu.gov.kz"]
+networks = ["127.0.0.2/32"]
+sender_domains = ["edu.gov.kz"]
+"""
+
+
+def rcpt_code_from_edu(port: int) -> int:
+    with smtplib.SMTP("127.0.0.1", port, source_address=("127.0.0.2", 0)) as c:
+        c.ehlo("mail.edu.gov.kz")
+        code = c.mail("a@edu.gov.kz")[0]
+        return code if code != 250 else c.rcpt("someone@example.com")[0]
+
+
+def test_sighup_takes_in_a_new_system_and_ignores_a_broken_file(tmp_path, dest):
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port)
+    gw = ServeProcess(config, port).start()
+    try:
+        assert rcpt_code_from_edu(port) >= 500  # not a connected system yet
+        original = config.read_text()
+        config.write_text(original + "\n[[systems]\nbroken")
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "config not reloaded" in gw.log.read_text(), timeout=5)
+        config.write_text(original + EDU)
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: rcpt_code_from_edu(port) == 250, timeout=5, what="edu relaying")
+    finally:
+        gw.stop()
+    (entry,) = [h for h in json.loads(cli(config, "history", "--json").stdout)
+                if h["action"] == "config_reloaded"]
+    assert entry["details"]["added"] == ["edu"] and entry["details"]["need_restart"] == []
