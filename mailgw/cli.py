@@ -180,17 +180,20 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
 @CONFIG_OPTION
 @REASON_OPTION
 @OPERATOR_OPTION
+@JSON_OPTION
 @click.argument("system")
-def suspend(config_path: Path, reason: str, operator: str, system: str) -> None:
+def suspend(config_path: Path, reason: str, operator: str, as_json: bool, system: str) -> None:
     """Suspend a system by hand; a running gateway obeys within a second."""
     from mailgw.state.records import Suspension
 
     cfg = _load(config_path)
     _known(cfg, system)
-    if _store(cfg).suspend(Suspension(system, time.time(), operator, reason=reason)) is None:
+    record = _store(cfg).suspend(Suspension(system, time.time(), operator, reason=reason))
+    if record is None:
         click.echo(f"{system} is already suspended", err=True)
         sys.exit(3)
-    click.echo(f"{system} suspended by {operator}: {reason}")
+    click.echo(json.dumps(record.as_dict(), indent=2, ensure_ascii=False) if as_json
+               else f"{system} suspended by {operator}: {reason}")
 
 
 @main.command()
@@ -198,16 +201,20 @@ def suspend(config_path: Path, reason: str, operator: str, system: str) -> None:
 @REASON_OPTION
 @OPERATOR_OPTION
 @click.option("--purge", is_flag=True, help="Delete the held mail instead of releasing it.")
+@JSON_OPTION
 @click.argument("system")
-def lift(config_path: Path, reason: str, operator: str, purge: bool, system: str) -> None:
+def lift(config_path: Path, reason: str, operator: str, purge: bool, as_json: bool,
+         system: str) -> None:
     """Lift a system's suspension; its held mail is released for delivery
     (or deleted, with --purge)."""
     cfg = _load(config_path)
     _known(cfg, system)
-    if _store(cfg).lift(system, operator, reason, time.time(), purge=purge) is None:
+    record = _store(cfg).lift(system, operator, reason, time.time(), purge=purge)
+    if record is None:
         click.echo(f"{system} is not suspended", err=True)
         sys.exit(3)
-    click.echo(f"{system}: suspension lifted by {operator}: {reason}"
+    click.echo(json.dumps(record.as_dict(), indent=2, ensure_ascii=False) if as_json
+               else f"{system}: suspension lifted by {operator}: {reason}"
                + ("; held mail will be purged" if purge else ""))
 
 
@@ -313,7 +320,7 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
 
 
 def _change(action: str, config_path: Path, reason: str, operator: str,
-            queue_ids: tuple[str, ...], system: str | None) -> None:
+            queue_ids: tuple[str, ...], system: str | None, as_json: bool) -> None:
     from mailgw.clock import SystemClock
     from mailgw.events import EventLog
     from mailgw.relay import queue_admin
@@ -349,9 +356,12 @@ def _change(action: str, config_path: Path, reason: str, operator: str,
     by_system: dict[str | None, list[str]] = {}
     for message in result["done"]:
         by_system.setdefault(message["system"], []).append(message["id"])
-        click.echo(f"{message['id']} {verb}")
+        if not as_json:
+            click.echo(f"{message['id']} {verb}")
     for owner, ids in by_system.items():  # one audit entry per system and command
         store.record(AuditEntry(time.time(), owner, verb, operator, reason, {"messages": ids}))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
     for skip in result["skipped"]:
         click.echo(f"{skip['id']} not {verb}: {skip['why']}", err=True)
     if not result["done"]:
@@ -363,11 +373,12 @@ def _queue_change(action: str, help_text: str):  # type: ignore[no-untyped-def]
     @CONFIG_OPTION
     @REASON_OPTION
     @OPERATOR_OPTION
+    @JSON_OPTION
     @click.option("--system", help="All of this system's held and queued mail.")
     @click.argument("queue_ids", nargs=-1)
-    def command(config_path: Path, reason: str, operator: str, system: str | None,
-                queue_ids: tuple[str, ...]) -> None:
-        _change(action, config_path, reason, operator, queue_ids, system)
+    def command(config_path: Path, reason: str, operator: str, as_json: bool,
+                system: str | None, queue_ids: tuple[str, ...]) -> None:
+        _change(action, config_path, reason, operator, queue_ids, system, as_json)
 
     return command
 

@@ -24,12 +24,20 @@ MOF = {"id": "mof", "name": "Ministry of Finance", "owners": ["postmaster@minfin
        "status_token_hash": hash_token(TOKENS["mof"])}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None  # a redirect is an answer to look at
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
 def get(url: str, token: str | None = None) -> tuple[int, dict | str]:
     request = urllib.request.Request(url)
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with _opener.open(request, timeout=10) as response:
             status, body, kind = response.status, response.read(), response.headers
     except urllib.error.HTTPError as e:
         status, body, kind = e.code, e.read(), e.headers
@@ -49,13 +57,14 @@ def gw(make_config, dest):
         yield gateway
 
 
-# caller -> expected status for: mfa's status, an unknown id's status, the list
+# caller -> expected status for: mfa's status, an unknown id's status, the
+# list, mfa's page (a browser without a valid token is sent to sign in)
 MATRIX = {
-    None: (401, 401, 401),
-    "bad": (401, 401, 401),
-    "mof": (403, 403, 403),  # another system's token; it cannot probe for ids either
-    "mfa": (200, 403, 403),
-    "operator": (200, 404, 200),
+    None: (401, 401, 401, 303),
+    "bad": (401, 401, 401, 303),
+    "mof": (403, 403, 403, 403),  # another system's token; it cannot probe for ids either
+    "mfa": (200, 403, 403, 200),
+    "operator": (200, 404, 200, 200),
 }
 
 
@@ -64,7 +73,8 @@ def test_authorisation_matrix(gw, caller):
     token = TOKENS.get(caller) if caller else None
     expected = MATRIX[caller]
     got = tuple(get(gw.http + path, token)[0] for path in
-                ("/v1/systems/mfa/status", "/v1/systems/nosuch/status", "/v1/systems"))
+                ("/v1/systems/mfa/status", "/v1/systems/nosuch/status", "/v1/systems",
+                 "/systems/mfa"))
     assert got == expected
     # health and metrics are open to every caller
     assert get(gw.http + "/healthz", token)[0] == 200
