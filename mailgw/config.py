@@ -29,6 +29,7 @@ from mailgw.units import parse_duration, parse_size
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
@@ -173,14 +174,12 @@ class Delivery(_Model):
     connect_timeout: Duration = 30.0
     command_timeout: Duration = 300.0
     max_crashes: int = Field(default=5, ge=1)
+    # the gateway's egress addresses: outgoing connections are made from
+    # them in turn, leaving out one listed on a DNSBL ([dnsbl]); none: the
+    # system picks
+    source_addresses: list[IPAddress] = Field(default_factory=list)
 
-    @field_validator("resolver")
-    @classmethod
-    def _resolvers(cls, v: list[str]) -> list[str]:
-        for item in v:
-            host, _ = _hostport(item, 53)
-            ipaddress.ip_address(host)  # a resolver is an address, never a name
-        return v
+    _resolvers = field_validator("resolver")(classmethod(lambda cls, v: _resolvers(v)))
 
     @field_validator("routes")
     @classmethod
@@ -198,7 +197,7 @@ class Delivery(_Model):
 
 MetricName = Literal[
     "messages", "recipients", "bytes", "perm_failures", "deferrals", "attempts", "rejections",
-    "recipient_domains", "top_recipient",
+    "recipient_domains", "top_recipient", "blocklist_rejections",
 ]
 
 
@@ -248,6 +247,8 @@ DEFAULT_RULES = (
     _rule("rejections_10m", "ceiling", "rejections", "10m", 50),
     _rule("bounce_rate_1h", "ratio", "perm_failures", "1h", 0.10, "attempts", 50),
     _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.50, "attempts", 200),
+    # remote refusals naming a blocklist: sooner than the plain bounce rate
+    _rule("blocklist_rate_1h", "ratio", "blocklist_rejections", "1h", 0.05, "attempts", 20),
     _rule("spike_1h", "spike", "messages", "1h", 10, min_sample=200),
 )
 
@@ -263,6 +264,13 @@ class Anomaly(_Model):
         if dup:
             raise ValueError(f"rule names must be unique: {sorted(dup)}")
         return v
+
+
+def _resolvers(v: list[str]) -> list[str]:
+    for item in v:
+        host, _ = _hostport(item, 53)
+        ipaddress.ip_address(host)  # a resolver is an address, never a name
+    return v
 
 
 def _token_hash(v: str | None) -> str | None:
@@ -355,6 +363,28 @@ class Http(_Model):
     secure_cookie: bool = True
 
 
+# Widely used IP blocklists. Spamhaus (and some others) refuse queries that
+# come through big public resolvers: point `dnsbl.resolver` at your own.
+DEFAULT_ZONES = ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org",
+                 "psbl.surriel.com", "dnsbl-1.uceprotect.net")
+
+
+class Dnsbl(_Model):
+    """Watching the egress addresses (delivery.source_addresses) on DNSBLs."""
+
+    zones: list[str] = Field(default_factory=lambda: list(DEFAULT_ZONES))
+    interval: Duration = 900.0
+    resolver: list[str] = Field(default_factory=list)  # ip[:port]; empty: the system's
+    timeout: Duration = 5.0
+
+    _zones = field_validator("zones")(classmethod(lambda cls, v: [_domain(z) for z in v]))
+
+    _resolvers = field_validator("resolver")(classmethod(lambda cls, v: _resolvers(v)))
+
+    def resolver_addresses(self) -> list[tuple[str, int]]:
+        return [_hostport(item, 53) for item in self.resolver]
+
+
 class State(_Model):
     backend: Literal["embedded", "redis"] = "embedded"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -369,6 +399,7 @@ class Config(_Model):
     anomaly: Anomaly = Field(default_factory=Anomaly)
     state: State = Field(default_factory=State)
     http: Http = Field(default_factory=Http)
+    dnsbl: Dnsbl = Field(default_factory=Dnsbl)
     systems: list[System] = Field(default_factory=list)
     source: Path | None = None
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -21,6 +22,8 @@ from aiohttp import web
 from mailgw import config as config_mod
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Rule
+from mailgw.blocklist_guard.dnsbl import Check, DnsblWatch, make_resolver
+from mailgw.blocklist_guard.egress import Egress
 from mailgw.blocklist_guard.notices import Notifier
 from mailgw.blocklist_guard.suspensions import Guard
 from mailgw.clock import Clock, SystemClock
@@ -134,13 +137,14 @@ class Gateway:
                                       {s.id: s.anomaly for s in cfg.systems if s.anomaly})
         self.metrics = Metrics(
             queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
-            suspended=lambda: len(self.guard.active()))
+            suspended=lambda: len(self.guard.active()), listings=self.store.dnsbl_listings)
+        self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
         if cfg.state.backend == "redis":
             self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
                                         engine.windows, on_error=self.metrics.backend_error)
         # every stage's events pass through the guard, which judges them
         self.guard = Guard(
-            engine=engine, store=self.store, events=Tee(self.event_log, self.metrics),
+            engine=engine, store=self.store, events=Tee(self.event_log, self.metrics, self.egress),
             clock=clock, executor=self.executor, on_lifted=self._lifted, notify=notify,
             shared=self.windows, metrics=self.metrics,
         )
@@ -151,6 +155,7 @@ class Gateway:
                 courier, total=cfg.delivery.max_connections,
                 per_destination=cfg.delivery.max_connections_per_destination,
                 messages_per_link=cfg.delivery.max_messages_per_connection,
+                sources=self.egress.usable, pick_source=self.egress.pick,
             ),
             events=self.events, clock=clock, executor=self.executor, make_bounce=make_bounce,
             held=lambda meta: meta.origin == "system" and meta.system is not None
@@ -186,6 +191,24 @@ class Gateway:
             self._web, self.http_addresses = await start_web(
                 web_app, [(a.host, a.port) for a in cfg.http.listen],
                 _tls_context(cfg.http.tls))
+        self._watch: asyncio.Task[None] | None = None
+        if self.egress.addresses and cfg.dnsbl.zones:
+            def alert(check: Check, top: list[tuple[str, int]], everywhere: bool) -> None:
+                notifier.alert("dnsbl_listed", {
+                    "address": check.address, "zone": check.zone, "reason": check.reason,
+                    "since": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock.now())),
+                    "top": top, "everywhere": everywhere, "usable": self.egress.usable()})
+
+            self.dnsbl = DnsblWatch(
+                addresses=self.egress.addresses, zones=cfg.dnsbl.zones,
+                resolver=make_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout),
+                store=self.store, egress=self.egress, events=self.events, clock=clock,
+                run_io=partial(loop_io, self.executor), alert=alert)
+            try:
+                await self.dnsbl.load()
+            except Exception:
+                log.exception("cannot read the DNSBL listings from the state store")
+            self._watch = asyncio.create_task(self.dnsbl.run(cfg.dnsbl.interval))
         self._delivery_task = asyncio.create_task(self.delivery.run())
         self._flusher = asyncio.create_task(self._flush_logs())
         self._refresher = asyncio.create_task(self.guard.run())
@@ -292,8 +315,11 @@ class Gateway:
         self._flusher.cancel()
         self._refresher.cancel()
         self._controller.cancel()
-        await asyncio.gather(self._delivery_task, self._flusher, self._refresher,
-                             self._controller, return_exceptions=True)
+        tasks = [self._delivery_task, self._flusher, self._refresher, self._controller]
+        if self._watch is not None:
+            self._watch.cancel()
+            tasks.append(self._watch)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.guard.settle()
         for server in self.servers:
             await server.wait_closed()

@@ -13,8 +13,9 @@ from prometheus_client.registry import Collector
 
 
 class _Scraped(Collector):
-    def __init__(self, queue: Callable[[], Mapping[str, int]], suspended: Callable[[], int]):
-        self.queue, self.suspended = queue, suspended
+    def __init__(self, queue: Callable[[], Mapping[str, int]], suspended: Callable[[], int],
+                 listings: Callable[[], list[dict[str, Any]]]):
+        self.queue, self.suspended, self.listings = queue, suspended, listings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         sizes = GaugeMetricFamily("mailgw_queue_messages", "Messages in the spool by state",
@@ -24,12 +25,21 @@ class _Scraped(Collector):
         yield sizes
         yield GaugeMetricFamily("mailgw_suspensions_active", "Systems suspended now",
                                 value=self.suspended())
+        listed = GaugeMetricFamily("mailgw_dnsbl_listed", "1 while an egress address is "
+                                   "listed on a DNSBL zone", labels=["address", "zone"])
+        try:
+            for entry in self.listings():
+                listed.add_metric([entry["address"], entry["zone"]], int(entry["listed"]))
+        except Exception:  # the state store is away: the other metrics still count
+            pass
+        yield listed
 
 
 class Metrics:
-    def __init__(self, queue: Callable[[], Mapping[str, int]], suspended: Callable[[], int]):
+    def __init__(self, queue: Callable[[], Mapping[str, int]], suspended: Callable[[], int],
+                 listings: Callable[[], list[dict[str, Any]]]):
         """`queue()`: messages per spool state (blocking); `suspended()`:
-        the number of systems suspended."""
+        the number of systems suspended; `listings()`: the DNSBL states."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.accepted = Counter("mailgw_messages_accepted", "Messages accepted (250)",
@@ -46,7 +56,7 @@ class Metrics:
                                       "state backend, by what was tried", ["operation"],
                                       registry=r)
         self.events = Counter("mailgw_events", "Suspension events", ["event"], registry=r)
-        r.register(_Scraped(queue, suspended))
+        r.register(_Scraped(queue, suspended, listings))
 
     def emit(self, event: str, system: str | None, **fields: Any) -> None:
         if event == "accepted":
@@ -55,7 +65,8 @@ class Metrics:
             self.rejected.labels(str(fields.get("reason", "other"))).inc()
         elif event in ("delivered", "bounced", "deferred"):
             self.outcomes.labels(event).inc()
-        elif event in ("suspended", "lifted", "held", "released", "purged"):
+        elif event in ("suspended", "lifted", "held", "released", "purged", "dnsbl_listed",
+                       "dnsbl_delisted"):
             self.events.labels(event).inc()
 
     def backend_error(self, operation: str) -> None:

@@ -17,6 +17,7 @@ clears its windows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,10 +29,19 @@ from mailgw.anomaly.windows import Baseline, LocalWindows
 _MOVES = {
     "accepted": {"messages", "recipients", "bytes", "recipient_domains", "top_recipient"},
     "delivered": {"attempts"},
-    "bounced": {"attempts", "perm_failures"},
-    "deferred": {"attempts", "deferrals"},
+    "bounced": {"attempts", "perm_failures", "blocklist_rejections"},
+    "deferred": {"attempts", "deferrals", "blocklist_rejections"},
     "rejected": {"rejections"},
 }
+
+# a remote refusal that names a blocklist: the message (or its sender) looks
+# like spam to the world, the surest sign that a system is a danger to the
+# gateway's addresses; "listed" alone would also match "user not listed"
+BLOCKLIST = re.compile(
+    r"blocked using|(?<!not )listed (?:in|on|at|by)"
+    r"|\b(?:dnsbl|rbl|block ?list(?:ed)?|black ?list(?:ed)?|spamhaus|spamcop"
+    r"|barracuda(?:central)?|sorbs|uceprotect|psbl|surbl|uribl)\b",
+    re.IGNORECASE)
 
 
 class Engine:
@@ -115,13 +125,15 @@ class Engine:
                 amounts["perm_failures"] = 1.0
             elif kind == "deferred":
                 amounts["deferrals"] = 1.0
+            if kind != "delivered" and BLOCKLIST.search(str(event.get("response", ""))):
+                amounts["blocklist_rejections"] = 1.0
         elif kind == "rejected" and event.get("reason") != "suspended":
             amounts = {"rejections": 1.0}
         else:
             return None
         return Tally(
             system, ts, kind,
-            tuple([(i, amounts[m]) for i, m in self._sums[kind]]),
+            tuple([(i, amounts[m]) for i, m in self._sums[kind] if m in amounts]),
             tuple([(i, keys[m]) for i, m in self._keys[kind]]),
             tuple([(m, amounts[m]) for m in self._spiked if m in amounts]),
             self._reads[kind],

@@ -21,7 +21,7 @@ from mailgw.config import AnomalyRule
 
 Metric = Literal[
     "messages", "recipients", "bytes", "perm_failures", "deferrals", "attempts", "rejections",
-    "recipient_domains", "top_recipient",
+    "recipient_domains", "top_recipient", "blocklist_rejections",
 ]
 
 

@@ -102,12 +102,30 @@ class Notifier:
         msg.add_alternative(html, subtype="html")
         return msg.as_bytes()
 
-    def send(self, kind: str, system: System, record: Suspension, held: int = 0) -> None:
-        """Spool the notice durably and hand it to delivery. Blocking (disk);
-        the caller runs it off the event loop and passes a thread-safe submit."""
-        data = self.build(kind, system, record, held)
-        meta = Meta(id=new_queue_id(), system=system.id, sender=self.sender,
-                    recipients=[Recipient(a) for a in [*system.owners, *self.operators]],
+    def alert(self, kind: str, context: dict[str, Any]) -> None:
+        """An alert to the operators (templates alert_KIND.subject.j2 and
+        .txt.j2), spooled like a notice. Blocking."""
+        context = {"hostname": self.hostname, **context}
+        render = self.templates.get_template
+        msg = EmailMessage(policy=SMTP)
+        msg["From"] = f"mailgw at {self.hostname} <{self.sender}>"
+        msg["To"] = ", ".join(self.operators or [self.sender])
+        msg["Subject"] = " ".join(render(f"alert_{kind}.subject.j2").render(**context).split())
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = make_msgid(domain=self.hostname)
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(render(f"alert_{kind}.txt.j2").render(**context))
+        self._spool(None, self.operators or [self.sender], msg.as_bytes())
+
+    def _spool(self, system: str | None, recipients: list[str], data: bytes) -> None:
+        meta = Meta(id=new_queue_id(), system=system, sender=self.sender,
+                    recipients=[Recipient(a) for a in recipients],
                     size=len(data), received_at=time.time(), origin="notice")
         self.spool.put(meta, data)
         self.submit(meta, data)
+
+    def send(self, kind: str, system: System, record: Suspension, held: int = 0) -> None:
+        """Spool the notice durably and hand it to delivery. Blocking (disk);
+        the caller runs it off the event loop and passes a thread-safe submit."""
+        self._spool(system.id, [*system.owners, *self.operators],
+                    self.build(kind, system, record, held))

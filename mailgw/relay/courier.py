@@ -37,9 +37,10 @@ def _reply_text(e: aiosmtplib.SMTPResponseException) -> str:
 
 
 class Link:
-    def __init__(self, client: aiosmtplib.SMTP, hop: Hop):
+    def __init__(self, client: aiosmtplib.SMTP, hop: Hop, source: str | None = None):
         self.client = client
         self.hop = hop
+        self.source = source
         self.alive = True
         self.sent = 0
 
@@ -145,7 +146,7 @@ class Courier:
             client.close()
             raise ConnectFailed(Outcome.temporary(
                 f"cannot connect to {hop.host}: {type(e).__name__}: {e}", remote=hop.host)) from e
-        return Link(client, hop)
+        return Link(client, hop, source)
 
     async def _starttls(self, client: aiosmtplib.SMTP, hop: Hop, required: bool) -> None:
         context = self._verified if required else self._opportunistic

@@ -216,9 +216,10 @@ class Delivery:
             rcpt.code, rcpt.response, rcpt.remote = outcome.code, outcome.response, outcome.remote
             if outcome.kind is not Kind.TEMPORARY:
                 rcpt.state = "delivered" if outcome.kind is Kind.DELIVERED else "bounced"
+            source = {"source": outcome.source} if outcome.source else {}
             self.events.emit(outcome.kind.value, meta.system, queue_id=meta.id,
                              recipient=rcpt.address, code=outcome.code, response=outcome.response,
-                             **origin)
+                             **origin, **source)
             log.info("%s: to=<%s> status=%s code=%d relay=%s (%s)", meta.id, rcpt.address,
                      outcome.kind.value, outcome.code, outcome.remote or "none", outcome.response)
         expired = meta.pending() and now - meta.received_at >= self.config.max_queue_lifetime

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from mailgw.relay.courier import ConnectFailed, Courier, Link
 from mailgw.relay.outcome import Outcome
@@ -46,8 +47,13 @@ class _Destination:
 
 class Destinations:
     def __init__(self, courier: Courier, *, total: int, per_destination: int,
-                 messages_per_link: int, keepalive: float = 2.0):
+                 messages_per_link: int, keepalive: float = 2.0,
+                 sources: Callable[[], list[str]] = list,
+                 pick_source: Callable[[], str | None] = lambda: None):
+        """`pick_source()`: the egress address of a new link; `sources()`:
+        those still usable (a link from another one is closed)."""
         self.courier = courier
+        self.sources, self.pick_source = sources, pick_source
         self.per_destination = per_destination
         self.messages_per_link = messages_per_link
         self.keepalive = keepalive
@@ -86,12 +92,14 @@ class Destinations:
         try:
             async with self.slots:
                 while (job := await self._next(dest)) is not None:
-                    if link is not None and (not link.alive or link.sent >= self.messages_per_link):
+                    if link is not None and (not link.alive or link.sent >= self.messages_per_link
+                                             or (link.source and link.source
+                                                 not in self.sources())):
                         await link.close()
                         link = None
                     if link is None:
                         try:
-                            link = await self.courier.connect(job.route)
+                            link = await self.courier.connect(job.route, self.pick_source())
                         except ConnectFailed as e:
                             # the destination is unreachable now: everything
                             # waiting for it fails the same way, to be retried later
@@ -99,7 +107,8 @@ class Destinations:
                                 waiting.finish([e.outcome] * len(waiting.recipients))
                             dest.jobs.clear()
                             continue
-                    job.finish(await link.send(job.sender, job.recipients, job.data))
+                    outcomes = await link.send(job.sender, job.recipients, job.data)
+                    job.finish([replace(o, source=link.source) for o in outcomes])
         finally:
             dest.workers -= 1
             if dest.workers == 0 and not dest.jobs:

@@ -22,6 +22,7 @@ class Outcome:
     code: int
     response: str
     remote: str | None = None
+    source: str | None = None  # the egress address the attempt went out from
 
     @classmethod
     def from_reply(cls, code: int, response: str, remote: str | None = None) -> Outcome:

@@ -48,6 +48,14 @@ CREATE TABLE IF NOT EXISTS notices (
     kind TEXT NOT NULL,
     PRIMARY KEY (suspension_id, kind)
 );
+CREATE TABLE IF NOT EXISTS dnsbl (
+    address TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    listed INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (address, zone)
+);
 CREATE TABLE IF NOT EXISTS baselines (
     system TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -105,6 +113,36 @@ class EmbeddedStore:
     @_locked
     def record(self, entry: AuditEntry) -> None:
         self._audit(entry)  # one statement: autocommitted
+
+    @_locked
+    def dnsbl_transition(self, address: str, zone: str, listed: bool, reason: str,
+                         at: float) -> bool:
+        """Record `address`'s state on `zone`; True if it changed (the caller
+        who changed it tells the operators)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute("SELECT listed FROM dnsbl WHERE address = ? AND zone = ?",
+                                   (address, zone)).fetchone()
+            changed = (bool(row[0]) if row else False) != listed
+            if row is None or changed:
+                self._db.execute("INSERT OR REPLACE INTO dnsbl VALUES (?,?,?,?,?)",
+                                 (address, zone, int(listed), reason, at))
+            if changed:
+                self._audit(AuditEntry(at, None, "dnsbl_listed" if listed else
+                                       "dnsbl_delisted", "dnsbl", reason,
+                                       {"address": address, "zone": zone}))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return changed
+
+    @_locked
+    def dnsbl_listings(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT address, zone, listed, reason, since FROM dnsbl "
+                                "ORDER BY address, zone").fetchall()
+        return [{"address": a, "zone": z, "listed": bool(li), "reason": r, "since": t}
+                for a, z, li, r, t in rows]
 
     @_locked
     def suspend(self, s: Suspension) -> Suspension | None:

@@ -56,6 +56,23 @@ return text
 """
 
 
+# one gateway wins each change of an address's state on a zone
+_DNSBL = """
+local states, audit = KEYS[1], KEYS[2]
+local field, listed, entry = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('HGET', states, field)
+local was = old and cjson.decode(old)['listed'] or false
+local now = cjson.decode(entry)
+if old and was == now['listed'] then return 0 end
+redis.call('HSET', states, field, entry)
+if not old and not now['listed'] then return 0 end
+redis.call('XADD', audit, '*', 'entry', cjson.encode({ts = now['since'], system = cjson.null,
+  action = now['listed'] and 'dnsbl_listed' or 'dnsbl_delisted', by = 'dnsbl',
+  reason = now['reason'], details = {address = now['address'], zone = now['zone']}}))
+return 1
+"""
+
+
 def _record(text: bytes | str) -> Suspension:
     data = json.loads(text)
     # cjson turns an empty evidence object into an empty array
@@ -70,6 +87,7 @@ class RedisStore:
         self.p = prefix
         self._suspend = self.r.register_script(_SUSPEND)
         self._lift = self.r.register_script(_LIFT)
+        self._dnsbl = self.r.register_script(_DNSBL)
 
     def _k(self, name: str) -> str:
         return self.p + name
@@ -113,6 +131,17 @@ class RedisStore:
 
     def active(self) -> dict[str, Suspension]:
         return {k.decode(): _record(v) for k, v in self.r.hgetall(self._k("active")).items()}
+
+    def dnsbl_transition(self, address: str, zone: str, listed: bool, reason: str,
+                         at: float) -> bool:
+        entry = json.dumps({"address": address, "zone": zone, "listed": listed,
+                            "reason": reason, "since": at})
+        return bool(self._dnsbl(keys=[self._k("dnsbl"), self._k("audit")],
+                                args=[f"{address} {zone}", int(listed), entry]))
+
+    def dnsbl_listings(self) -> list[dict[str, Any]]:
+        return sorted((json.loads(v) for v in self.r.hvals(self._k("dnsbl"))),
+                      key=lambda e: (e["address"], e["zone"]))
 
     def record(self, entry: AuditEntry) -> None:
         self.r.xadd(self._k("audit"), {"entry": json.dumps(
