@@ -2,7 +2,7 @@
 
 Exit status: 0 success, 1 a problem the operator must fix (bad config),
 2 a usage error (unknown system), 3 nothing to do (already suspended, not
-suspended).
+suspended), 4 `dnsbl`: an egress address is listed.
 """
 
 from __future__ import annotations
@@ -386,6 +386,43 @@ def _queue_change(action: str, help_text: str):  # type: ignore[no-untyped-def]
 _queue_change("release", "Send held or deferred mail now (by id, or --system). A suspended "
               "system's mail stays held until its suspension is lifted.")
 _queue_change("purge", "Delete held or queued mail (by id, or --system), without a bounce.")
+
+
+@main.command()
+@CONFIG_OPTION
+@JSON_OPTION
+def dnsbl(config_path: Path, as_json: bool) -> None:
+    """Look up every egress address on every DNSBL zone now, beside what the
+    gateway last recorded. (The running gateway records changes and alerts.)"""
+    from mailgw.blocklist_guard.dnsbl import check, make_resolver
+
+    cfg = _load(config_path)
+    addresses = [str(a) for a in cfg.delivery.source_addresses]
+    if not addresses or not cfg.dnsbl.zones:
+        click.echo("error: no delivery.source_addresses or dnsbl.zones to check", err=True)
+        sys.exit(2)
+    resolver = make_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout)
+
+    async def run():  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(check(resolver, a, z) for a in addresses
+                                      for z in cfg.dnsbl.zones))
+
+    checks = asyncio.run(run())
+    recorded = {(e["address"], e["zone"]): e for e in _store(cfg).dnsbl_listings()}
+    rows = [{"address": c.address, "zone": c.zone,
+             "now": "error" if c.listed is None else "listed" if c.listed else "clean",
+             "reason": c.reason,
+             "recorded": ("listed" if recorded[(c.address, c.zone)]["listed"] else "clean")
+             if (c.address, c.zone) in recorded else "",
+             "since": recorded.get((c.address, c.zone), {}).get("since")} for c in checks]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table([[r["address"], r["zone"], r["now"], r["recorded"], _when(r["since"]),
+                 r["reason"]] for r in rows],
+               ["ADDRESS", "ZONE", "NOW", "RECORDED", "SINCE", "REASON"])
+    if any(r["now"] == "listed" for r in rows):
+        sys.exit(4)
 
 
 @main.command("hash-password")

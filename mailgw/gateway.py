@@ -184,7 +184,8 @@ class Gateway:
             web_app = WebApp(
                 status=StatusService(directory=directory, engine=engine, guard=self.guard,
                                      shared=self.windows, held=held, clock=clock,
-                                     executor=self.executor),
+                                     executor=self.executor,
+                                     listings=self.store.dnsbl_listings),
                 directory=directory, tokens=self.tokens,
                 metrics=self.metrics, healthy=self._health, templates=templates,
                 secure_cookie=cfg.http.secure_cookie)

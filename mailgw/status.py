@@ -22,10 +22,11 @@ from mailgw.systems import SystemDirectory
 class StatusService:
     def __init__(self, *, directory: SystemDirectory, engine: Engine, guard: Guard,
                  shared: SharedWindows | None, held: Callable[[str], int], clock: Clock,
-                 executor: Executor):
-        """`held(system)`: blocking, the system's mail held at the gateway."""
+                 executor: Executor, listings: Callable[[], list[dict[str, Any]]]):
+        """`held(system)`: blocking, the system's mail held at the gateway;
+        `listings()`: blocking, the egress addresses' DNSBL states."""
         self.directory, self.engine, self.guard, self.shared = directory, engine, guard, shared
-        self.held, self.clock, self.executor = held, clock, executor
+        self.held, self.clock, self.executor, self.listings = held, clock, executor, listings
 
     async def _counts(self, system: str, ts: float) -> tuple[Counts, str]:
         tally = self.engine.reading(system, ts)
@@ -91,6 +92,10 @@ class StatusService:
                          "rule": record.rule if record else None,
                          "reason": record.reason if record else None})
         return out
+
+    async def dnsbl(self) -> list[dict[str, Any]]:
+        """Each egress address on each zone: listed or not, since when, why."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.listings)
 
     async def history(self, system: str) -> tuple[float, list[float]]:
         """The start of the 24 hours up to now, and the system's messages in

@@ -169,15 +169,38 @@ def bounce_storm(rng):
     return events
 
 
+def blocklist_storm(rng):
+    """A compromised account's spam, refused by sites that check blocklists."""
+    events = []
+    for i in range(2000):
+        events.append(accepted(T0 + i, [f"x{i}@example.org"]))
+        refused = rng.random() < 0.3
+        events.append(outcome(T0 + i + 0.5, "bounced" if refused else "delivered",
+                              response="554 5.7.1 Service unavailable; Client host [192.0.2.1] "
+                              "blocked using zen.spamhaus.org" if refused else "250 ok"))
+    return events
+
+
 @pytest.mark.parametrize("name,stream,rule", [
     ("spam to random domains", spam_blast(random.Random(1)), "recipient_domains_10m"),
     ("forwarding loop", forwarding_loop(), "one_recipient_10m"),
     ("bounce storm", bounce_storm(random.Random(2)), "bounce_rate_1h"),
+    ("spam refused by blocklists", blocklist_storm(random.Random(3)), "blocklist_rate_1h"),
 ])
 def test_defaults_suspend_abuse_within_its_first_few_hundred_messages(run, name, stream, rule):
     (i, d), = run(default_engine(), stream)
     messages = sum(1 for e in stream[: i + 1] if e["event"] == "accepted")
     assert d.rule == rule and messages <= 400, (name, d, messages)
+
+
+def test_a_refusal_counts_as_a_blocklist_one_only_if_it_names_a_blocklist():
+    rule = Rule("bl", "ceiling", "blocklist_rejections", 600, 0)
+    engine = Engine([rule])
+    unknown_user = outcome(T0, "bounced", response="550 5.1.1 user not listed in directory")
+    assert engine.observe(unknown_user) == []
+    listed = outcome(T0 + 1, "deferred", response="451 4.7.1 your IP is listed on SORBS")
+    (d,) = engine.observe(listed)
+    assert d.rule == "bl" and d.observed == 1
 
 
 def test_replay_prints_the_engines_decisions(tmp_path):

@@ -19,8 +19,10 @@ NO_RULES = "[anomaly]\nrules = []  # these tests are about durability, not suspe
 
 
 def write_config(tmp_path: Path, dest_port: int, port: int, anomaly: str = NO_RULES,
-                 retry: tuple[str, str] = ("1s", "2s"), extra: str = "") -> Path:
-    """`retry`: first retry, longest interval; `extra`: more TOML tables."""
+                 retry: tuple[str, str] = ("1s", "2s"), extra: str = "",
+                 delivery: str = "") -> Path:
+    """`retry`: first retry, longest interval; `extra`: more TOML tables;
+    `delivery`: more keys of [delivery]."""
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [gateway]
@@ -38,6 +40,7 @@ listen = ["127.0.0.1:0"]
 relayhost = "[127.0.0.1]:{dest_port}"
 first_retry = "{retry[0]}"
 max_retry_interval = "{retry[1]}"
+{delivery}
 
 [[systems]]
 id = "mfa"

@@ -2,7 +2,7 @@
 operators, the status page, metrics and the health check.
 
     GET /v1/systems/{id}/status   JSON; a system's token sees its own system
-    GET /v1/systems               JSON; operators
+    GET /v1/systems               JSON; operators: every system, the DNSBL states
     GET /healthz                  open; 200 while mail is accepted, else 503
     GET /metrics                  open; Prometheus
     GET /systems/{id}             the status page (token cookie, or bearer)
@@ -100,7 +100,8 @@ class WebApp:
             return _error(401, "a valid bearer token is needed")
         if who.operator is None:
             return _error(403, "the list of systems is for operators")
-        return web.json_response({"systems": await self.status.overview()})
+        return web.json_response({"systems": await self.status.overview(),
+                                  "dnsbl": await self.status.dnsbl()})
 
     async def healthz(self, request: web.Request) -> web.Response:
         health = await asyncio.get_running_loop().run_in_executor(None, self.healthy)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import redis
 
-from tests.support.process import free_port
+from tests.support.process import Daemon, free_port
 from tests.support.waiting import wait_until
 
 
-class RedisServer:
+class RedisServer(Daemon):
     def __init__(self) -> None:
         self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="mailgw-redis-")
+        self.dir = Path(tempfile.mkdtemp(prefix="mailgw-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -27,7 +28,7 @@ class RedisServer:
         assert binary, "install Debian's redis-server"
         self.proc = subprocess.Popen(
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+             "--appendonly", "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
 
@@ -40,10 +41,3 @@ class RedisServer:
         wait_until(up, timeout=10, what="redis-server")
         client.close()
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
