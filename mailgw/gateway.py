@@ -172,7 +172,8 @@ class Gateway:
             events=self.events, clock=clock, on_queued=self.delivery.submit,
             signer=DkimSigner(cfg.dkim) if cfg.dkim else None,
             tls_context=_tls_context(cfg.gateway.tls),
-            suspended=self.guard.suspended, status_url=cfg.gateway.status_url,
+            suspended=self.guard.suspended, decided=self.guard.decided,
+            status_url=cfg.gateway.status_url,
         )
         for listen in cfg.gateway.listen:
             server = await loop.create_server(self.ingress.protocol, listen.host, listen.port,

@@ -8,6 +8,7 @@ import email
 import email.policy
 import itertools
 import json
+import smtplib
 
 import pytest
 
@@ -60,6 +61,17 @@ def test_crossing_message_is_accepted_then_mail_gets_450_and_waits(gw, dest):
     store = gw.gateway.store
     wait_until(lambda: "mfa" in store.active())
     assert store.active()["mfa"].rule == "messages_10m"
+
+
+def test_a_transaction_right_after_the_crossing_message_is_refused(gw, dest):
+    """With shared counts the decision is a round trip away: MAIL FROM waits
+    for the system's decisions in flight, so nothing slips in between."""
+    for n in range(3):
+        assert send_as_mfa(gw.port, n)[0] == 250
+    with smtplib.SMTP("127.0.0.1", gw.port) as waiting:
+        waiting.ehlo("mail.mfa.gov.kz")  # ready to send the moment the 4th is in
+        assert send_as_mfa(gw.port, 3)[0] == 250
+        assert waiting.mail("a@mfa.gov.kz")[0] == 450
 
 
 def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):

@@ -52,6 +52,9 @@ class SharedWindows(Protocol):
     def reset(self, system: str, once: str) -> None:
         """Clear a lifted system's windows, once per lift `once`."""
 
+    async def settled(self, system: str) -> None:
+        """Return once every tally of `system` submitted so far is judged."""
+
     async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
         """The `n` keys counted most in `window`, or None if it cannot say."""
 

@@ -60,6 +60,13 @@ class Guard:
     def suspended(self, system: str) -> Suspension | None:
         return self._unsaved.get(system) or self._active.get(system)
 
+    async def decided(self, system: str) -> None:
+        """Return once the system's events so far are judged: with shared
+        counts that is a round trip away, and a transaction must not slip in
+        between the event that crosses a rule and the suspension."""
+        if self.shared is not None:
+            await self.shared.settled(system)
+
     def active(self) -> dict[str, Suspension]:
         """Every suspension in effect here."""
         return {**self._active, **self._unsaved}

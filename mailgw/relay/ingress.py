@@ -15,7 +15,7 @@ import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -90,6 +90,10 @@ class ConnectionLimiter:
             del self.by_ip[ip]
 
 
+async def _nothing_pending(system: str) -> None:
+    return None
+
+
 class Ingress:
     """Holds what every connection shares; `protocol()` makes one per client."""
 
@@ -99,12 +103,14 @@ class Ingress:
         on_queued: Callable[[Meta, bytes], None], signer: Signer | None = None,
         tls_context: ssl.SSLContext | None = None,
         suspended: Callable[[str], Suspension | None] = lambda system: None,
+        decided: Callable[[str], Awaitable[None]] = _nothing_pending,
         status_url: str = "",
     ):
         self.hostname, self.limits, self.directory, self.spool = hostname, limits, directory, spool
         self.executor, self.events, self.clock = executor, events, clock
         self.on_queued, self.signer, self.tls_context = on_queued, signer, tls_context
         self.suspended, self.status_url = suspended, status_url
+        self.decided = decided
         self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
         self.sessions: set[GatewaySMTP] = set()
         self.draining = False
@@ -154,6 +160,8 @@ class Ingress:
         if not self.disk_ok():
             return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
         system = session.system  # type: ignore[attr-defined]
+        if system is not None:
+            await self.decided(system.id)  # its last message may be crossing a rule now
         suspension = self.suspended(system.id) if system is not None else None
         if suspension is not None:
             return self.reject(session, Rejection.of(

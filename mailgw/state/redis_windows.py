@@ -241,6 +241,8 @@ class RedisWindows:
         self._worker: asyncio.Task[None] | None = None
         self._down_until = 0.0
         self.degraded = False  # judging on in-process counts: Redis did not answer
+        self._pending: dict[str, int] = {}  # system -> its tallies not judged yet
+        self._settled: dict[str, asyncio.Event] = {}  # set when a system has none
 
     def _base(self, system: str) -> str:
         return f"{self.prefix}w:{{{system}}}:"
@@ -250,7 +252,25 @@ class RedisWindows:
             then(tally, fallback)
             return
         self._queue.append(_Pending(tally, fallback, then))
+        self._pending[tally.system] = self._pending.get(tally.system, 0) + 1
         self._start()
+
+    async def settled(self, system: str, timeout: float = 2.0) -> None:
+        if system not in self._pending:
+            return
+        done = self._settled.setdefault(system, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+
+    def _judged(self, system: str) -> None:
+        left = self._pending[system] - 1
+        if left:
+            self._pending[system] = left
+            return
+        del self._pending[system]
+        done = self._settled.pop(system, None)
+        if done is not None:
+            done.set()
 
     def reset(self, system: str, once: str) -> None:
         # queued in order with the counts: what came before the lift is cleared
@@ -303,6 +323,7 @@ class RedisWindows:
                         item.then(item.tally, counts or item.fallback)
                     except Exception:
                         log.exception("judging %s's event failed", item.tally.system)
+                    self._judged(item.tally.system)
                 if self._resets:
                     break
 
