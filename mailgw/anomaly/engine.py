@@ -159,11 +159,15 @@ class Engine:
             baseline.seen(ts, count)
         if system in self.suspended:
             return []
-        mine = self.overrides.get(system, {})
+        mine = self.overrides.get(system)
         values = counts.values
         for rule, value_window, per_window in self._judged[tally.kind]:
-            threshold = mine.get(rule.name, rule.threshold)
-            if rule.kind == "spike":
+            threshold = mine.get(rule.name, rule.threshold) if mine else rule.threshold
+            if rule.kind == "ceiling":
+                if values[value_window] <= threshold:
+                    continue  # the common case, decided without a call
+                other = None
+            elif rule.kind == "spike":
                 baseline = learned.get(rule.metric) if learned else None
                 other = baseline.expected(ts, rule.min_history) if baseline else None
             else:
