@@ -96,11 +96,12 @@ class KeyCounter:
             self.epoch = epoch
         return epoch
 
-    def add(self, ts: float, keys: Iterable[str]) -> None:
-        """Count `keys` at `ts`; not if older than the window."""
+    def add(self, ts: float, keys: Iterable[str]) -> tuple[int, int]:
+        """Count `keys` at `ts` (not if older than the window); the distinct
+        keys and the top count after it."""
         epoch = self._advance(ts)
         if epoch <= self.epoch - len(self.slots):
-            return
+            return len(self.totals), self.top_count
         slot = self.slots[epoch % len(self.slots)]
         totals = self.totals
         for key in keys:
@@ -114,6 +115,7 @@ class KeyCounter:
             totals[key] = count
             if count > self.top_count:
                 self.top_count = count
+        return len(totals), self.top_count
 
     def distinct(self, ts: float) -> int:
         self._advance(ts)
@@ -220,6 +222,9 @@ class LocalWindows:
     def __init__(self, windows: Sequence[Window]) -> None:
         self.windows = windows
         self.systems: dict[str, SystemWindows] = {}
+        # keyed window -> read as distinct keys (else as the top count)
+        self._distinct = {i: KEYED[m] == "distinct" for i, (m, _) in enumerate(windows)
+                          if m in KEYED}
 
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
@@ -229,7 +234,8 @@ class LocalWindows:
         # a window the event adds to is one its rules read (engine.py)
         values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
         for window, keys in t.keys:
-            keyed[window].add(ts, keys)
+            distinct, top = keyed[window].add(ts, keys)
+            values[window] = distinct if self._distinct[window] else top
         hours = {}
         if t.hours:
             hour = int(ts // 3600)
