@@ -104,7 +104,7 @@ def replay(config_path: Path, events: TextIO) -> None:
 
     cfg = _load(config_path)
     engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
-                    {s.id: s.anomaly for s in cfg.systems if s.anomaly})
+                    {s.id: s.anomaly for s in cfg.systems if s.anomaly}, history=False)
     out = sys.stdout
     last = float("-inf")
     for number, line in enumerate(events, 1):

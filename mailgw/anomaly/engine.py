@@ -46,16 +46,18 @@ BLOCKLIST = re.compile(
 
 class Engine:
     def __init__(
-        self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None
+        self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None,
+        history: bool = True,
     ):
-        """`overrides`: system id -> rule name -> threshold for that system."""
+        """`overrides`: system id -> rule name -> threshold for that system;
+        `history`: keep each system's 24-hour traffic (the status page)."""
         self.rules = rules
         self.overrides = overrides or {}
         # every (metric, seconds) a rule reads; a window's id is its index here
         self.windows: list[Window] = sorted(
             {(m, r.window) for r in rules for m in (r.metric, r.per) if m})
         ids = {w: i for i, w in enumerate(self.windows)}
-        self.local = LocalWindows(self.windows)
+        self.local = LocalWindows(self.windows, history)
         self.suspended: set[str] = set()
         self.learned: dict[str, dict[str, Baseline]] = {}  # system -> metric -> baseline
         self._spiked = sorted({r.metric for r in rules if r.kind == "spike"})
@@ -131,11 +133,12 @@ class Engine:
             amounts = {"rejections": 1.0}
         else:
             return None
+        spiked = self._spiked
         return Tally(
             system, ts, kind,
-            tuple([(i, amounts[m]) for i, m in self._sums[kind] if m in amounts]),
-            tuple([(i, keys[m]) for i, m in self._keys[kind]]),
-            tuple([(m, amounts[m]) for m in self._spiked if m in amounts]),
+            [(i, amounts[m]) for i, m in self._sums[kind] if m in amounts],
+            [(i, keys[m]) for i, m in self._keys[kind]] if keys else (),
+            [(m, amounts[m]) for m in spiked if m in amounts] if spiked else (),
             self._reads[kind],
             amounts.get("messages", 0.0),
         )

@@ -219,8 +219,9 @@ class LocalWindows:
     """The in-process backend: every system's windows in this process. The
     embedded default, `mailgw replay`, and the fallback while Redis is away."""
 
-    def __init__(self, windows: Sequence[Window]) -> None:
+    def __init__(self, windows: Sequence[Window], history: bool = True) -> None:
         self.windows = windows
+        self.keep_history = history
         self.systems: dict[str, SystemWindows] = {}
         # keyed window -> read as distinct keys (else as the top count)
         self._distinct = {i: KEYED[m] == "distinct" for i, (m, _) in enumerate(windows)
@@ -236,7 +237,7 @@ class LocalWindows:
         for window, keys in t.keys:
             distinct, top = keyed[window].add(ts, keys)
             values[window] = distinct if self._distinct[window] else top
-        hours = {}
+        hours: dict[str, float] = {}
         if t.hours:
             hour = int(ts // 3600)
             for metric, amount in t.hours:
@@ -244,7 +245,7 @@ class LocalWindows:
                 count = (count if was == hour else 0.0) + amount
                 w.hours[metric] = (hour, count)
                 hours[metric] = count
-        if t.traffic:
+        if t.traffic and self.keep_history:
             step = int(ts // HISTORY_STEP)
             history = w.history
             if step not in history:
