@@ -74,6 +74,15 @@ class Engine:
         self._reads = {kind: tuple(dict.fromkeys(i for _, v, per in judged
                                                  for i in (v, per) if i is not None))
                        for kind, judged in self._judged.items()}
+        # every kind but "accepted" adds 1 to each metric it moves (a blocklist
+        # refusal also to blocklist_rejections): its tally's sums are fixed
+        self._units = {}
+        for kind, moved in _MOVES.items():
+            for blocked in (False, True):
+                ones = moved if blocked else moved - {"blocklist_rejections"}
+                self._units[kind, blocked] = (
+                    tuple((i, 1.0) for i, m in self._sums[kind] if m in ones),
+                    tuple((m, 1.0) for m in self._spiked if m in ones))
         domains = [i for i, (m, _) in enumerate(self.windows) if m == "recipient_domains"]
         # where the suspension record's top recipient domains come from: the widest
         self.top_domains_window: int | None = domains[-1] if domains else None
@@ -112,36 +121,25 @@ class Engine:
         if kind == "suspended":
             self.suspended.add(system)
             return None
-        keys: dict[str, tuple[str, ...]] = {}
         if kind == "accepted":
             recipients = event.get("recipients") or []
             amounts = {"messages": 1.0, "recipients": float(len(recipients)),
                        "bytes": float(event.get("size", 0))}
-            if self._keys["accepted"]:
-                keys = {"recipient_domains": tuple(r.rpartition("@")[2].lower()
-                                                   for r in recipients),
-                        "top_recipient": tuple(r.lower() for r in recipients)}
-        elif kind in ("delivered", "bounced", "deferred"):
-            amounts = {"attempts": 1.0}
-            if kind == "bounced":
-                amounts["perm_failures"] = 1.0
-            elif kind == "deferred":
-                amounts["deferrals"] = 1.0
-            if kind != "delivered" and BLOCKLIST.search(str(event.get("response", ""))):
-                amounts["blocklist_rejections"] = 1.0
-        elif kind == "rejected" and event.get("reason") != "suspended":
-            amounts = {"rejections": 1.0}
-        else:
+            keys: list[tuple[int, tuple[str, ...]]] = []
+            for i, metric in self._keys["accepted"]:
+                keys.append((i, tuple(r.rpartition("@")[2].lower() for r in recipients)
+                             if metric == "recipient_domains" else
+                             tuple(r.lower() for r in recipients)))
+            return Tally(system, ts, kind,
+                         [(i, amounts[m]) for i, m in self._sums["accepted"]], keys,
+                         [(m, amounts[m]) for m in self._spiked if m in amounts],
+                         self._reads[kind], 1.0)
+        if kind not in _MOVES or (kind == "rejected" and event.get("reason") == "suspended"):
             return None
-        spiked = self._spiked
-        return Tally(
-            system, ts, kind,
-            [(i, amounts[m]) for i, m in self._sums[kind] if m in amounts],
-            [(i, keys[m]) for i, m in self._keys[kind]] if keys else (),
-            [(m, amounts[m]) for m in spiked if m in amounts] if spiked else (),
-            self._reads[kind],
-            amounts.get("messages", 0.0),
-        )
+        blocked = kind in ("bounced", "deferred") and BLOCKLIST.search(
+            str(event.get("response", ""))) is not None
+        sums, hours = self._units[kind, blocked]
+        return Tally(system, ts, kind, sums, (), hours, self._reads[kind])
 
     def reading(self, system: str, ts: float) -> Tally:
         """A tally that adds nothing and reads every window: the system's
