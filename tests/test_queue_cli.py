@@ -83,3 +83,16 @@ def test_a_suspended_systems_mail_stays_held_and_is_purged_with_the_gateway_stop
     (entry,) = [h for h in json.loads(cli(config, "history", "mfa", "--json").stdout)
                 if h["action"] == "purged"]
     assert entry["by"] and len(entry["details"]["messages"]) == 4
+
+
+def test_a_request_file_that_is_not_ours_is_dropped_not_retried(tmp_path):
+    from mailgw.relay import queue_admin
+
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / "1.request").write_text("not json")
+    (control / "2.request").write_text('{"action": "format-disk"}')
+    (control / "3.request").write_text('{"action": "purge", "ids": ["X"], "operator": "a"}')
+    (taken,) = queue_admin.take_requests(tmp_path)
+    assert taken[0].name == "3.request"
+    assert sorted(p.name for p in control.iterdir()) == ["3.request"]

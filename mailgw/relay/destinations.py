@@ -108,7 +108,9 @@ class Destinations:
                             dest.jobs.clear()
                             continue
                     outcomes = await link.send(job.sender, job.recipients, job.data)
-                    job.finish([replace(o, source=link.source) for o in outcomes])
+                    if link.source is not None:
+                        outcomes = [replace(o, source=link.source) for o in outcomes]
+                    job.finish(outcomes)
         finally:
             dest.workers -= 1
             if dest.workers == 0 and not dest.jobs:

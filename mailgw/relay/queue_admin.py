@@ -82,15 +82,25 @@ def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
         skipped.append({"id": missing, "why": "not held or waiting in the queue (delivered, "
                         "being delivered, or no such message)"})
     for state, meta in found:
-        if request["action"] == "purge":
-            spool.remove(meta.id, state)
-            emit("purged", meta.system, queue_id=meta.id, by=request["operator"])
-        elif meta.system in suspended:
+        if request["action"] == "release" and meta.system in suspended:
             skipped.append({"id": meta.id, "why": f"{meta.system} is suspended; lift it to "
                             "release its mail"})
             continue
+        try:
+            # claimed as delivery claims a message, by a rename only one side
+            # wins: a running delivery never works on it at the same time, and
+            # a crash now leaves it for recovery to queue again
+            spool.move(meta.id, state, "active")
+        except FileNotFoundError:
+            skipped.append({"id": meta.id, "why": "being delivered right now"})
+            continue
+        if request["action"] == "purge":
+            spool.remove(meta.id, "active")
+            emit("purged", meta.system, queue_id=meta.id, by=request["operator"])
         else:
-            spool.rewrite(replace(meta, next_try=now), state, "queue")
+            # read again: an attempt may have finished after `find` read it
+            fresh = spool.read("active", meta.id)
+            spool.rewrite(replace(fresh, next_try=now), "active", "queue")
             emit("released", meta.system, queue_id=meta.id, by=request["operator"])
         done.append({"id": meta.id, "system": meta.system})
     return {"action": request["action"], "done": done, "skipped": skipped}
@@ -124,11 +134,15 @@ def take_requests(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in sorted(control.glob("*.request")) if control.is_dir() else []:
         try:
-            out.append((path, json.loads(path.read_text())))
+            request = json.loads(path.read_text())
         except FileNotFoundError:
             continue  # withdrawn
         except ValueError:
-            path.unlink()
+            request = None
+        if not isinstance(request, dict) or request.get("action") not in ("release", "purge"):
+            path.unlink()  # not a request of ours: it would fail every round
+            continue
+        out.append((path, request))
     return out
 
 
