@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 import click
 import tomli_w
@@ -95,10 +95,12 @@ def check_config(config_path: Path, as_json: bool) -> None:
 
 @main.command()
 @CONFIG_OPTION
-@click.argument("events", type=click.File("r", encoding="utf-8"))
-def replay(config_path: Path, events: TextIO) -> None:
+@click.argument("events", type=click.File("rb"))
+def replay(config_path: Path, events: BinaryIO) -> None:
     """Run the configured anomaly rules on an event log (ts ascending), with
     the clock taken from the events; print one JSON line per decision."""
+    import orjson  # parses an event about twice as fast as json: replay reads millions
+
     from mailgw.anomaly.engine import Engine
     from mailgw.anomaly.rules import Rule
 
@@ -111,7 +113,7 @@ def replay(config_path: Path, events: TextIO) -> None:
         if not line.strip():
             continue
         try:
-            event = json.loads(line)
+            event = orjson.loads(line)
             ts = float(event["ts"])
         except (ValueError, KeyError, TypeError):
             click.echo(f"error: {events.name}:{number}: not an event (a JSON object with ts)",

@@ -125,14 +125,13 @@ class Engine:
             recipients = event.get("recipients") or []
             amounts = {"messages": 1.0, "recipients": float(len(recipients)),
                        "bytes": float(event.get("size", 0))}
-            keys: list[tuple[int, tuple[str, ...]]] = []
-            for i, metric in self._keys["accepted"]:
-                keys.append((i, tuple(r.rpartition("@")[2].lower() for r in recipients)
-                             if metric == "recipient_domains" else
-                             tuple(r.lower() for r in recipients)))
+            keys = tuple((i, tuple(r.rpartition("@")[2].lower() for r in recipients)
+                          if metric == "recipient_domains" else
+                          tuple(r.lower() for r in recipients))
+                         for i, metric in self._keys["accepted"])
             return Tally(system, ts, kind,
-                         [(i, amounts[m]) for i, m in self._sums["accepted"]], keys,
-                         [(m, amounts[m]) for m in self._spiked if m in amounts],
+                         tuple((i, amounts[m]) for i, m in self._sums["accepted"]), keys,
+                         tuple((m, amounts[m]) for m in self._spiked if m in amounts),
                          self._reads[kind], 1.0)
         if kind not in _MOVES or (kind == "rejected" and event.get("reason") == "suspended"):
             return None

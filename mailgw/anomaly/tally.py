@@ -10,7 +10,7 @@ an event then costs no hashing of (metric, seconds) pairs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 Window = tuple[str, float]  # (metric, seconds)
@@ -29,9 +29,9 @@ class Tally(NamedTuple):
     system: str
     ts: float
     kind: str  # the event
-    sums: Sequence[tuple[int, float]]  # (window, amount) to add
-    keys: Sequence[tuple[int, tuple[str, ...]]]  # (keyed window, keys) to count
-    hours: Sequence[tuple[str, float]]  # (metric, amount) to add to this clock hour's count
+    sums: tuple[tuple[int, float], ...]  # (window, amount) to add
+    keys: tuple[tuple[int, tuple[str, ...]], ...]  # (keyed window, keys) to count
+    hours: tuple[tuple[str, float], ...]  # (metric, amount) to add to this clock hour's count
     reads: tuple[int, ...]  # windows the rules judging this event read
     traffic: float = 0.0  # messages to add to the system's 24-hour history
 

@@ -1,0 +1,20 @@
+"""The anomaly engine judges every event, live and in `mailgw replay`.
+Compiled with mypyc it runs about 2.5x faster. Compiling is asked for with
+MAILGW_COMPILE=1 (as mypy and black build theirs), so that a checkout
+installed with `pip install -e .` runs its sources as edited: a compiled
+module would shadow its .py file until the next install."""
+
+import os
+
+from setuptools import setup
+
+ENGINE = ["mailgw/anomaly/tally.py", "mailgw/anomaly/windows.py", "mailgw/anomaly/rules.py",
+          "mailgw/anomaly/engine.py"]
+
+ext_modules = []
+if os.environ.get("MAILGW_COMPILE") == "1":
+    from mypyc.build import mypycify
+
+    ext_modules = mypycify(ENGINE, opt_level="3")
+
+setup(ext_modules=ext_modules)
