@@ -139,6 +139,9 @@ class Gateway(_Model):
     flush_interval: Duration = 0.5  # event log and logs are flushed this often; 0: every line
     tls: TLSFiles | None = None
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # several gateways on one host share the SMTP listen addresses and the
+    # kernel spreads connections among them: one event loop is one core
+    reuse_port: bool = False
 
     _norm_hostname = field_validator("hostname")(classmethod(lambda cls, v: _domain(v)))
 
@@ -436,6 +439,11 @@ class Config(_Model):
             if key.domain in seen_dkim:
                 raise _KeyError(f"dkim[{i}].domain", f"two keys for {key.domain!r}")
             seen_dkim.add(key.domain)
+        if self.gateway.reuse_port and self.state.backend != "redis":
+            raise _KeyError(
+                "gateway.reuse_port", "gateways sharing a port must count and suspend together: "
+                "set state.backend = \"redis\""
+            )
         if any(s.auth for s in self.systems) and self.gateway.tls is None:
             raise _KeyError(
                 "gateway.tls", "SMTP AUTH is offered only after STARTTLS; set cert and key"

@@ -177,7 +177,8 @@ class Gateway:
         )
         for listen in cfg.gateway.listen:
             server = await loop.create_server(self.ingress.protocol, listen.host, listen.port,
-                                              reuse_address=True, backlog=1024)
+                                              reuse_address=True, backlog=1024,
+                                              reuse_port=cfg.gateway.reuse_port)
             self.servers.append(server)
             for sock in server.sockets:
                 self.addresses.append(sock.getsockname()[:2])

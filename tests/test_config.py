@@ -38,6 +38,7 @@ sender_domains = ["mfa.gov.kz"]
     (SYSTEM + "[[systems.auth]]\nusername = 'u'\npassword_hash = 'secret'\n", "systems[0].auth[0].password_hash: expected a scrypt hash"),
     (SYSTEM.replace("[[systems]]", "[[systems]]\nbogus = 1"), "systems[0].bogus: unknown key"),
     ("[gateway\n", "TOML syntax error"),
+    ("[gateway]\nreuse_port = true\n", "gateway.reuse_port: gateways sharing a port must count and suspend together"),
 ])
 def test_config_errors_name_file_key_and_expectation(tmp_path, text, expected):
     path = tmp_path / "bad.toml"

@@ -20,9 +20,9 @@ NO_RULES = "[anomaly]\nrules = []  # these tests are about durability, not suspe
 
 def write_config(tmp_path: Path, dest_port: int, port: int, anomaly: str = NO_RULES,
                  retry: tuple[str, str] = ("1s", "2s"), extra: str = "",
-                 delivery: str = "") -> Path:
+                 delivery: str = "", gateway: str = "") -> Path:
     """`retry`: first retry, longest interval; `extra`: more TOML tables;
-    `delivery`: more keys of [delivery]."""
+    `delivery`, `gateway`: more keys of [delivery], [gateway]."""
     path = tmp_path / "config.toml"
     path.write_text(f"""
 [gateway]
@@ -31,6 +31,7 @@ listen = ["127.0.0.1:{port}"]
 spool_dir = "spool"
 event_log = "events.jsonl"
 templates_dir = "{REPO / 'templates'}"
+{gateway}
 
 {anomaly}
 [http]

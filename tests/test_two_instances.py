@@ -1,16 +1,19 @@
 """Two `mailgw serve` instances on one real Redis: a system's traffic is
 counted across both, so spreading it over the instances does not keep it
 under a rule; one suspension is recorded, one owner notice goes out, both
-refuse with 450; after an operator's lift both count afresh."""
+refuse with 450; after an operator's lift both count afresh. With
+`reuse_port` they share one SMTP port on one host, one core each."""
 
 from __future__ import annotations
+
+import json
 
 from mailgw.state.redis_store import RedisStore
 from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
-from tests.test_serve_e2e import write_config
+from tests.test_serve_e2e import NO_RULES, write_config
 
 
 def test_two_instances_count_together_and_suspend_once(dest, redis_server, tmp_path):
@@ -58,3 +61,40 @@ def test_two_instances_count_together_and_suspend_once(dest, redis_server, tmp_p
         a.stop(), b.stop()
         store.close()
     assert notices() == 3
+
+
+def test_two_instances_share_one_port(dest, redis_server, tmp_path):
+    state = f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n' \
+            'redis_prefix = "shared-port:"\n'
+    port = free_port()
+    gateways = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        config = write_config(tmp_path / name, dest.port, port, anomaly=NO_RULES + state,
+                              gateway="reuse_port = true")
+        gateways.append(ServeProcess(config, port))
+
+    def accepted(gw: ServeProcess) -> set[str]:
+        log = gw.config_path.parent / "events.jsonl"
+        lines = log.read_text().splitlines() if log.exists() else []
+        return {e["queue_id"] for e in map(json.loads, lines) if e["event"] == "accepted"}
+
+    try:
+        for gw in gateways:
+            gw.start()  # returns once the port answers, which the first one already does
+            wait_until(lambda gw=gw: "mailgw listening" in gw.log.read_text(), timeout=20,
+                       what="each instance listening")
+        # a connection goes to either instance; 40 leave one of them idle
+        # with a chance of 2**-39
+        queued = set()
+        for n in range(40):
+            code, text = send_as_mfa(port, n)
+            assert code == 250, text
+            queued.add(text.rsplit(" ", 1)[1])
+        wait_until(lambda: accepted(gateways[0]) | accepted(gateways[1]) == queued,
+                   timeout=5, what="both event logs flushed")
+        assert accepted(gateways[0]) and accepted(gateways[1])
+        wait_until(lambda: len(dest.messages) == 40, timeout=10, what="every message relayed")
+    finally:
+        for gw in gateways:
+            gw.stop()
