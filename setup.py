@@ -1,5 +1,5 @@
 """The anomaly engine judges every event, live and in `mailgw replay`.
-Compiled with mypyc it runs about 2.5x faster. Compiling is asked for with
+Compiled with mypyc it runs 2-3x faster. Compiling is asked for with
 MAILGW_COMPILE=1 (as mypy and black build theirs), so that a checkout
 installed with `pip install -e .` runs its sources as edited: a compiled
 module would shadow its .py file until the next install."""
