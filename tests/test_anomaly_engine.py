@@ -227,6 +227,19 @@ def test_replay_refuses_events_out_of_order(tmp_path):
     assert out.returncode == 1 and f"{log}:2: ts goes backwards" in out.stderr
 
 
+@pytest.mark.parametrize("bad", [b"not json", b"[1, 2]", b'{"event": "accepted"}',
+                                 b'{"ts": "soon"}', b'{"ts": 1, "x": "\xff"}'])
+def test_replay_names_a_line_that_is_not_an_event(tmp_path, bad):
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(json.dumps(accepted(T0, ["a@b.kz"])).encode() + b"\n" + bad + b"\n")
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    out = subprocess.run([sys.executable, "-m", "mailgw", "replay", "--config", str(config),
+                          str(log)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr == f"error: {log}:2: not an event (a JSON object with ts)\n"
+
+
 def office_weeks(weeks: int, system: str = "mfa"):
     """Steady office traffic: 40 messages an hour, 9 to 18, Monday to Friday."""
     events = []
