@@ -396,20 +396,15 @@ _queue_change("purge", "Delete held or queued mail (by id, or --system), without
 def dnsbl(config_path: Path, as_json: bool) -> None:
     """Look up every egress address on every DNSBL zone now, beside what the
     gateway last recorded. (The running gateway records changes and alerts.)"""
-    from mailgw.blocklist_guard.dnsbl import check, make_resolver
+    from mailgw.blocklist_guard.dnsbl import check_every, dnsbl_resolver
 
     cfg = _load(config_path)
     addresses = [str(a) for a in cfg.delivery.source_addresses]
     if not addresses or not cfg.dnsbl.zones:
         click.echo("error: no delivery.source_addresses or dnsbl.zones to check", err=True)
         sys.exit(2)
-    resolver = make_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout)
-
-    async def run():  # type: ignore[no-untyped-def]
-        return await asyncio.gather(*(check(resolver, a, z) for a in addresses
-                                      for z in cfg.dnsbl.zones))
-
-    checks = asyncio.run(run())
+    resolver = dnsbl_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout)
+    checks = asyncio.run(check_every(resolver, addresses, cfg.dnsbl.zones))
     recorded = {(e["address"], e["zone"]): e for e in _store(cfg).dnsbl_listings()}
     rows = [{"address": c.address, "zone": c.zone,
              "now": "error" if c.listed is None else "listed" if c.listed else "clean",

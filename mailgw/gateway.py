@@ -22,7 +22,7 @@ from aiohttp import web
 from mailgw import config as config_mod
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Rule
-from mailgw.blocklist_guard.dnsbl import Check, DnsblWatch, make_resolver
+from mailgw.blocklist_guard.dnsbl import Check, DnsblWatch, dnsbl_resolver
 from mailgw.blocklist_guard.egress import Egress
 from mailgw.blocklist_guard.notices import Notifier
 from mailgw.blocklist_guard.suspensions import Guard
@@ -204,7 +204,7 @@ class Gateway:
 
             self.dnsbl = DnsblWatch(
                 addresses=self.egress.addresses, zones=cfg.dnsbl.zones,
-                resolver=make_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout),
+                resolver=dnsbl_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout),
                 store=self.store, egress=self.egress, events=self.events, clock=clock,
                 run_io=partial(loop_io, self.executor), alert=alert)
             try:

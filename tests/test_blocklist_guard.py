@@ -119,3 +119,16 @@ def test_the_dnsbl_command_looks_up_now(tmp_path, dest, dnsbl):
     now = {r["address"]: (r["now"], r["reason"]) for r in json.loads(out.stdout)}
     assert now == {"127.0.0.2": ("clean", ""),
                    "127.0.0.3": ("listed", "Listed for sending spam, see http://bl.test/127.0.0.3")}
+
+
+def test_each_dnsbl_resolver_is_asked_on_its_own_port(tmp_path, dest, dnsbl):
+    dnsbl.list("127.0.0.3")
+    # the first answers nothing (no server on its port); the second is the list
+    resolvers = [f"127.0.0.9:{free_port()}", f"127.0.0.1:{dnsbl.port}"]
+    config = write_config(
+        tmp_path, dest.port, free_port(), delivery=f"source_addresses = {json.dumps(EGRESS)}",
+        extra=f'[dnsbl]\nzones = ["{dnsbl.zone}"]\nresolver = {json.dumps(resolvers)}\n')
+    out = cli(config, "dnsbl", "--json")
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert {r["address"]: r["now"] for r in json.loads(out.stdout)} == {
+        "127.0.0.2": "clean", "127.0.0.3": "listed"}

@@ -93,6 +93,9 @@ def test_a_request_file_that_is_not_ours_is_dropped_not_retried(tmp_path):
     (control / "1.request").write_text("not json")
     (control / "2.request").write_text('{"action": "format-disk"}')
     (control / "3.request").write_text('{"action": "purge", "ids": ["X"], "operator": "a"}')
+    # ours in name only: it would purge with no one to answer for it, or fail midway
+    (control / "4.request").write_text('{"action": "purge", "ids": ["X"]}')
+    (control / "5.request").write_text('{"action": "purge", "ids": "X", "operator": "a"}')
     (taken,) = queue_admin.take_requests(tmp_path)
     assert taken[0].name == "3.request"
     assert sorted(p.name for p in control.iterdir()) == ["3.request"]

@@ -25,6 +25,7 @@ import dns.resolver
 from mailgw.blocklist_guard.egress import Egress
 from mailgw.clock import Clock
 from mailgw.events import EventSink
+from mailgw.resolvers import make_resolver
 from mailgw.state.store import Store
 
 log = logging.getLogger("mailgw.dnsbl")
@@ -47,11 +48,9 @@ def query_name(address: str, zone: str) -> str:
     return ".".join(labels) + "." + zone
 
 
-def make_resolver(nameservers: list[tuple[str, int]], timeout: float) -> dns.asyncresolver.Resolver:
-    resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-    if nameservers:
-        resolver.nameservers = [host for host, _ in nameservers]
-        resolver.port = nameservers[0][1]
+def dnsbl_resolver(nameservers: list[tuple[str, int]],
+                   timeout: float) -> dns.asyncresolver.Resolver:
+    resolver = make_resolver(nameservers)
     resolver.lifetime = timeout
     return resolver
 
@@ -77,6 +76,12 @@ async def check(resolver: dns.asyncresolver.Resolver, address: str, zone: str) -
     return Check(address, zone, True, reason or f"listed ({', '.join(codes)})")
 
 
+async def check_every(resolver: dns.asyncresolver.Resolver, addresses: list[str],
+                      zones: list[str]) -> list[Check]:
+    """Every address on every zone, looked up at once."""
+    return await asyncio.gather(*(check(resolver, a, z) for a in addresses for z in zones))
+
+
 class DnsblWatch:
     def __init__(self, *, addresses: list[str], zones: list[str],
                  resolver: dns.asyncresolver.Resolver, store: Store, egress: Egress,
@@ -94,8 +99,7 @@ class DnsblWatch:
         self.egress.listed = {entry["address"] for entry in listings if entry["listed"]}
 
     async def check_all(self) -> list[Check]:
-        checks = await asyncio.gather(*(check(self.resolver, a, z) for a in self.addresses
-                                        for z in self.zones))
+        checks = await check_every(self.resolver, self.addresses, self.zones)
         for c in checks:
             if c.listed is None:
                 log.warning("DNSBL %s for %s: %s", c.zone, c.address, c.reason)

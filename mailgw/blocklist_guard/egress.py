@@ -38,9 +38,12 @@ class Egress:
         if source is None or system is None or fields.get("origin", "system") != "system":
             return
         hour = int(self.clock.now() // 3600)
-        self._usage.setdefault(hour, {}).setdefault(source, Counter())[system] += 1
-        for old in [h for h in self._usage if h <= hour - USAGE_HOURS]:
-            del self._usage[old]
+        by_address = self._usage.get(hour)
+        if by_address is None:  # a new hour: the oldest leave
+            for old in [h for h in self._usage if h <= hour - USAGE_HOURS]:
+                del self._usage[old]
+            by_address = self._usage[hour] = {}
+        by_address.setdefault(source, Counter())[system] += 1
 
     def top_senders(self, address: str, hours: int = 6, n: int = 5) -> list[tuple[str, int]]:
         """The systems whose mail went out from `address` most in the last

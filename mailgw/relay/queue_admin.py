@@ -128,6 +128,16 @@ def hand_over(root: Path, request: dict[str, Any], timeout: float = 10.0) -> dic
     raise TimeoutError("the running gateway did not answer")
 
 
+def _is_request(request: Any) -> bool:
+    """Shaped as `hand_over` writes one: anything else is refused before it
+    touches the spool."""
+    return (isinstance(request, dict) and request.get("action") in ("release", "purge")
+            and isinstance(request.get("operator"), str)
+            and isinstance(request.get("ids"), list)
+            and all(isinstance(i, str) for i in request["ids"])
+            and isinstance(request.get("system"), str | None))
+
+
 def take_requests(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     """The gateway's side: requests waiting, oldest first."""
     control = root / "control"
@@ -139,7 +149,7 @@ def take_requests(root: Path) -> list[tuple[Path, dict[str, Any]]]:
             continue  # withdrawn
         except ValueError:
             request = None
-        if not isinstance(request, dict) or request.get("action") not in ("release", "purge"):
+        if not _is_request(request):
             path.unlink()  # not a request of ours: it would fail every round
             continue
         out.append((path, request))

@@ -37,11 +37,11 @@ from typing import Any
 import dns.asyncresolver
 import dns.exception
 import dns.name
-import dns.nameserver
 import dns.resolver
 
 from mailgw.config import Delivery, NextHop
 from mailgw.relay.replies import Reply
+from mailgw.resolvers import make_resolver
 
 log = logging.getLogger("mailgw.routing")
 
@@ -273,12 +273,7 @@ def _name(text: str) -> dns.name.Name:
 
 
 def _make_resolver(config: Delivery) -> dns.asyncresolver.Resolver:
-    addresses = config.resolver_addresses()
-    if addresses:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in addresses]
-    else:
-        resolver = dns.asyncresolver.Resolver()
+    resolver = make_resolver(config.resolver_addresses())
     resolver.timeout = DNS_TIMEOUT
     resolver.lifetime = DNS_LIFETIME
     # EDNS with a 1232-byte payload: big MX sets fit in one UDP answer without fragmenting
