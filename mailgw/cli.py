@@ -303,8 +303,8 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
     if state is None:
         click.echo(f"error: no message {queue_id!r} in the spool", err=True)
         sys.exit(2)
-    meta = spool.read(state, queue_id)
-    headers = BytesHeaderParser().parsebytes(spool.read_data(queue_id))
+    meta, data = spool.load(state, queue_id)
+    headers = BytesHeaderParser().parsebytes(data)
     shown = {k: str(headers[k]) for k in ("From", "To", "Subject", "Date", "Message-ID")
              if headers[k] is not None}
     if as_json:

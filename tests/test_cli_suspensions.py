@@ -106,17 +106,17 @@ def test_burst_suspends_held_mail_survives_restart_and_purge_removes_it(tmp_path
     try:
         assert [send_as_mfa(port, n)[0] for n in range(4)] == [250] * 4
         assert send_as_mfa(port, 9)[0] == 450
-        wait_until(lambda: len(list(hold.glob("*.json"))) >= 4, timeout=15, what="held")
+        wait_until(lambda: len(list(hold.glob("*.msg"))) >= 4, timeout=15, what="held")
         assert gw.terminate() == 0
         dest.faults.data = None
         gw.start()  # held mail stays held across the restart, and 450 goes on
         assert send_as_mfa(port, 10)[0] == 450
-        assert len(list(hold.glob("*.json"))) >= 4
+        assert len(list(hold.glob("*.msg"))) >= 4
         assert not [m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"]
-        held = [p.stem for p in hold.glob("*.json")]
+        held = [p.stem for p in hold.glob("*.msg")]
         out = cli(config, "lift", "mfa", "--reason", "spam confirmed", "--purge")
         assert out.returncode == 0, out.stderr
-        wait_until(lambda: not list(hold.glob("*.json")), timeout=5, what="purged")
+        wait_until(lambda: not list(hold.glob("*.msg")), timeout=5, what="purged")
         wait_until(lambda: send_as_mfa(port, 11)[0] == 250, timeout=5)
     finally:
         gw.stop()

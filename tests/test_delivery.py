@@ -63,19 +63,21 @@ def test_null_sender_gets_no_dsn(gateway, dest):
     queue_id = send(gateway.port, ["nobody@example.com"], sender="")
     wait_until(lambda: any(e["event"] == "bounced" and e["queue_id"] == queue_id
                            for e in events(gateway)))
-    wait_until(lambda: not list(gateway.gateway.spool.root.glob("*/*.json")), what="empty spool")
+    wait_until(lambda: not list(gateway.gateway.spool.root.glob("*/*.msg")), what="empty spool")
     assert dest.messages == []
 
 
 def test_temporary_failure_is_retried_after_backoff_and_then_delivered(gateway, dest):
     dest.faults.data = "451 4.3.0 try again later"
     queue_id = send(gateway.port, ["x@example.com"])
-    waiting = gateway.gateway.spool.root / "queue" / f"{queue_id}.json"
+    spool = gateway.gateway.spool
+    waiting = spool.root / "queue" / f"{queue_id}.msg"
     # the event is logged as the outcome is known; the message is back in the
     # queue once its new state is on disk
     wait_until(lambda: events(gateway, "deferred") and waiting.exists(), what="a deferral")
-    meta = json.loads(waiting.read_text())
-    assert meta["attempts"] == 1 and meta["recipients"][0]["code"] == 451
+    meta, data = spool.load("queue", queue_id)
+    assert meta.attempts == 1 and meta.recipients[0].code == 451
+    assert data.endswith(MSG)
     dest.faults.data = None
     wait_until(lambda: queue_id in dest.received_ids(), what="delivery on retry")
     assert dsns(dest) == []
@@ -165,8 +167,7 @@ def test_destination_down_defers_and_keeps_the_mail(make_config, dest):
     with GatewayThread(cfg) as gw:
         qid = send(gw.port, ["x@example.com"])
         wait_until(lambda: events(gw, "deferred"))
-        wait_until(lambda: (gw.gateway.spool.root / "queue" / f"{qid}.json").exists())
-        assert (gw.gateway.spool.root / "messages" / f"{qid}.eml").exists()
+        wait_until(lambda: (gw.gateway.spool.root / "queue" / f"{qid}.msg").exists())
 
 
 def test_connections_per_destination_are_capped(make_config, dest):

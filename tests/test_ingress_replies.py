@@ -191,8 +191,8 @@ def test_low_free_disk_answers_452_at_mail(make_config, dest):
 
 def test_failed_spool_write_answers_451_never_250(gateway, dest):
     spool = gateway.gateway.config.gateway.spool_dir
-    shutil.rmtree(spool / "messages")
-    (spool / "messages").write_text("not a directory")  # every write in it now fails
+    shutil.rmtree(spool / "tmp")
+    (spool / "tmp").write_text("not a directory")  # every write in it now fails
     with session(gateway.port) as c:
         c.cmd("MAIL FROM:<a@mfa.gov.kz>")
         c.cmd("RCPT TO:<x@example.com>")

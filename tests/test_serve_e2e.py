@@ -127,7 +127,7 @@ def test_sigterm_finishes_the_transaction_in_progress_then_exits(serve, dest):
     assert serve.proc.wait(30) == 0
     queue_id = reply.split()[-1]
     wait_until(lambda: queue_id in dest.received_ids() or
-               (serve.config_path.parent / "spool" / "queue" / f"{queue_id}.json").exists())
+               (serve.config_path.parent / "spool" / "queue" / f"{queue_id}.msg").exists())
 
 
 def test_mail_queued_while_destination_is_down_is_delivered_after_restart(serve, dest):

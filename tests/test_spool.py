@@ -15,7 +15,8 @@ def test_put_then_recover_finds_the_message(tmp_path):
     m = meta()
     spool.put(m, b"hello")
     (found,) = Spool(tmp_path).recover()
-    assert found.id == m.id and spool.read_data(m.id) == b"hello"
+    assert found == m and spool.load("queue", m.id) == (m, b"hello")
+    assert list(tmp_path.glob("*/*")) == [tmp_path / "queue" / f"{m.id}.msg"]  # one file
 
 
 def test_message_claimed_by_a_dead_process_returns_to_the_queue_with_a_crash_counted(tmp_path):
@@ -36,15 +37,13 @@ def test_message_that_crashed_delivery_max_times_is_set_aside(tmp_path):
         waiting = Spool(tmp_path, max_crashes=3).recover()
     assert waiting == []
     assert spool.ids("corrupt") == [m.id]
-    assert spool.read_data(m.id) == b"x"  # set aside, not deleted
+    assert spool.load("corrupt", m.id)[1] == b"x"  # set aside, not deleted
 
 
 def test_leftovers_of_unfinished_puts_are_removed(tmp_path):
     spool = Spool(tmp_path)
-    (tmp_path / "messages" / "ORPHAN.eml").write_bytes(b"never answered 250")
-    (tmp_path / "tmp" / "X.json").write_bytes(b"{")
+    (tmp_path / "tmp" / "X.msg").write_bytes(b"{")
     assert spool.recover() == []
-    assert list((tmp_path / "messages").iterdir()) == []
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
@@ -52,7 +51,7 @@ def test_unreadable_metadata_is_set_aside(tmp_path):
     spool = Spool(tmp_path)
     m = meta()
     spool.put(m, b"x")
-    (tmp_path / "queue" / f"{m.id}.json").write_text("{not json")
+    (tmp_path / "queue" / f"{m.id}.msg").write_text("{not json\nx")
     assert spool.recover() == []
     assert spool.ids("corrupt") == [m.id]
 
@@ -68,16 +67,51 @@ def test_unreadable_metadata_of_a_claimed_message_is_set_aside_not_fatal(tmp_pat
     m = meta()
     spool.put(m, b"x")
     spool.claim(m.id)
-    (tmp_path / "active" / f"{m.id}.json").write_text("{not json")
+    (tmp_path / "active" / f"{m.id}.msg").write_text("{not json\nx")
     assert Spool(tmp_path).recover() == []
-    assert spool.ids("corrupt") == [m.id] and spool.read_data(m.id) == b"x"
+    assert spool.ids("corrupt") == [m.id]
+    assert (tmp_path / "corrupt" / f"{m.id}.msg").read_bytes() == b"{not json\nx"
 
 
 def test_rewrite_leaves_the_message_in_its_new_state_only(tmp_path):
     spool = Spool(tmp_path)
     m = meta()
     spool.put(m, b"x")
-    claimed = spool.claim(m.id)
+    claimed, data = spool.claim(m.id)
+    assert data == b"x"
     claimed.attempts = 1
     spool.rewrite(claimed, "active", "queue")
-    assert spool.ids("active") == [] and spool.read("queue", m.id).attempts == 1
+    assert spool.ids("active") == [] and spool.load("queue", m.id) == (claimed, b"x")
+
+
+def test_a_crash_inside_rewrite_keeps_the_new_copy_and_counts_no_crash(tmp_path):
+    spool = Spool(tmp_path)
+    m = meta()
+    spool.put(m, b"x")
+    claimed, _ = spool.claim(m.id)
+    claimed.attempts = 1
+    active = (tmp_path / "active" / f"{m.id}.msg").read_bytes()
+    spool.rewrite(claimed, "active", "hold")
+    (tmp_path / "active" / f"{m.id}.msg").write_bytes(active)  # as if killed before the unlink
+    assert Spool(tmp_path).recover() == []
+    assert spool.ids("active") == [] and spool.ids("queue") == []
+    assert spool.load("hold", m.id) == (claimed, b"x")
+
+
+def test_a_spool_of_the_two_file_layout_is_upgraded_in_place(tmp_path):
+    """Earlier versions kept messages/ID.eml plus <state>/ID.json."""
+    waiting, held, claimed, finished = meta(), meta(), meta(), meta()
+    for d in ("messages", "queue", "hold", "active"):
+        (tmp_path / d).mkdir()
+    for m, state in ((waiting, "queue"), (held, "hold"), (claimed, "active")):
+        (tmp_path / state / f"{m.id}.json").write_bytes(m.to_json())
+        (tmp_path / "messages" / f"{m.id}.eml").write_bytes(f"body of {m.id}\r\n".encode())
+    (tmp_path / "messages" / f"{finished.id}.eml").write_bytes(b"delivered, metadata removed")
+    spool = Spool(tmp_path)
+    recovered = spool.recover()
+    claimed.crashes = 1
+    assert sorted(m.id for m in recovered) == sorted([waiting.id, claimed.id])
+    assert not (tmp_path / "messages").exists()
+    assert list(tmp_path.glob("*/*.json")) == []
+    for m, state in ((waiting, "queue"), (held, "hold"), (claimed, "queue")):
+        assert spool.load(state, m.id) == (m, f"body of {m.id}\r\n".encode())

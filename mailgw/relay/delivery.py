@@ -152,17 +152,14 @@ class Delivery:
     async def _run_io(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _claim(self, queue_id: str, known: Meta | None, data: bytes | None) -> tuple[Meta, bytes]:
-        meta = self.spool.claim(queue_id, known)
-        return meta, data if data is not None else self.spool.read_data(queue_id)
-
     async def _attempt(self, queue_id: str, data: bytes | None, known: Meta | None) -> None:
         try:
             if known is not None and data is not None:
                 # just accepted: a rename claims it; a thread hop would cost more
-                meta, body = self.spool.claim(queue_id, known), data
+                self.spool.move(queue_id, "queue", "active")
+                meta, body = known, data
             else:
-                meta, body = await self._run_io(self._claim, queue_id, known, data)
+                meta, body = await self._run_io(self.spool.claim, queue_id)
         except FileNotFoundError:
             return  # held, purged or finished meanwhile
         try:

@@ -1,13 +1,15 @@
 """The spool: accepted mail on disk, the only copy the gateway keeps.
 
 Guarantees:
-- `put` returns only after the message bytes and its metadata are written,
-  fsynced, renamed into place and their directories fsynced. Only then may
+- `put` returns only after the message is written, fsynced, renamed into
+  place and its directory fsynced. Only then may
   ingress answer 250.
-- A message is raw bytes (`messages/ID.eml`) plus JSON metadata whose
-  directory is its state: `queue/` (waiting, new or deferred), `active/`
-  (claimed by delivery), `hold/` (kept back), `corrupt/` (set aside).
-  State changes are renames.
+- A message is one file, `<state>/ID.msg`: a line of JSON metadata, then the
+  raw message bytes. Its directory is its state: `queue/` (waiting, new or
+  deferred), `active/` (claimed by delivery), `hold/` (kept back), `corrupt/`
+  (set aside). State changes are renames; a metadata update writes a new
+  file and renames it over. One file, not data and metadata apart, because
+  each file created, fsynced and unlinked is the biggest cost of a message.
 - `recover` at start puts every message claimed by a process that died back
   into the queue, counting the crash; a message that crashed delivery
   `max_crashes` times is set aside instead of being retried forever.
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +35,8 @@ State = Literal["queue", "active", "hold", "corrupt"]
 STATES: tuple[State, ...] = ("queue", "active", "hold", "corrupt")
 RecipientState = Literal["pending", "delivered", "bounced"]
 Origin = Literal["system", "dsn", "notice"]
+SUFFIX = ".msg"
+UNREADABLE = (ValueError, TypeError, KeyError)  # what broken metadata raises
 
 
 @dataclass
@@ -123,32 +128,20 @@ class _DirSync:
                 raise self.error
 
 
-def _create(path: Path, data: bytes) -> int:
-    """A new file with `data` in it, not yet fsynced; returns the open fd."""
+def _write_new(path: Path, *parts: bytes) -> None:
+    """A new file holding `parts`, fsynced and closed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _fsync_close(*fds: int) -> None:
-    """fsync then close each. Written first and fsynced together, the files
-    usually share one journal commit instead of paying one each."""
-    try:
-        for fd in fds:
-            os.fsync(fd)
+        todo = [memoryview(p) for p in parts if p]
+        while todo:
+            written = os.writev(fd, todo)
+            while todo and written >= len(todo[0]):
+                written -= len(todo.pop(0))
+            if written:
+                todo[0] = todo[0][written:]
+        os.fsync(fd)
     finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    _fsync_close(_create(path, data))
+        os.close(fd)
 
 
 class Spool:
@@ -156,81 +149,72 @@ class Spool:
         self.root = root
         self.max_crashes = max_crashes
         self.tmp = root / "tmp"
-        self.messages = root / "messages"
-        for d in (self.tmp, self.messages, *(root / s for s in STATES)):
+        for d in (self.tmp, *(root / s for s in STATES)):
             d.mkdir(parents=True, exist_ok=True)
-        self._dirsync = {d: _DirSync(root / d) for d in ("messages", *STATES)}
+        self._dirsync = {s: _DirSync(root / s) for s in STATES}
 
-    def _meta_path(self, state: State, queue_id: str) -> Path:
-        return self.root / state / f"{queue_id}.json"
-
-    def data_path(self, queue_id: str) -> Path:
-        return self.messages / f"{queue_id}.eml"
+    def _path(self, state: State, queue_id: str) -> Path:
+        return self.root / state / f"{queue_id}{SUFFIX}"
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
+    def _store(self, meta: Meta, data: bytes, dst: State) -> None:
+        """Write the message file into tmp/, fsync it, rename it into `dst`
+        (replacing an older version there) and fsync `dst`."""
+        tmp = self.tmp / f"{meta.id}{SUFFIX}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by an earlier failed write of this message
+        _write_new(tmp, meta.to_json(), b"\n", data)
+        os.rename(tmp, self._path(dst, meta.id))
+        self._dirsync[dst].sync()
+
     def put(self, meta: Meta, data: bytes) -> None:
         """Store a new message durably in `queue/`. Raises SpoolError on any
         failure, after removing what it wrote."""
-        data_path = self.data_path(meta.id)
-        tmp_meta = self.tmp / f"{meta.id}.json"
         try:
-            data_fd = _create(data_path, data)
-            try:
-                meta_fd = _create(tmp_meta, meta.to_json())
-            except BaseException:
-                os.close(data_fd)
-                raise
-            _fsync_close(data_fd, meta_fd)
-            os.rename(tmp_meta, self._meta_path("queue", meta.id))
-            self._dirsync["messages"].sync()
-            self._dirsync["queue"].sync()
+            self._store(meta, data, "queue")
         except OSError as e:
-            for p in (tmp_meta, data_path, self._meta_path("queue", meta.id)):
+            for p in (self.tmp / f"{meta.id}{SUFFIX}", self._path("queue", meta.id)):
                 with contextlib.suppress(OSError):
                     p.unlink()
             raise SpoolError(f"cannot store {meta.id}: {e}") from e
 
     def read(self, state: State, queue_id: str) -> Meta:
-        return Meta.from_json(self._meta_path(state, queue_id).read_bytes())
+        """The metadata only; the message bytes stay on disk."""
+        with open(self._path(state, queue_id), "rb") as f:
+            return Meta.from_json(f.readline())
 
-    def read_data(self, queue_id: str) -> bytes:
-        return self.data_path(queue_id).read_bytes()
+    def load(self, state: State, queue_id: str) -> tuple[Meta, bytes]:
+        head, _, data = self._path(state, queue_id).read_bytes().partition(b"\n")
+        return Meta.from_json(head), data
 
     def move(self, queue_id: str, src: State, dst: State) -> None:
         """Change state by rename. Not fsynced: losing a move in a crash only
         means the message is found in its previous state, which recovery handles."""
-        os.rename(self._meta_path(src, queue_id), self._meta_path(dst, queue_id))
+        os.rename(self._path(src, queue_id), self._path(dst, queue_id))
 
-    def claim(self, queue_id: str, known: Meta | None = None) -> Meta:
-        """Take a waiting message for delivery; `known` spares re-reading
-        metadata the caller already holds (a message just accepted)."""
+    def claim(self, queue_id: str) -> tuple[Meta, bytes]:
+        """Take a waiting message for delivery. The rename is the lock: of two
+        claimants only one finds the file."""
         self.move(queue_id, "queue", "active")
-        return known if known is not None else self.read("active", queue_id)
+        return self.load("active", queue_id)
 
     def rewrite(self, meta: Meta, src: State, dst: State) -> None:
         """Write updated metadata durably into `dst` and drop it from `src`."""
-        tmp = self.tmp / f"{meta.id}.json"
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        _write_new(tmp, meta.to_json())
-        os.rename(tmp, self._meta_path(dst, meta.id))
+        _, data = self.load(src, meta.id)
+        self._store(meta, data, dst)
         # durable in dst before it leaves src: a crash in between leaves it in
         # both, which recovery resolves, never in neither
-        self._dirsync[dst].sync()
         if src != dst:
             with contextlib.suppress(FileNotFoundError):
-                self._meta_path(src, meta.id).unlink()
+                self._path(src, meta.id).unlink()
 
     def remove(self, queue_id: str, state: State) -> None:
-        """Forget a finished message: metadata first, so a crash in between
-        leaves only an orphan data file that recovery removes."""
+        """Forget a finished message."""
         with contextlib.suppress(FileNotFoundError):
-            self._meta_path(state, queue_id).unlink()
-        with contextlib.suppress(FileNotFoundError):
-            self.data_path(queue_id).unlink()
+            self._path(state, queue_id).unlink()
 
     def _metas(self, state: State) -> list[Meta]:
         """Metadata of every message in a state; one that moves on while this
@@ -249,29 +233,52 @@ class Spool:
         return [m.id for m in self._metas(state) if m.system == system]
 
     def ids(self, state: State) -> list[str]:
-        return sorted(p.stem for p in (self.root / state).glob("*.json"))
+        return sorted(p.stem for p in (self.root / state).glob(f"*{SUFFIX}"))
 
     def recover(self) -> list[Meta]:
         """Run once at start, before anything else touches the spool. Returns
         the metadata of every message now waiting in `queue/`."""
         for leftover in self.tmp.iterdir():
             leftover.unlink()
+        self._upgrade()
+        elsewhere = {i for s in ("queue", "hold", "corrupt") for i in self.ids(s)}
         for queue_id in self.ids("active"):
+            if queue_id in elsewhere:
+                # a crash inside `rewrite`: its new copy was durable first and stands
+                self.remove(queue_id, "active")
+                continue
             try:
                 meta = self.read("active", queue_id)
-            except (ValueError, TypeError, KeyError):
+            except UNREADABLE:
                 self.move(queue_id, "active", "corrupt")  # set aside, never dropped
                 continue
             meta.crashes += 1
             self.rewrite(meta, "active", "corrupt" if meta.crashes >= self.max_crashes else "queue")
-        known = {i for s in STATES for i in self.ids(s)}
-        for data in self.messages.glob("*.eml"):
-            if data.stem not in known:
-                data.unlink()
         waiting = []
         for queue_id in self.ids("queue"):
             try:
                 waiting.append(self.read("queue", queue_id))
-            except (ValueError, TypeError, KeyError):
+            except UNREADABLE:
                 self.move(queue_id, "queue", "corrupt")
         return waiting
+
+    def _upgrade(self) -> None:
+        """Spools of earlier versions kept each message in two files:
+        `messages/ID.eml` and `<state>/ID.json`. Each becomes one file in its
+        state, durably, before the old pair goes; a data file without
+        metadata was never answered 250 (or was delivered) and goes."""
+        old = self.root / "messages"
+        if not old.is_dir():
+            return
+        for state in STATES:
+            for meta_path in sorted((self.root / state).glob("*.json")):
+                data_path = old / f"{meta_path.stem}.eml"
+                if data_path.exists():
+                    tmp = self.tmp / f"{meta_path.stem}{SUFFIX}"
+                    _write_new(tmp, meta_path.read_bytes().rstrip(b"\n"), b"\n",
+                               data_path.read_bytes())
+                    os.rename(tmp, self._path(state, meta_path.stem))
+                    self._dirsync[state].sync()
+                    data_path.unlink()
+                meta_path.unlink()
+        shutil.rmtree(old)
