@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import click
 import tomli_w
@@ -45,6 +45,17 @@ def main() -> None:
     """mailgw: SMTP relay of the e-government email gateway."""
 
 
+class _UnflushedHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler flushes its stream after every record, which would
+    make the buffer above useless; this one leaves flushing to its owner."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+
 @main.command()
 @CONFIG_OPTION
 @click.option("--log-level", default="info", show_default=True,
@@ -53,9 +64,11 @@ def serve(config_path: Path, log_level: str) -> None:
     """Run the gateway: SMTP ingress and delivery. SIGTERM stops it cleanly."""
     cfg = _load(config_path)
     # buffered: a write per log line would cost the event loop a system call
-    # each; the gateway flushes twice a second and logging flushes at exit
+    # each; the gateway flushes every flush_interval and logging at exit
     stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
-    logging.basicConfig(level=log_level.upper(), stream=stream,
+    handler = (logging.StreamHandler(stream) if cfg.gateway.flush_interval == 0
+               else _UnflushedHandler(stream))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every command line at INFO; the gateway logs what matters
     logging.getLogger("mail.log").setLevel(logging.WARNING)
