@@ -128,7 +128,7 @@ class _DirSync:
                 raise self.error
 
 
-def _write_new(path: Path, *parts: bytes) -> None:
+def _write_new(path: str | Path, *parts: bytes) -> None:
     """A new file holding `parts`, fsynced and closed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -152,9 +152,12 @@ class Spool:
         for d in (self.tmp, *(root / s for s in STATES)):
             d.mkdir(parents=True, exist_ok=True)
         self._dirsync = {s: _DirSync(root / s) for s in STATES}
+        # paths as strings: a message's path is built several times on its
+        # way, and pathlib costs more than the system calls it feeds
+        self._prefix = {s: f"{root / s}{os.sep}" for s in ("tmp", *STATES)}
 
-    def _path(self, state: State, queue_id: str) -> Path:
-        return self.root / state / f"{queue_id}{SUFFIX}"
+    def _path(self, state: State | Literal["tmp"], queue_id: str) -> str:
+        return f"{self._prefix[state]}{queue_id}{SUFFIX}"
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -163,9 +166,9 @@ class Spool:
     def _store(self, meta: Meta, data: bytes, dst: State) -> None:
         """Write the message file into tmp/, fsync it, rename it into `dst`
         (replacing an older version there) and fsync `dst`."""
-        tmp = self.tmp / f"{meta.id}{SUFFIX}"
+        tmp = self._path("tmp", meta.id)
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()  # left by an earlier failed write of this message
+            os.unlink(tmp)  # left by an earlier failed write of this message
         _write_new(tmp, meta.to_json(), b"\n", data)
         os.rename(tmp, self._path(dst, meta.id))
         self._dirsync[dst].sync()
@@ -176,9 +179,9 @@ class Spool:
         try:
             self._store(meta, data, "queue")
         except OSError as e:
-            for p in (self.tmp / f"{meta.id}{SUFFIX}", self._path("queue", meta.id)):
+            for p in (self._path("tmp", meta.id), self._path("queue", meta.id)):
                 with contextlib.suppress(OSError):
-                    p.unlink()
+                    os.unlink(p)
             raise SpoolError(f"cannot store {meta.id}: {e}") from e
 
     def read(self, state: State, queue_id: str) -> Meta:
@@ -187,7 +190,8 @@ class Spool:
             return Meta.from_json(f.readline())
 
     def load(self, state: State, queue_id: str) -> tuple[Meta, bytes]:
-        head, _, data = self._path(state, queue_id).read_bytes().partition(b"\n")
+        with open(self._path(state, queue_id), "rb") as f:
+            head, _, data = f.read().partition(b"\n")
         return Meta.from_json(head), data
 
     def move(self, queue_id: str, src: State, dst: State) -> None:
@@ -209,12 +213,12 @@ class Spool:
         # both, which recovery resolves, never in neither
         if src != dst:
             with contextlib.suppress(FileNotFoundError):
-                self._path(src, meta.id).unlink()
+                os.unlink(self._path(src, meta.id))
 
     def remove(self, queue_id: str, state: State) -> None:
         """Forget a finished message."""
         with contextlib.suppress(FileNotFoundError):
-            self._path(state, queue_id).unlink()
+            os.unlink(self._path(state, queue_id))
 
     def _metas(self, state: State) -> list[Meta]:
         """Metadata of every message in a state; one that moves on while this
@@ -274,7 +278,7 @@ class Spool:
             for meta_path in sorted((self.root / state).glob("*.json")):
                 data_path = old / f"{meta_path.stem}.eml"
                 if data_path.exists():
-                    tmp = self.tmp / f"{meta_path.stem}{SUFFIX}"
+                    tmp = self._path("tmp", meta_path.stem)
                     _write_new(tmp, meta_path.read_bytes().rstrip(b"\n"), b"\n",
                                data_path.read_bytes())
                     os.rename(tmp, self._path(state, meta_path.stem))
