@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailgw.relay.spool import Meta, Recipient, Spool, new_queue_id
+from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
 
 
 def meta() -> Meta:
@@ -115,3 +115,16 @@ def test_a_spool_of_the_two_file_layout_is_upgraded_in_place(tmp_path):
     assert list(tmp_path.glob("*/*.json")) == []
     for m, state in ((waiting, "queue"), (held, "hold"), (claimed, "queue")):
         assert spool.load(state, m.id) == (m, f"body of {m.id}\r\n".encode())
+
+
+def test_a_batch_stores_what_it_can_and_names_what_it_cannot(tmp_path):
+    spool = Spool(tmp_path)
+    good, bad, also_good = meta(), meta(), meta()
+    bad.id = "no/such/dir"  # its temporary file cannot be created
+    errors = spool.put_many([(good, b"1"), (bad, b"2"), (also_good, b"3")])
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], SpoolError) and "no/such/dir" in str(errors[1])
+    assert spool.ids("queue") == sorted([good.id, also_good.id])
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert spool.remove_many([good.id, "gone-already"], "queue") == [None, None]
+    assert spool.ids("queue") == [also_good.id]

@@ -25,6 +25,7 @@ from typing import TypeVar
 from mailgw.clock import Clock
 from mailgw.config import Delivery as DeliveryConfig
 from mailgw.events import EventSink
+from mailgw.relay.batching import Batcher
 from mailgw.relay.destinations import Destinations, Job
 from mailgw.relay.outcome import Kind, Outcome
 from mailgw.relay.routing import RouteError, Router
@@ -68,6 +69,8 @@ class Delivery:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.held = held
+        self._removals: Batcher[str, None] = Batcher(
+            executor, lambda ids: spool.remove_many(ids, "active"))
 
     # --- intake --------------------------------------------------------------
 
@@ -234,8 +237,8 @@ class Delivery:
         bounced = [r for r in meta.recipients if r.state == "bounced"]
         if bounced:
             await self._bounce(meta, data, bounced, "expired" if expired else "failed")
-        # unlinking costs a journal update: off the event loop like every write
-        await self._run_io(self.spool.remove, meta.id, "active")
+        # unlinking blocks for a disk update: off the event loop, in batches
+        await self._removals.run(meta.id)
 
     async def _bounce(self, meta: Meta, data: bytes, failed: list[Recipient], reason: str) -> None:
         dsn = self.make_bounce(meta, data, failed, reason)

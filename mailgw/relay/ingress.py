@@ -27,6 +27,7 @@ from mailgw.clock import Clock
 from mailgw.config import Limits, System
 from mailgw.events import EventSink
 from mailgw.relay import replies
+from mailgw.relay.batching import Batcher
 from mailgw.relay.linecheck import (
     BareLineEnding,
     ControlCharacters,
@@ -115,6 +116,7 @@ class Ingress:
         self.sessions: set[GatewaySMTP] = set()
         self.draining = False
         self._free_checked = (0.0, True)
+        self._stores = Batcher(executor, self._sign_and_store)
 
     def protocol(self) -> GatewaySMTP:
         return GatewaySMTP(self)
@@ -219,9 +221,7 @@ class Ingress:
                     "login": session.auth_data.login.decode() if session.auth_data else None},
         )
         try:
-            message = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._sign_and_store, meta, header + data
-            )
+            message = await self._stores.run((meta, header + data))
         except SpoolError as e:
             log.error("spool write failed for %s: %s", queue_id, e)
             return self.reject(session, Rejection.of(replies.STORE_FAILED, "store_failed"))
@@ -232,13 +232,26 @@ class Ingress:
         self.on_queued(meta, message)
         return replies.QUEUED.format(queue_id=queue_id)
 
-    def _sign_and_store(self, meta: Meta, message: bytes) -> bytes:
+    def _signed(self, meta: Meta, message: bytes) -> bytes:
         if self.signer is not None:
             domain = meta.sender.rpartition("@")[2] or None
             message = self.signer.sign(message, domain) + message
         meta.size = len(message)
-        self.spool.put(meta, message)
         return message
+
+    def _sign_and_store(self, batch: list[tuple[Meta, bytes]]) -> list[bytes | Exception]:
+        """In a thread: sign and spool the messages of concurrent sessions
+        together; each gets its signed bytes, or the error that stopped it."""
+        results: list[bytes | Exception] = []
+        for meta, message in batch:
+            try:
+                results.append(self._signed(meta, message))
+            except Exception as e:  # noqa: BLE001 - that session answers it
+                results.append(e)
+        signed = [(meta, r) for (meta, _), r in zip(batch, results, strict=True)
+                  if isinstance(r, bytes)]
+        errors = iter(self.spool.put_many(signed))
+        return [(next(errors) or r) if isinstance(r, bytes) else r for r in results]
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, BareLineEnding):

@@ -81,6 +81,12 @@ class SpoolError(Exception):
     pass
 
 
+def _store_failed(queue_id: str, cause: OSError) -> SpoolError:
+    error = SpoolError(f"cannot store {queue_id}: {cause}")
+    error.__cause__ = cause
+    return error
+
+
 def new_queue_id() -> str:
     """Time-ordered, unique: microseconds since the epoch plus 24 random bits
     (unique, not secret: nothing is protected by a queue id being unguessable)."""
@@ -163,26 +169,50 @@ class Spool:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
-    def _store(self, meta: Meta, data: bytes, dst: State) -> None:
-        """Write the message file into tmp/, fsync it, rename it into `dst`
-        (replacing an older version there) and fsync `dst`."""
+    def _place(self, meta: Meta, data: bytes, dst: State) -> None:
+        """Write the message file into tmp/, fsync it and rename it into
+        `dst`, replacing an older version there. Durable only once `dst` is
+        fsynced. On failure the temporary file is removed."""
         tmp = self._path("tmp", meta.id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)  # left by an earlier failed write of this message
-        _write_new(tmp, meta.to_json(), b"\n", data)
-        os.rename(tmp, self._path(dst, meta.id))
+        try:
+            _write_new(tmp, meta.to_json(), b"\n", data)
+            os.rename(tmp, self._path(dst, meta.id))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _store(self, meta: Meta, data: bytes, dst: State) -> None:
+        self._place(meta, data, dst)
         self._dirsync[dst].sync()
 
+    def put_many(self, messages: list[tuple[Meta, bytes]]) -> list[SpoolError | None]:
+        """Store new messages durably in `queue/`; one fsync of the directory
+        serves them all. For each message None, or the SpoolError that kept
+        it out (what was written of it is removed)."""
+        errors: list[SpoolError | None] = []
+        for meta, data in messages:
+            try:
+                self._place(meta, data, "queue")
+                errors.append(None)
+            except OSError as e:
+                errors.append(_store_failed(meta.id, e))
+        if any(e is None for e in errors):
+            try:
+                self._dirsync["queue"].sync()
+            except OSError as e:
+                for i, (meta, _) in enumerate(messages):
+                    if errors[i] is None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(self._path("queue", meta.id))
+                        errors[i] = _store_failed(meta.id, e)
+        return errors
+
     def put(self, meta: Meta, data: bytes) -> None:
-        """Store a new message durably in `queue/`. Raises SpoolError on any
-        failure, after removing what it wrote."""
-        try:
-            self._store(meta, data, "queue")
-        except OSError as e:
-            for p in (self._path("tmp", meta.id), self._path("queue", meta.id)):
-                with contextlib.suppress(OSError):
-                    os.unlink(p)
-            raise SpoolError(f"cannot store {meta.id}: {e}") from e
+        """Store one new message durably in `queue/`, or raise SpoolError."""
+        (error,) = self.put_many([(meta, data)])
+        if error is not None:
+            raise error
 
     def read(self, state: State, queue_id: str) -> Meta:
         """The metadata only; the message bytes stay on disk."""
@@ -219,6 +249,17 @@ class Spool:
         """Forget a finished message."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(state, queue_id))
+
+    def remove_many(self, queue_ids: list[str], state: State) -> list[OSError | None]:
+        """Forget finished messages; for each, None or why it could not be."""
+        errors: list[OSError | None] = []
+        for queue_id in queue_ids:
+            try:
+                self.remove(queue_id, state)
+                errors.append(None)
+            except OSError as e:
+                errors.append(e)
+        return errors
 
     def _metas(self, state: State) -> list[Meta]:
         """Metadata of every message in a state; one that moves on while this
