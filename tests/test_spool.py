@@ -128,3 +128,11 @@ def test_a_batch_stores_what_it_can_and_names_what_it_cannot(tmp_path):
     assert list((tmp_path / "tmp").iterdir()) == []
     assert spool.remove_many([good.id, "gone-already"], "queue") == [None, None]
     assert spool.ids("queue") == [also_good.id]
+
+
+def test_metadata_with_newlines_and_non_ascii_stays_on_its_one_line(tmp_path):
+    spool = Spool(tmp_path)
+    m = meta()
+    m.recipients[0].response = "451-first line\n451 second\u2028line, Қазақстан"
+    spool.put(m, b"body\r\n")
+    assert spool.load("queue", m.id) == (m, b"body\r\n")

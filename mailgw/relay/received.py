@@ -4,6 +4,7 @@ characters, the client IP comes from the socket, the rest is ours."""
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -13,6 +14,12 @@ _HOSTISH = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,255}$")
 
 def _safe(value: str | None) -> str:
     return value if value and _HOSTISH.match(value) else "unknown"
+
+
+@functools.lru_cache(maxsize=2)
+def _date(second: int) -> str:
+    # a busy gateway stamps many messages in the same second
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def received_header(
@@ -26,6 +33,6 @@ def received_header(
     text = (
         f"Received: from {_safe(helo)} ([{ip}])\r\n"
         f"\tby {hostname} (mailgw) with {protocol} id {queue_id}{for_part};\r\n"
-        f"\t{format_datetime(datetime.fromtimestamp(now, UTC))}\r\n"
+        f"\t{_date(int(now))}\r\n"
     )
     return text.encode("ascii", "replace")

@@ -21,7 +21,6 @@ All methods block; callers on the event loop run them in a thread.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -30,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import orjson
 
 State = Literal["queue", "active", "hold", "corrupt"]
 STATES: tuple[State, ...] = ("queue", "active", "hold", "corrupt")
@@ -66,13 +67,15 @@ class Meta:
         return [r for r in self.recipients if r.state == "pending"]
 
     def to_json(self) -> bytes:
+        """One line: orjson never writes a raw newline (nor does it escape
+        non-ASCII), and it is several times faster than json here."""
         obj = dict(vars(self))  # asdict() deep-copies; one level is all there is
         obj["recipients"] = [vars(r) for r in self.recipients]
-        return json.dumps(obj, ensure_ascii=False).encode()
+        return orjson.dumps(obj)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Meta:
-        obj = json.loads(raw)
+        obj = orjson.loads(raw)
         obj["recipients"] = [Recipient(**r) for r in obj["recipients"]]
         return cls(**obj)
 
