@@ -13,12 +13,13 @@ import asyncio
 import logging
 import re
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
@@ -324,6 +325,43 @@ class GatewaySMTP(SMTP):
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._helo_ok(hostname):
             await super().smtp_EHLO(hostname)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, with the message read whole (see read_message)
+        and its lines checked in one pass; the same replies."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        reader = cast(StrictLineReader, self._reader)  # swapped in by connection_made
+        try:
+            data = await reader.read_message(self.data_size_limit or sys.maxsize)
+        except asyncio.CancelledError:
+            self._writer.close()  # type: ignore[attr-defined]  # reset during DATA
+            raise
+        if data is None:
+            await self.push("552 Error: Too much mail data")
+        # a stuffed dot does not count; split and len run at C speed, a regex
+        # or a loop over the lines would not
+        elif max(map(len, data.split(b"\r\n"))) > self.ingress.limits.max_line_length + 1:
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+        else:
+            # undo dot-stuffing (RFC 5321 4.5.2)
+            content = data.replace(b"\r\n.", b"\r\n")
+            content = content[1:] if content.startswith(b".") else content
+            self.envelope.content = self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push(status)
+            return
+        self._set_post_data_state()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every address with the email package's full RFC 5322
