@@ -172,3 +172,23 @@ def test_without_redis_the_process_counts_and_redis_takes_over_when_back(caplog)
     assert degraded and "window counts in Redis unavailable" in caplog.text
     assert engine.named(back)[("messages", 600)] == 1 and not still_degraded
     assert "window counts in Redis are back" in caplog.text
+
+
+def test_scripts_flushed_from_redis_are_loaded_again_without_losing_a_count(redis_server):
+    engine = Engine([Rule("m", "ceiling", "messages", 600, 1e9)])
+
+    async def go():
+        windows = RedisWindows(redis_server.url, fresh_prefix(), engine.windows)
+        seen = []
+        for i in range(3):
+            if i == 2:
+                redis.Redis.from_url(redis_server.url).script_flush()
+            tally = engine.tally({"ts": T0 + i, "system": "mfa", "event": "accepted",
+                                  "size": 1, "recipients": ["x@d.kz"]})
+            seen.append(engine.named(await count(windows, tally))[("messages", 600)])
+        degraded = windows.degraded
+        await windows.close()
+        return seen, degraded
+
+    seen, degraded = asyncio.run(go())
+    assert seen == [1, 2, 3] and not degraded  # EMPTY fallback would have no window

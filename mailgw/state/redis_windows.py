@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -30,8 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, KEYED, Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, KEY_CAP
@@ -229,6 +229,7 @@ class RedisWindows:
         self.prefix, self.on_error = prefix, on_error
         self._count = self.r.register_script(_COUNT)
         self._reset = self.r.register_script(_RESET)
+        self._loaded = False  # both scripts are in Redis's script cache
         # each window as the scripts know it: key, bucket width, time to live, how read
         self._window = [(_name(w), w[1] / BUCKETS, _ttl(w[1])) for w in windows]
         self._how = [KEYED.get(m, "sum") for m, _ in windows]
@@ -332,16 +333,11 @@ class RedisWindows:
         did not answer. Resets that did not go through are kept for later."""
         if time.monotonic() >= self._down_until:
             try:
-                async with self.r.pipeline(transaction=False) as pipe:
-                    for item in batch:
-                        if isinstance(item, tuple):
-                            system, once = item
-                            spec = json.dumps({**self._reset_spec, "once": once})
-                            await self._reset(args=[self._base(system), spec], client=pipe)
-                        else:
-                            await self._count(args=[self._base(item.tally.system),
-                                                    self._spec(item.tally)], client=pipe)
-                    replies = await pipe.execute()
+                try:
+                    replies = await self._pipeline(batch)
+                except NoScriptError:  # Redis restarted: none of the batch ran
+                    self._loaded = False
+                    replies = await self._pipeline(batch)
             except (RedisError, OSError) as e:
                 self.on_error("count windows")
                 self._down_until = time.monotonic() + self.RETRY
@@ -358,9 +354,27 @@ class RedisWindows:
         self._resets = [item for item in batch if isinstance(item, tuple)]
         return [None] * len(batch)
 
-    def _spec(self, t: Tally) -> str:
+    async def _pipeline(self, batch: list[_Pending | tuple[str, str]]) -> list[Any]:
+        # by sha, loaded once: redis-py's scripts in a pipeline would ask
+        # SCRIPT EXISTS first, a second round trip for every batch
+        if not self._loaded:
+            for script in (self._count, self._reset):
+                script.sha = await self.r.script_load(script.script)
+            self._loaded = True
+        async with self.r.pipeline(transaction=False) as pipe:
+            for item in batch:
+                if isinstance(item, tuple):
+                    system, once = item
+                    spec = orjson.dumps({**self._reset_spec, "once": once})
+                    pipe.evalsha(self._reset.sha, 0, self._base(system), spec)
+                else:
+                    pipe.evalsha(self._count.sha, 0, self._base(item.tally.system),
+                                 self._spec(item.tally))
+            return await pipe.execute()  # type: ignore[no-any-return]
+
+    def _spec(self, t: Tally) -> bytes:
         window, how = self._window, self._how
-        return json.dumps({
+        return orjson.dumps({
             "ts": t.ts, "n": BUCKETS, "cap": KEY_CAP,
             "sums": [(*window[i], a) for i, a in t.sums],
             "keys": [(*window[i], keys) for i, keys in t.keys],
@@ -371,7 +385,7 @@ class RedisWindows:
 
     @staticmethod
     def _counts(t: Tally, reply: bytes) -> Counts:
-        values, hours = json.loads(reply)
+        values, hours = orjson.loads(reply)
         # cjson encodes an empty table as an object
         return Counts(dict(zip(t.reads, values or [], strict=True)),
                       {m: v for (m, _), v in zip(t.hours, hours or [], strict=True)})
