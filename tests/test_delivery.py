@@ -54,8 +54,8 @@ def test_each_recipient_gets_its_own_outcome_and_one_dsn_reports_the_failure(gat
     assert by_kind["delivered"]["recipient"] == "x@example.com"
     assert by_kind["bounced"]["recipient"] == "nobody@example.com"
     assert by_kind["bounced"]["code"] == 550
-    wait_until(lambda: not list((gateway.gateway.spool.root / "queue").iterdir()))
-    assert not list((gateway.gateway.spool.root / "active").iterdir())
+    # the DSN's file goes once its delivery is settled, just after it arrives
+    wait_until(lambda: not list(gateway.gateway.spool.root.glob("*/*.msg")), what="empty spool")
 
 
 def test_null_sender_gets_no_dsn(gateway, dest):
@@ -178,3 +178,16 @@ def test_connections_per_destination_are_capped(make_config, dest):
         ids = [send(gw.port, [f"u{i}@example.com"]) for i in range(12)]
         wait_until(lambda: set(ids) <= dest.received_ids(), what="all 12")
     assert dest.connections <= 2
+
+
+def test_a_destination_that_stops_answering_defers_the_mail_after_command_timeout(make_config,
+                                                                                  dest):
+    dest.faults.delay = 2.5  # sits on DATA longer than the gateway waits
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}", "command_timeout": "1s"})
+    with GatewayThread(cfg) as gw:
+        qid = send(gw.port, ["x@example.com"])
+        wait_until(lambda: events(gw, "deferred"), timeout=10, what="a deferral")
+        (deferred,) = events(gw, "deferred")[:1]
+        assert deferred["queue_id"] == qid and "no reply within 1s" in deferred["response"]
+        dest.faults.delay = 0
+        wait_until(lambda: events(gw, "delivered"), timeout=15, what="delivery on retry")

@@ -37,17 +37,32 @@ def _reply_text(e: aiosmtplib.SMTPResponseException) -> str:
 
 
 class Link:
-    def __init__(self, client: aiosmtplib.SMTP, hop: Hop, source: str | None = None):
+    def __init__(self, client: aiosmtplib.SMTP, hop: Hop, source: str | None = None,
+                 timeout: float = 300.0):
         self.client = client
         self.hop = hop
         self.source = source
+        self.timeout = timeout  # for each command's reply
         self.alive = True
         self.sent = 0
 
     async def send(self, sender: str, recipients: list[str], data: bytes) -> list[Outcome]:
-        remote = self.hop.host
+        # one timer for the transaction, moved on before each command:
+        # aiosmtplib's own timeout costs an asyncio.wait_for per command
         try:
-            await self.client.mail(sender)
+            async with asyncio.timeout(None) as deadline:
+                return await self._transaction(deadline, sender, recipients, data)
+        except TimeoutError:
+            return self._dead(TimeoutError(f"no reply within {self.timeout:g}s"),
+                              len(recipients))
+
+    async def _transaction(self, deadline: asyncio.Timeout, sender: str, recipients: list[str],
+                           data: bytes) -> list[Outcome]:
+        remote = self.hop.host
+        loop = asyncio.get_running_loop()
+        deadline.reschedule(loop.time() + self.timeout)
+        try:
+            await self.client.mail(sender, timeout=None)
         except aiosmtplib.SMTPResponseException as e:
             await self._reset()
             return [Outcome.from_reply(e.code, _reply_text(e), remote)] * len(recipients)
@@ -56,16 +71,18 @@ class Link:
         outcomes: list[Outcome | None] = []
         try:
             for rcpt in recipients:
+                deadline.reschedule(loop.time() + self.timeout)
                 try:
-                    await self.client.rcpt(rcpt)
+                    await self.client.rcpt(rcpt, timeout=None)
                     outcomes.append(None)
                 except aiosmtplib.SMTPResponseException as e:
                     outcomes.append(Outcome.from_reply(e.code, _reply_text(e), remote))
             if all(o is not None for o in outcomes):
                 await self._reset()
                 return [o for o in outcomes if o is not None]
+            deadline.reschedule(loop.time() + self.timeout)
             try:
-                reply = await self.client.data(data)
+                reply = await self.client.data(data, timeout=None)
                 done = Outcome.from_reply(reply.code, f"{reply.code} {reply.message}", remote)
             except aiosmtplib.SMTPResponseException as e:
                 done = Outcome.from_reply(e.code, _reply_text(e), remote)
@@ -146,7 +163,7 @@ class Courier:
             client.close()
             raise ConnectFailed(Outcome.temporary(
                 f"cannot connect to {hop.host}: {type(e).__name__}: {e}", remote=hop.host)) from e
-        return Link(client, hop, source)
+        return Link(client, hop, source, self.command_timeout)
 
     async def _starttls(self, client: aiosmtplib.SMTP, hop: Hop, required: bool) -> None:
         context = self._verified if required else self._opportunistic
