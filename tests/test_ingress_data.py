@@ -5,6 +5,7 @@ gateway, a real destination."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from tests.support.client import RawClient
@@ -86,3 +87,15 @@ def test_a_message_too_big_is_drained_to_its_end_and_refused(make_config, dest):
         assert c.cmd(b".\r\n").startswith("552 5.3.4")
         assert c.cmd("NOOP").startswith("250")
     assert dest.messages == []
+
+
+def test_a_client_gone_in_the_middle_of_data_leaves_nothing_and_the_gateway_serves_on(gateway,
+                                                                                       caplog):
+    c = session(gateway.port)
+    c.send(HEAD + b"half a mess")
+    c.close()
+    with session(gateway.port) as again:
+        assert again.cmd(HEAD + b"whole\r\n.\r\n").startswith("250 2.0.0")
+    log = gateway.gateway.config.gateway.event_log.read_text().splitlines()
+    assert [json.loads(line)["event"] for line in log].count("accepted") == 1
+    assert "internal error" not in caplog.text
