@@ -2,8 +2,7 @@
 
 Guarantees:
 - `put` returns only after the message is written, fsynced, renamed into
-  place and its directory fsynced. Only then may
-  ingress answer 250.
+  place and its directory fsynced. Only then may ingress answer 250.
 - A message is one file, `<state>/ID.msg`: a line of JSON metadata, then the
   raw message bytes. Its directory is its state: `queue/` (waiting, new or
   deferred), `active/` (claimed by delivery), `hold/` (kept back), `corrupt/`
