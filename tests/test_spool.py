@@ -130,6 +130,15 @@ def test_a_batch_stores_what_it_can_and_names_what_it_cannot(tmp_path):
     assert spool.ids("queue") == [also_good.id]
 
 
+def test_a_message_whose_metadata_cannot_be_written_fails_alone_in_its_batch(tmp_path):
+    spool = Spool(tmp_path)
+    good, odd = meta(), meta()
+    odd.sender = "a\udc80@mfa.gov.kz"  # a lone surrogate: not encodable as UTF-8
+    errors = spool.put_many([(odd, b"1"), (good, b"2")])
+    assert isinstance(errors[0], SpoolError) and errors[1] is None
+    assert spool.ids("queue") == [good.id] and list((tmp_path / "tmp").iterdir()) == []
+
+
 def test_metadata_with_newlines_and_non_ascii_stays_on_its_one_line(tmp_path):
     spool = Spool(tmp_path)
     m = meta()

@@ -183,7 +183,7 @@ class Delivery:
             raise
         except Exception:
             log.exception("%s: delivery attempt crashed", queue_id)
-            await self._crashed(meta)
+            await self._crashed(meta, body)
 
     async def _deliver(self, meta: Meta, data: bytes) -> dict[str, Outcome]:
         by_domain: dict[str, list[str]] = defaultdict(list)
@@ -231,7 +231,7 @@ class Delivery:
                                  response="expired: " + (rcpt.response or ""), **origin)
         if meta.pending():
             meta.next_try = now + retry_delay(meta.attempts, self.config, self.rng)
-            await self._run_io(self.spool.rewrite, meta, "active", "queue")
+            await self._run_io(self.spool.rewrite, meta, "active", "queue", data)
             self.schedule(meta.id, meta.next_try)
             return
         bounced = [r for r in meta.recipients if r.state == "bounced"]
@@ -253,12 +253,12 @@ class Delivery:
         log.info("%s: bounce notice %s to <%s>", meta.id, notice.id, meta.sender)
         self.submit(notice, dsn)
 
-    async def _crashed(self, meta: Meta) -> None:
+    async def _crashed(self, meta: Meta, data: bytes) -> None:
         meta.crashes += 1
         if meta.crashes >= self.config.max_crashes:
             log.error("%s: set aside in corrupt/ after %d crashed attempts", meta.id, meta.crashes)
-            await self._run_io(self.spool.rewrite, meta, "active", "corrupt")
+            await self._run_io(self.spool.rewrite, meta, "active", "corrupt", data)
             return
         meta.next_try = self.clock.now() + retry_delay(meta.crashes, self.config, self.rng)
-        await self._run_io(self.spool.rewrite, meta, "active", "queue")
+        await self._run_io(self.spool.rewrite, meta, "active", "queue", data)
         self.schedule(meta.id, meta.next_try)

@@ -99,8 +99,8 @@ def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
             emit("purged", meta.system, queue_id=meta.id, by=request["operator"])
         else:
             # read again: an attempt may have finished after `find` read it
-            fresh = spool.read("active", meta.id)
-            spool.rewrite(replace(fresh, next_try=now), "active", "queue")
+            fresh, data = spool.load("active", meta.id)
+            spool.rewrite(replace(fresh, next_try=now), "active", "queue", data)
             emit("released", meta.system, queue_id=meta.id, by=request["operator"])
         done.append({"id": meta.id, "system": meta.system})
     return {"action": request["action"], "done": done, "skipped": skipped}

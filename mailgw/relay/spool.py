@@ -83,7 +83,7 @@ class SpoolError(Exception):
     pass
 
 
-def _store_failed(queue_id: str, cause: OSError) -> SpoolError:
+def _store_failed(queue_id: str, cause: Exception) -> SpoolError:
     error = SpoolError(f"cannot store {queue_id}: {cause}")
     error.__cause__ = cause
     return error
@@ -136,7 +136,7 @@ class _DirSync:
                 raise self.error
 
 
-def _write_new(path: str | Path, *parts: bytes) -> None:
+def _write_new(path: str, *parts: bytes) -> None:
     """A new file holding `parts`, fsynced and closed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -191,13 +191,15 @@ class Spool:
     def put_many(self, messages: list[tuple[Meta, bytes]]) -> list[SpoolError | None]:
         """Store new messages durably in `queue/`; one fsync of the directory
         serves them all. For each message None, or the SpoolError that kept
-        it out (what was written of it is removed)."""
+        it out (what was written of it is removed). A message that cannot be
+        written, for whatever reason, fails alone: the others of its batch
+        came from other sessions."""
         errors: list[SpoolError | None] = []
         for meta, data in messages:
             try:
                 self._place(meta, data, "queue")
                 errors.append(None)
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001 - that session answers 451
                 errors.append(_store_failed(meta.id, e))
         if any(e is None for e in errors):
             try:
@@ -237,9 +239,12 @@ class Spool:
         self.move(queue_id, "queue", "active")
         return self.load("active", queue_id)
 
-    def rewrite(self, meta: Meta, src: State, dst: State) -> None:
-        """Write updated metadata durably into `dst` and drop it from `src`."""
-        _, data = self.load(src, meta.id)
+    def rewrite(self, meta: Meta, src: State, dst: State, data: bytes | None = None) -> None:
+        """Write updated metadata durably into `dst` and drop it from `src`;
+        `data`, the message bytes if the caller holds them, spares reading
+        them back."""
+        if data is None:
+            _, data = self.load(src, meta.id)
         self._store(meta, data, dst)
         # durable in dst before it leaves src: a crash in between leaves it in
         # both, which recovery resolves, never in neither

@@ -359,7 +359,7 @@ class RedisWindows:
         # SCRIPT EXISTS first, a second round trip for every batch
         if not self._loaded:
             for script in (self._count, self._reset):
-                script.sha = await self.r.script_load(script.script)
+                await self.r.script_load(script.script)  # its sha is fixed by its text
             self._loaded = True
         async with self.r.pipeline(transaction=False) as pipe:
             for item in batch:
