@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, KEYED, Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, KEY_CAP
+from mailgw.outage import Outage
 
 log = logging.getLogger("mailgw.windows")
 
@@ -226,7 +227,7 @@ class RedisWindows:
         # redis-py types every reply as "maybe awaitable"
         self.r: Any = redis.asyncio.Redis.from_url(url, socket_timeout=2,
                                                    socket_connect_timeout=2)
-        self.prefix, self.on_error = prefix, on_error
+        self.prefix = prefix
         self._count = self.r.register_script(_COUNT)
         self._reset = self.r.register_script(_RESET)
         self._loaded = False  # both scripts are in Redis's script cache
@@ -241,9 +242,15 @@ class RedisWindows:
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._down_until = 0.0
-        self.degraded = False  # judging on in-process counts: Redis did not answer
+        # while Redis does not answer, the rules judge on in-process counts
+        self._outage = Outage(log, "window counts in Redis", lambda: on_error("count windows"))
         self._pending: dict[str, int] = {}  # system -> its tallies not judged yet
         self._settled: dict[str, asyncio.Event] = {}  # set when a system has none
+
+    @property
+    def degraded(self) -> bool:
+        """Judging on in-process counts: Redis did not answer."""
+        return self._outage.down
 
     def _base(self, system: str) -> str:
         return f"{self.prefix}w:{{{system}}}:"
@@ -339,16 +346,10 @@ class RedisWindows:
                     self._loaded = False
                     replies = await self._pipeline(batch)
             except (RedisError, OSError) as e:
-                self.on_error("count windows")
                 self._down_until = time.monotonic() + self.RETRY
-                if not self.degraded:
-                    log.error("window counts in Redis unavailable (%s); judging on this "
-                              "instance's own counts until it is back", e)
-                self.degraded = True
+                self._outage.failed(e, "judging on this instance's own counts until it is back")
             else:
-                if self.degraded:
-                    log.warning("window counts in Redis are back")
-                    self.degraded = False
+                self._outage.ok()
                 return [None if isinstance(item, tuple) else self._counts(item.tally, reply)
                         for item, reply in zip(batch, replies, strict=True)]
         self._resets = [item for item in batch if isinstance(item, tuple)]
