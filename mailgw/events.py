@@ -4,17 +4,24 @@ It is an audit and replay record, not the mail's durability: the spool is.
 Lines are buffered and flushed by the owner every `gateway.flush_interval`
 (0.5 s by default), so a kill -9 loses at most that much of the log; a write
 per line would cost the busy event loop a system call per event. With an
-interval of 0 every line is written at once.
+interval of 0 every line is written at once. A write the disk refuses (full)
+loses those lines, told once per outage, and never stops the mail: a line
+cut short by it stands on its own line, apart from those written after.
 `mailgw replay` reads the same file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from mailgw.clock import Clock
+from mailgw.outage import Outage
+
+log = logging.getLogger("mailgw.events")
 
 
 class EventSink(Protocol):
@@ -35,16 +42,37 @@ class Tee:
 class EventLog:
     def __init__(self, path: Path, clock: Clock, line_buffered: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8", buffering=1 if line_buffered else -1)  # noqa: SIM115
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._clock = clock
+        self._line_buffered = line_buffered
+        self._lines: list[str] = []
+        self._torn = False  # the last write stopped inside a line
+        self.outage = Outage(log, f"the event log {path}")
 
     def emit(self, event: str, system: str | None, **fields: Any) -> None:
         record = {"ts": round(self._clock.now(), 3), "system": system, "event": event}
         record.update(fields)
-        self._file.write(json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n")
+        self._lines.append(json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n")
+        if self._line_buffered:
+            self.flush()
 
     def flush(self) -> None:
-        self._file.flush()
+        if not self._lines:
+            return
+        data = memoryview((("\n" if self._torn else "") + "".join(self._lines)).encode())
+        lost = len(self._lines)
+        self._lines.clear()
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as e:
+            self._torn = True
+            self.outage.failed(e, f"{lost} event lines lost, and more until it takes "
+                               "writes again")
+            return
+        self._torn = False
+        self.outage.ok()
 
     def close(self) -> None:
-        self._file.close()
+        self.flush()
+        os.close(self._fd)

@@ -13,11 +13,15 @@ from collections.abc import Callable
 
 class Outage:
     def __init__(self, log: logging.Logger, what: str,
-                 count: Callable[[], None] = lambda: None):
+                 count: Callable[[], None] = lambda: None, quiet: float = 0.0):
         """`what` names the dependency in the log ("the state store");
-        `count()` is called on every failure (a metric)."""
-        self.log, self.what, self.count = log, what, count
+        `count()` is called on every failure (a metric); `quiet`: seconds
+        without a failure before a success ends the outage (for a
+        dependency where some calls get through while others fail, as
+        small writes on a nearly full disk)."""
+        self.log, self.what, self.count, self.quiet = log, what, count, quiet
         self.since: float | None = None  # monotonic time of the first failure
+        self._last = 0.0  # of the latest failure
 
     @property
     def down(self) -> bool:
@@ -27,14 +31,15 @@ class Outage:
         """A call failed; the first of an outage is logged, with `consequence`
         (what the gateway does meanwhile)."""
         self.count()
+        self._last = time.monotonic()
         if self.since is None:
-            self.since = time.monotonic()
+            self.since = self._last
             self.log.error("%s unavailable: %s%s", self.what, _describe(error),
                            f"; {consequence}" if consequence else "")
 
     def ok(self) -> None:
         """A call succeeded: an outage, if there was one, is over."""
-        if self.since is not None:
+        if self.since is not None and time.monotonic() - self._last >= self.quiet:
             self.log.warning("%s back after %.0f s", self.what, time.monotonic() - self.since)
             self.since = None
 
