@@ -63,6 +63,11 @@ _BUILTIN_REASONS = {
 }
 
 
+# room for what is added on the way to the spool: a DKIM signature and the
+# metadata line (with a recipient's state in it per recipient)
+_ROOM_PER_MESSAGE, _ROOM_PER_RECIPIENT = 4096, 256
+
+
 def client_ip(session: Session) -> str:
     peer = session.peer
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
@@ -116,7 +121,7 @@ class Ingress:
         self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
         self.sessions: set[GatewaySMTP] = set()
         self.draining = False
-        self._free_checked = (0.0, True)
+        self._incoming = 0  # bytes of accepted messages on their way to the spool
         self._stores = Batcher(executor, self._sign_and_store)
 
     def protocol(self) -> GatewaySMTP:
@@ -127,14 +132,14 @@ class Ingress:
         # its hooks; listing only the hooks keeps a connection cheap
         return _HANDLER_HOOKS
 
-    def disk_ok(self) -> bool:
-        """Free space, looked at no more than once a second."""
-        checked_at, ok = self._free_checked
-        now = time.monotonic()
-        if now - checked_at >= 1.0:
-            ok = self.spool.free_bytes() >= self.limits.min_free_disk
-            self._free_checked = (now, ok)
-        return ok
+    def room_for(self, size: int) -> bool:
+        """Whether the spool can take `size` bytes more and keep
+        `min_free_disk` free, counting the messages on their way to it. Looked
+        up each time (a statvfs is under a microsecond): a cached answer let
+        a burst fill the disk. The space below `min_free_disk` is the
+        gateway's own, for what it must write to move the queue on."""
+        free = self.spool.free_bytes() - self._incoming - size
+        return free >= self.limits.min_free_disk
 
     def reject(self, session: Session, rejection: Rejection, **fields: Any) -> str:
         system: System | None = getattr(session, "system", None)
@@ -160,7 +165,8 @@ class Ingress:
 
     async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        if not self.disk_ok():
+        declared = next((int(o[5:]) for o in mail_options if o.startswith("SIZE=")), 0)
+        if not self.room_for(declared):
             return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
         system = session.system  # type: ignore[attr-defined]
         if system is not None:
@@ -221,11 +227,18 @@ class Ingress:
             client={"ip": client_ip(session), "helo": session.host_name,
                     "login": session.auth_data.login.decode() if session.auth_data else None},
         )
+        message = header + data
+        size = len(message) + _ROOM_PER_MESSAGE + _ROOM_PER_RECIPIENT * len(recipients)
+        if not self.room_for(size):
+            return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
+        self._incoming += size
         try:
-            message = await self._stores.run((meta, header + data))
+            message = await self._stores.run((meta, message))
         except SpoolError as e:
             log.error("spool write failed for %s: %s", queue_id, e)
             return self.reject(session, Rejection.of(replies.STORE_FAILED, "store_failed"))
+        finally:
+            self._incoming -= size
         log.info("%s: accepted from=<%s> system=%s nrcpt=%d size=%d client=%s", queue_id, sender,
                  system.id, len(recipients), len(message), client_ip(session))
         self.events.emit("accepted", system.id, queue_id=queue_id, sender=sender,
