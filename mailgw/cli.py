@@ -16,13 +16,16 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import click
 import tomli_w
 
 from mailgw import config as config_mod
 from mailgw import hashing
+
+if TYPE_CHECKING:
+    from mailgw.relay.queue_file import Meta
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(path_type=Path),
@@ -272,32 +275,42 @@ def _spool(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
 def queue_list(config_path: Path, as_json: bool, system: str | None,
                states: tuple[str, ...]) -> None:
     """Messages in the spool: queued (new or deferred), held (a suspended
-    system's), delivering, set aside (crashed delivery repeatedly)."""
-    import contextlib
-
+    system's), delivering, set aside (crashed delivery repeatedly, or
+    unreadable; `queue release` tries it again)."""
+    from mailgw.relay.queue_file import UNREADABLE
     from mailgw.relay.spool import STATES
 
     cfg = _load(config_path)
     if system:
         _known(cfg, system)
     spool = _spool(cfg)
-    rows = []
+    rows: list[tuple[str, str, Meta | None]] = []
     for state in STATES:
         if states and _STATE_NAMES[state] not in states:
             continue
         for queue_id in spool.ids(state):
-            with contextlib.suppress(FileNotFoundError, ValueError):
+            try:
                 meta = spool.read(state, queue_id)
-                if system is None or meta.system == system:
-                    rows.append((_STATE_NAMES[state], meta))
+            except FileNotFoundError:
+                continue  # moved on meanwhile
+            except UNREADABLE:
+                if system is None:
+                    rows.append((queue_id, _STATE_NAMES[state], None))
+                continue
+            if system is None or meta.system == system:
+                rows.append((queue_id, _STATE_NAMES[state], meta))
     if as_json:
-        click.echo(json.dumps([{"state": st, **asdict(m)} for st, m in rows], indent=2))
+        click.echo(json.dumps([{"state": st, **asdict(m)} if m else
+                               {"state": st, "id": i, "unreadable": True} for i, st, m in rows],
+                              indent=2))
         return
-    _table([[m.id, st, m.system or f"({m.origin})", m.sender or "<>",
-             str(len(m.pending())), str(m.attempts),
+    _table([[i, st, "(unreadable metadata)", "", "", "", "", "", ""] if m is None else
+            [m.id, st, m.system or f"({m.origin})", m.sender or "<>",
+             str(len(m.pending())), str(m.attempts), str(m.crashes),
              _when(m.next_try) if st == "queued" and m.attempts else "", str(m.size)]
-            for st, m in rows],
-           ["ID", "STATE", "SYSTEM", "SENDER", "PENDING", "ATTEMPTS", "NEXT TRY", "SIZE"])
+            for i, st, m in rows],
+           ["ID", "STATE", "SYSTEM", "SENDER", "PENDING", "ATTEMPTS", "CRASHES", "NEXT TRY",
+            "SIZE"])
 
 
 @queue.command("show")
@@ -308,6 +321,7 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
     """One message: envelope, each recipient's state, its headers."""
     from email.parser import BytesHeaderParser
 
+    from mailgw.relay.queue_file import UNREADABLE
     from mailgw.relay.spool import STATES
 
     cfg = _load(config_path)
@@ -316,7 +330,12 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
     if state is None:
         click.echo(f"error: no message {queue_id!r} in the spool", err=True)
         sys.exit(2)
-    meta, data = spool.load(state, queue_id)
+    try:
+        meta, data = spool.load(state, queue_id)
+    except UNREADABLE:
+        click.echo(f"error: the metadata of {queue_id} cannot be read: "
+                   f"{cfg.gateway.spool_dir}/{state}/{queue_id}.msg", err=True)
+        sys.exit(1)
     headers = BytesHeaderParser().parsebytes(data)
     shown = {k: str(headers[k]) for k in ("From", "To", "Subject", "Date", "Message-ID")
              if headers[k] is not None}
@@ -327,7 +346,8 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
     click.echo(f"{meta.id}  {_STATE_NAMES[state]}  system {meta.system or '-'} "
                f"({meta.origin})  {meta.size} bytes  received {_when(meta.received_at)}")
     click.echo(f"from <{meta.sender}>  attempts {meta.attempts}"
-               + (f"  next try {_when(meta.next_try)}" if meta.attempts else ""))
+               + (f"  next try {_when(meta.next_try)}" if meta.attempts else "")
+               + (f"  crashed {meta.crashes} times" if meta.crashes else ""))
     _table([[r.address, r.state, str(r.code or ""), r.response or ""]
             for r in meta.recipients], ["RECIPIENT", "STATE", "CODE", "LAST RESPONSE"])
     for name, value in shown.items():

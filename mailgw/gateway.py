@@ -30,6 +30,7 @@ from mailgw.clock import Clock, SystemClock
 from mailgw.config import Config, TLSFiles
 from mailgw.events import EventLog, Tee
 from mailgw.metrics import Metrics
+from mailgw.outage import Outage
 from mailgw.relay import dsn, queue_admin
 from mailgw.relay.courier import Courier
 from mailgw.relay.delivery import Delivery
@@ -89,8 +90,14 @@ class Gateway:
         cfg.gateway.spool_dir.mkdir(parents=True, exist_ok=True)
         if not self.spool_lock.acquire():
             raise StartError(f"another gateway runs on the spool {cfg.gateway.spool_dir}")
-        self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
-        waiting = self.spool.recover()
+        self.metrics = Metrics(
+            queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
+            suspended=lambda: len(self.guard.active()),
+            listings=lambda: self.store.dnsbl_listings())
+        self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes,
+                           disk=Outage(log, "the spool's disk", self.metrics.spool_error,
+                                       quiet=10.0))
+        recovered = self.spool.recover()
         self.event_log = EventLog(cfg.gateway.event_log, clock,
                                   line_buffered=cfg.gateway.flush_interval == 0)
         self.store = open_store(cfg)
@@ -135,9 +142,6 @@ class Gateway:
 
         self.engine = engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
                                       {s.id: s.anomaly for s in cfg.systems if s.anomaly})
-        self.metrics = Metrics(
-            queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
-            suspended=lambda: len(self.guard.active()), listings=self.store.dnsbl_listings)
         self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
         if cfg.state.backend == "redis":
             self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
@@ -161,7 +165,12 @@ class Gateway:
             held=lambda meta: meta.origin == "system" and meta.system is not None
             and self.guard.suspended(meta.system) is not None,
         )
-        self.delivery.load(waiting)
+        for aside in recovered.set_aside:
+            log.error("%s: set aside in corrupt/: %s; `mailgw queue release %s` tries it again",
+                      aside.id, aside.why, aside.id)
+            self.events.emit("set_aside", aside.meta.system if aside.meta else None,
+                             queue_id=aside.id, reason=aside.why)
+        self.delivery.load(recovered.waiting)
         # mail held for a suspension lifted while the gateway was down goes out now
         for system in await loop_io(self.executor, self.spool.systems_in, "hold"):
             if self.guard.suspended(system) is None:
@@ -217,7 +226,8 @@ class Gateway:
         self._refresher = asyncio.create_task(self.guard.run())
         self._controller = asyncio.create_task(self._take_queue_requests())
         log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
-                 ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems), len(waiting))
+                 ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems),
+                 len(recovered.waiting))
 
     async def reload(self) -> None:
         """SIGHUP: read the config file again and take in what can change

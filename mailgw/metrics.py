@@ -55,7 +55,10 @@ class Metrics:
         self.backend_errors = Counter("mailgw_state_backend_errors", "Failed calls to the "
                                       "state backend, by what was tried", ["operation"],
                                       registry=r)
-        self.events = Counter("mailgw_events", "Suspension events", ["event"], registry=r)
+        self.events = Counter("mailgw_events", "Suspension and queue events", ["event"],
+                              registry=r)
+        self.spool_errors = Counter("mailgw_spool_write_errors", "Spool writes that failed "
+                                    "(a full or failing disk); each is tried again", registry=r)
         r.register(_Scraped(queue, suspended, listings))
 
     def emit(self, event: str, system: str | None, **fields: Any) -> None:
@@ -65,9 +68,12 @@ class Metrics:
             self.rejected.labels(str(fields.get("reason", "other"))).inc()
         elif event in ("delivered", "bounced", "deferred"):
             self.outcomes.labels(event).inc()
-        elif event in ("suspended", "lifted", "held", "released", "purged", "dnsbl_listed",
-                       "dnsbl_delisted"):
+        elif event in ("suspended", "lifted", "held", "released", "purged", "set_aside",
+                       "dnsbl_listed", "dnsbl_delisted"):
             self.events.labels(event).inc()
+
+    def spool_error(self) -> None:
+        self.spool_errors.inc()
 
     def backend_error(self, operation: str) -> None:
         self.backend_errors.labels(operation).inc()

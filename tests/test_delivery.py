@@ -191,3 +191,35 @@ def test_a_destination_that_stops_answering_defers_the_mail_after_command_timeou
         assert deferred["queue_id"] == qid and "no reply within 1s" in deferred["response"]
         dest.faults.delay = 0
         wait_until(lambda: events(gw, "delivered"), timeout=15, what="delivery on retry")
+
+
+def test_new_mail_waits_behind_mail_already_due_instead_of_passing_it(make_config, dest):
+    """Mail waiting since before a restart (recovered) goes before mail that
+    arrives after it, though a slot is free the moment the new mail comes."""
+    from mailgw.relay.spool import Meta, Recipient, new_queue_id
+
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}",
+                                "max_connections_per_destination": 1})
+    with GatewayThread(cfg) as gw:
+        spool, delivery = gw.gateway.spool, gw.gateway.delivery
+
+        def message(n: int) -> tuple[Meta, bytes]:
+            data = f"Subject: {n}\r\n\r\nbody\r\n".encode()
+            meta = Meta(id=new_queue_id(), system="mfa", sender="a@mfa.gov.kz",
+                        recipients=[Recipient(f"u{n}@example.com")], size=len(data),
+                        received_at=gw.gateway.clock.now())
+            spool.put(meta, data)
+            return meta, data
+
+        recovered = [message(n)[0] for n in range(5)]
+        new, data = message(99)
+
+        async def arrive() -> None:
+            delivery.load(recovered)  # as at start, before the scheduler's turn
+            delivery.submit(new, data)  # and new mail right then
+
+        gw.call(arrive())
+        wait_until(lambda: len(dest.messages) == 6, what="all six delivered")
+        with dest.lock:
+            order = [m.rcpt_tos[0] for m in dest.messages]
+        assert order[-1] == "u99@example.com", order

@@ -20,16 +20,19 @@ NO_RULES = "[anomaly]\nrules = []  # these tests are about durability, not suspe
 
 def write_config(tmp_path: Path, dest_port: int, port: int, anomaly: str = NO_RULES,
                  retry: tuple[str, str] = ("1s", "2s"), extra: str = "",
-                 delivery: str = "", gateway: str = "") -> Path:
+                 delivery: str = "", gateway: str = "", data_dir: Path | None = None) -> Path:
     """`retry`: first retry, longest interval; `extra`: more TOML tables;
-    `delivery`, `gateway`: more keys of [delivery], [gateway]."""
+    `delivery`, `gateway`: more keys of [delivery], [gateway]; `data_dir`:
+    where the spool, event log and state file go (else beside the config)."""
     path = tmp_path / "config.toml"
+    data = data_dir or tmp_path
     path.write_text(f"""
 [gateway]
 hostname = "gw.test"
 listen = ["127.0.0.1:{port}"]
-spool_dir = "spool"
-event_log = "events.jsonl"
+spool_dir = "{data / 'spool'}"
+event_log = "{data / 'events.jsonl'}"
+state_file = "{data / 'state.db'}"
 templates_dir = "{REPO / 'templates'}"
 {gateway}
 
@@ -63,14 +66,14 @@ def serve(tmp_path, dest):
     proc.stop()
 
 
-def send_one(port: int, n: int) -> str | None:
+def send_one(port: int, n: int, body: str = "") -> str | None:
     """The queue id if the gateway answered 250, None if anything failed."""
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
             c.ehlo("mail.mfa.gov.kz")
             c.mail("a@mfa.gov.kz")
             c.rcpt(f"u{n}@example.com")
-            code, text = c.data(f"Subject: burst {n}\r\n\r\nmessage {n}\r\n".encode())
+            code, text = c.data(f"Subject: burst {n}\r\n\r\nmessage {n}\r\n{body}".encode())
     except (OSError, smtplib.SMTPException):
         return None
     return text.decode().split()[-1] if code == 250 else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+from mailgw.relay import spool as spool_mod
 from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
 
 
@@ -14,45 +17,77 @@ def test_put_then_recover_finds_the_message(tmp_path):
     spool = Spool(tmp_path)
     m = meta()
     spool.put(m, b"hello")
-    (found,) = Spool(tmp_path).recover()
+    (found,) = Spool(tmp_path).recover().waiting
     assert found == m and spool.load("queue", m.id) == (m, b"hello")
     assert list(tmp_path.glob("*/*")) == [tmp_path / "queue" / f"{m.id}.msg"]  # one file
 
 
-def test_message_claimed_by_a_dead_process_returns_to_the_queue_with_a_crash_counted(tmp_path):
+def test_message_claimed_but_not_being_sent_when_the_process_died_is_queued_uncounted(tmp_path):
     spool = Spool(tmp_path)
+    spool.recover()
     m = meta()
     spool.put(m, b"x")
-    spool.claim(m.id)
-    (found,) = Spool(tmp_path).recover()
-    assert found.crashes == 1 and spool.ids("active") == []
+    spool.claim(m.id)  # waiting for a connection to a slow next hop
+    (found,) = Spool(tmp_path).recover().waiting
+    assert found.crashes == 0 and spool.ids("active") == []
 
 
-def test_message_that_crashed_delivery_max_times_is_set_aside(tmp_path):
+def test_message_whose_transaction_was_under_way_when_the_process_died_counts_a_crash(tmp_path):
+    spool = Spool(tmp_path)
+    spool.recover()
+    sent, sending = meta(), meta()
+    for m in (sent, sending):
+        spool.put(m, b"x")
+        spool.claim(m.id)
+        spool.attempt_begins(m.id)
+    spool.attempt_ends(sent.id)  # its transaction ended; it waits to be settled
+    recovered = Spool(tmp_path).recover()
+    assert {m.id: m.crashes for m in recovered.waiting} == {sent.id: 0, sending.id: 1}
+    assert recovered.set_aside == []
+
+
+def test_message_that_crashed_delivery_max_times_is_set_aside_and_reported(tmp_path):
     spool = Spool(tmp_path, max_crashes=3)
+    spool.recover()
     m = meta()
     spool.put(m, b"x")
     for _ in range(3):
         spool.claim(m.id)
-        waiting = Spool(tmp_path, max_crashes=3).recover()
-    assert waiting == []
+        spool.attempt_begins(m.id)
+        recovered = Spool(tmp_path, max_crashes=3).recover()
+    assert recovered.waiting == []
+    (aside,) = recovered.set_aside
+    assert aside.id == m.id and aside.meta is not None and aside.meta.crashes == 3
+    assert "died during 3" in aside.why
     assert spool.ids("corrupt") == [m.id]
     assert spool.load("corrupt", m.id)[1] == b"x"  # set aside, not deleted
+
+
+def test_restarts_alone_never_set_a_message_aside(tmp_path):
+    spool = Spool(tmp_path, max_crashes=2)
+    spool.recover()
+    m = meta()
+    spool.put(m, b"x")
+    for _ in range(10):
+        spool.claim(m.id)
+        recovered = Spool(tmp_path, max_crashes=2).recover()
+    assert [w.id for w in recovered.waiting] == [m.id] and spool.ids("corrupt") == []
 
 
 def test_leftovers_of_unfinished_puts_are_removed(tmp_path):
     spool = Spool(tmp_path)
     (tmp_path / "tmp" / "X.msg").write_bytes(b"{")
-    assert spool.recover() == []
+    assert spool.recover().waiting == []
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_unreadable_metadata_is_set_aside(tmp_path):
+def test_unreadable_metadata_is_set_aside_and_reported(tmp_path):
     spool = Spool(tmp_path)
     m = meta()
     spool.put(m, b"x")
     (tmp_path / "queue" / f"{m.id}.msg").write_text("{not json\nx")
-    assert spool.recover() == []
+    recovered = spool.recover()
+    assert recovered.waiting == [] and [a.id for a in recovered.set_aside] == [m.id]
     assert spool.ids("corrupt") == [m.id]
 
 
@@ -68,32 +103,90 @@ def test_unreadable_metadata_of_a_claimed_message_is_set_aside_not_fatal(tmp_pat
     spool.put(m, b"x")
     spool.claim(m.id)
     (tmp_path / "active" / f"{m.id}.msg").write_text("{not json\nx")
-    assert Spool(tmp_path).recover() == []
+    assert Spool(tmp_path).recover().waiting == []
     assert spool.ids("corrupt") == [m.id]
     assert (tmp_path / "corrupt" / f"{m.id}.msg").read_bytes() == b"{not json\nx"
 
 
-def test_rewrite_leaves_the_message_in_its_new_state_only(tmp_path):
+def test_a_deferral_appends_its_update_and_leaves_the_message_bytes_alone(tmp_path):
     spool = Spool(tmp_path)
     m = meta()
-    spool.put(m, b"x")
+    m.recipients.append(Recipient("y@example.org"))
+    body = b"x" * 10000
+    spool.put(m, body)
     claimed, data = spool.claim(m.id)
-    assert data == b"x"
+    assert data == body
+    size = os.path.getsize(tmp_path / "active" / f"{m.id}.msg")
+    claimed.attempts, claimed.next_try = 1, 99.0
+    claimed.recipients[1].state, claimed.recipients[1].code = "delivered", 250
+    claimed.recipients[0].code, claimed.recipients[0].response = 451, "451 4.7.1 try later"
+    spool.requeue(claimed)
+    assert spool.ids("active") == [] and spool.load("queue", m.id) == (claimed, body)
+    assert spool.read("queue", m.id) == claimed
+    assert os.path.getsize(tmp_path / "queue" / f"{m.id}.msg") - size < 200  # a record, not a copy
+
+
+def test_an_update_record_cut_short_by_a_crash_is_skipped(tmp_path):
+    spool = Spool(tmp_path)
+    m = meta()
+    spool.put(m, b"body\r\n")
+    claimed, _ = spool.claim(m.id)
     claimed.attempts = 1
-    spool.rewrite(claimed, "active", "queue")
-    assert spool.ids("active") == [] and spool.load("queue", m.id) == (claimed, b"x")
+    spool.requeue(claimed)
+    path = tmp_path / "queue" / f"{m.id}.msg"
+    whole = path.read_bytes()
+    claimed, _ = spool.claim(m.id)
+    claimed.attempts = 2
+    spool.requeue(claimed)
+    path.write_bytes(path.read_bytes()[:-5])  # the second record torn
+    assert spool.load("queue", m.id)[0].attempts == 1
+    claimed, _ = spool.claim(m.id)
+    claimed.attempts = 3  # a later record after the torn one still counts
+    spool.requeue(claimed)
+    assert spool.load("queue", m.id) == (claimed, b"body\r\n")
+    assert len(path.read_bytes()) > len(whole)
 
 
-def test_a_crash_inside_rewrite_keeps_the_new_copy_and_counts_no_crash(tmp_path):
+def test_a_file_of_the_earlier_one_file_layout_reads_whole(tmp_path):
+    """Before update records, everything after the first line was the message."""
+    spool = Spool(tmp_path)
+    m = meta()
+    (tmp_path / "queue" / f"{m.id}.msg").write_bytes(m.to_json() + b"\nbody\r\n")
+    assert spool.load("queue", m.id) == (m, b"body\r\n")
+    claimed, data = spool.claim(m.id)
+    claimed.attempts = 1
+    spool.requeue(claimed, data)
+    assert spool.load("queue", m.id) == (claimed, b"body\r\n")
+
+
+def test_piled_up_updates_are_compacted_into_a_fresh_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_mod, "COMPACT_AT", 2000)
+    spool = Spool(tmp_path)
+    m = meta()
+    spool.put(m, b"body\r\n")
+    for n in range(1, 40):
+        claimed, data = spool.claim(m.id)
+        claimed.attempts = n
+        claimed.recipients[0].response = f"451 try again in {n} minutes"
+        spool.requeue(claimed, data)
+    assert spool.load("queue", m.id) == (claimed, b"body\r\n")
+    assert os.path.getsize(tmp_path / "queue" / f"{m.id}.msg") < 2000 + 200
+
+
+def test_a_copy_left_in_two_states_by_an_earlier_version_keeps_the_newer_one(tmp_path):
+    """Earlier versions changed state by writing the new copy before
+    unlinking the old: a crash in between left both."""
     spool = Spool(tmp_path)
     m = meta()
     spool.put(m, b"x")
     claimed, _ = spool.claim(m.id)
+    older = (tmp_path / "active" / f"{m.id}.msg").read_bytes()
     claimed.attempts = 1
-    active = (tmp_path / "active" / f"{m.id}.msg").read_bytes()
-    spool.rewrite(claimed, "active", "hold")
-    (tmp_path / "active" / f"{m.id}.msg").write_bytes(active)  # as if killed before the unlink
-    assert Spool(tmp_path).recover() == []
+    spool.requeue(claimed)
+    spool.claim(m.id)
+    spool.hold(m.id)
+    (tmp_path / "active" / f"{m.id}.msg").write_bytes(older)
+    assert Spool(tmp_path).recover().waiting == []
     assert spool.ids("active") == [] and spool.ids("queue") == []
     assert spool.load("hold", m.id) == (claimed, b"x")
 
@@ -108,8 +201,7 @@ def test_a_spool_of_the_two_file_layout_is_upgraded_in_place(tmp_path):
         (tmp_path / "messages" / f"{m.id}.eml").write_bytes(f"body of {m.id}\r\n".encode())
     (tmp_path / "messages" / f"{finished.id}.eml").write_bytes(b"delivered, metadata removed")
     spool = Spool(tmp_path)
-    recovered = spool.recover()
-    claimed.crashes = 1
+    recovered = spool.recover().waiting
     assert sorted(m.id for m in recovered) == sorted([waiting.id, claimed.id])
     assert not (tmp_path / "messages").exists()
     assert list(tmp_path.glob("*/*.json")) == []

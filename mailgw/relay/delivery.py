@@ -7,6 +7,11 @@ Guarantees:
   `max_queue_lifetime`, then bounced as expired;
 - an attempt that raises (a bug, not a remote failure) counts as a crash; a
   message that crashed `max_crashes` times is set aside in `corrupt/`;
+- an outcome that cannot be recorded (a full disk) is kept in memory with
+  its message claimed, and recorded once the disk takes it: nothing is
+  lost, nothing delivered is sent again, and the queue drains by itself;
+- the queue goes in order of when each message became due: mail waiting
+  since before a restart is not passed by mail that arrives after it;
 - on stop, messages in flight go back to the queue uncounted.
 """
 
@@ -18,7 +23,7 @@ import heapq
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -28,8 +33,9 @@ from mailgw.events import EventSink
 from mailgw.relay.batching import Batcher
 from mailgw.relay.destinations import Destinations, Job
 from mailgw.relay.outcome import Kind, Outcome
+from mailgw.relay.queue_file import UNREADABLE
 from mailgw.relay.routing import RouteError, Router
-from mailgw.relay.spool import Meta, Recipient, Spool, new_queue_id
+from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
 
 log = logging.getLogger("mailgw.delivery")
 T = TypeVar("T")
@@ -47,6 +53,8 @@ def retry_delay(attempts: int, config: DeliveryConfig, rng: random.Random) -> fl
 
 
 class Delivery:
+    MAX_DISK_RETRY = 30.0  # seconds between tries to record an outcome on a failing disk
+
     def __init__(
         self, *, config: DeliveryConfig, spool: Spool, router: Router, destinations: Destinations,
         events: EventSink, clock: Clock, executor: Executor, make_bounce: BounceMaker,
@@ -71,16 +79,22 @@ class Delivery:
         self.held = held
         self._removals: Batcher[str, None] = Batcher(
             executor, lambda ids: spool.remove_many(ids, "active"))
+        # claimed in batches, in the order started: one thread hop for all,
+        # and the queue's order kept on the way to the next hop
+        self._claims: Batcher[str, tuple[Meta, bytes]] = Batcher(executor, spool.claim_many)
 
     # --- intake --------------------------------------------------------------
 
     def submit(self, meta: Meta, data: bytes | None = None) -> None:
-        """A message is in `queue/`: start it now if there is room, else let
-        the scheduler pick it up (its bytes are then read back from disk)."""
-        if not self._stopping and self._room() and meta.next_try <= self.clock.now():
+        """A message is in `queue/`: start it now if there is room and nothing
+        due before it waits, else let the scheduler pick it up in its turn
+        (its bytes are then read back from disk)."""
+        now = self.clock.now()
+        if (not self._stopping and self._room() and meta.due <= now
+                and not (self._waiting and self._waiting[0][0] <= now)):
             self._start(meta.id, data, meta)
         else:
-            self.schedule(meta.id, meta.next_try)
+            self.schedule(meta.id, meta.due)
 
     def schedule(self, queue_id: str, at: float) -> None:
         heapq.heappush(self._waiting, (at, queue_id))
@@ -88,7 +102,7 @@ class Delivery:
 
     def load(self, waiting: list[Meta]) -> None:
         for meta in waiting:
-            self.schedule(meta.id, meta.next_try)
+            self.schedule(meta.id, meta.due)
 
     # --- the scheduler -------------------------------------------------------
 
@@ -143,7 +157,7 @@ class Delivery:
                     await self._run_io(self.spool.remove, queue_id, "hold")
                     self.events.emit("purged", system, queue_id=queue_id)
                     continue
-                await self._run_io(self.spool.move, queue_id, "hold", "queue")
+                await self._run_io(self.spool.release, queue_id)
                 self.events.emit("released", system, queue_id=queue_id)
                 self.schedule(queue_id, 0.0)
 
@@ -159,31 +173,36 @@ class Delivery:
         try:
             if known is not None and data is not None:
                 # just accepted: a rename claims it; a thread hop would cost more
-                self.spool.move(queue_id, "queue", "active")
+                self.spool.claim_known(queue_id)
                 meta, body = known, data
             else:
-                meta, body = await self._run_io(self.spool.claim, queue_id)
+                meta, body = await self._claims.run(queue_id)
         except FileNotFoundError:
             return  # held, purged or finished meanwhile
+        except UNREADABLE:
+            await self._durably(lambda: self._run_io(self.spool.set_aside, queue_id))
+            log.error("%s: set aside in corrupt/: its metadata cannot be read", queue_id)
+            self.events.emit("set_aside", None, queue_id=queue_id, reason="unreadable metadata")
+            return
         try:
             if self.held(meta):
                 # a suspended system's mail waits in hold/ until a lift releases it
-                await self._run_io(self.spool.move, queue_id, "active", "hold")
+                await self._durably(lambda: self._run_io(self.spool.hold, queue_id))
                 self.events.emit("held", meta.system, queue_id=queue_id)
                 return
             self._bytes += len(body)
             try:
                 outcomes = await self._deliver(meta, body)
                 await self._settle(meta, body, outcomes)
+            except Exception:  # a bug, not a remote failure (those are outcomes)
+                log.exception("%s: delivery attempt crashed", queue_id)
+                await self._crashed(meta, body)
             finally:
                 self._bytes -= len(body)
         except asyncio.CancelledError:
             with contextlib.suppress(FileNotFoundError):  # unless already settled
-                self.spool.move(queue_id, "active", "queue")
+                self.spool.unclaim(queue_id)
             raise
-        except Exception:
-            log.exception("%s: delivery attempt crashed", queue_id)
-            await self._crashed(meta, body)
 
     async def _deliver(self, meta: Meta, data: bytes) -> dict[str, Outcome]:
         by_domain: dict[str, list[str]] = defaultdict(list)
@@ -191,6 +210,14 @@ class Delivery:
             by_domain[rcpt.address.rpartition("@")[2].lower()].append(rcpt.address)
         outcomes: dict[str, Outcome] = {}
         jobs: list[Job] = []
+        sending = 0  # transactions of this message under way
+
+        def mark(begins: bool) -> None:
+            nonlocal sending
+            sending += 1 if begins else -1
+            if sending == (1 if begins else 0):
+                (self.spool.attempt_begins if begins else self.spool.attempt_ends)(meta.id)
+
         for domain, addrs in by_domain.items():
             try:
                 route = await self.router.route(domain)
@@ -198,7 +225,7 @@ class Delivery:
                 failed = Outcome.from_reply(e.code, f"{e.code} {e.enhanced} {e.text}")
                 outcomes.update((a, failed) for a in addrs)
                 continue
-            job = Job(route, meta.sender, addrs, data)
+            job = Job(route, meta.sender, addrs, data, sending=mark)
             self.destinations.submit(job)
             jobs.append(job)
         for job in jobs:
@@ -231,34 +258,55 @@ class Delivery:
                                  response="expired: " + (rcpt.response or ""), **origin)
         if meta.pending():
             meta.next_try = now + retry_delay(meta.attempts, self.config, self.rng)
-            await self._run_io(self.spool.rewrite, meta, "active", "queue", data)
+            await self._durably(lambda: self._run_io(self.spool.requeue, meta, data))
             self.schedule(meta.id, meta.next_try)
             return
         bounced = [r for r in meta.recipients if r.state == "bounced"]
-        if bounced:
-            await self._bounce(meta, data, bounced, "expired" if expired else "failed")
+        dsn = self._bounce(meta, data, bounced, "expired" if expired else "failed") \
+            if bounced else None
+        if dsn is not None:
+            await self._durably(lambda: self._run_io(self.spool.put, *dsn))
+            log.info("%s: bounce notice %s to <%s>", meta.id, dsn[0].id, meta.sender)
+            self.submit(*dsn)
         # unlinking blocks for a disk update: off the event loop, in batches
-        await self._removals.run(meta.id)
+        await self._durably(lambda: self._removals.run(meta.id))
 
-    async def _bounce(self, meta: Meta, data: bytes, failed: list[Recipient], reason: str) -> None:
+    def _bounce(self, meta: Meta, data: bytes, failed: list[Recipient],
+                reason: str) -> tuple[Meta, bytes] | None:
+        """The DSN to spool for `failed`, if one is due."""
         dsn = self.make_bounce(meta, data, failed, reason)
         if dsn is None:
-            return
-        notice = Meta(
-            id=new_queue_id(), system=meta.system, sender="",
-            recipients=[Recipient(meta.sender)], size=len(dsn), received_at=self.clock.now(),
-            origin="dsn",
-        )
-        await self._run_io(self.spool.put, notice, dsn)
-        log.info("%s: bounce notice %s to <%s>", meta.id, notice.id, meta.sender)
-        self.submit(notice, dsn)
+            return None
+        return Meta(id=new_queue_id(), system=meta.system, sender="",
+                    recipients=[Recipient(meta.sender)], size=len(dsn),
+                    received_at=self.clock.now(), origin="dsn"), dsn
 
     async def _crashed(self, meta: Meta, data: bytes) -> None:
         meta.crashes += 1
         if meta.crashes >= self.config.max_crashes:
             log.error("%s: set aside in corrupt/ after %d crashed attempts", meta.id, meta.crashes)
-            await self._run_io(self.spool.rewrite, meta, "active", "corrupt", data)
+            await self._durably(lambda: self._run_io(self.spool.set_aside, meta.id, meta, data))
+            self.events.emit("set_aside", meta.system, queue_id=meta.id,
+                             reason=f"{meta.crashes} crashed delivery attempts")
             return
         meta.next_try = self.clock.now() + retry_delay(meta.crashes, self.config, self.rng)
-        await self._run_io(self.spool.rewrite, meta, "active", "queue", data)
+        await self._durably(lambda: self._run_io(self.spool.requeue, meta, data))
         self.schedule(meta.id, meta.next_try)
+
+    async def _durably(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run a spool step until it succeeds. While the disk fails
+        it (full, or failing), the message stays claimed where it is and its
+        new state waits here, in memory: retried with backoff, so that the
+        queue moves on by itself once the disk has room again."""
+        delay = 1.0
+        while True:
+            try:
+                await step()
+            except (OSError, SpoolError) as e:
+                self.spool.disk.failed(e, "outcomes of delivery wait in memory and are "
+                                       "recorded when it has room")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.MAX_DISK_RETRY)
+                continue
+            self.spool.disk.ok()
+            return

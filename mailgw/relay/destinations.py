@@ -27,6 +27,8 @@ class Job:
     sender: str
     recipients: list[str]
     data: bytes
+    # told True when its SMTP transaction begins, False when it ends
+    sending: Callable[[bool], None] = lambda begins: None
     done: asyncio.Future[list[Outcome]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -107,7 +109,11 @@ class Destinations:
                                 waiting.finish([e.outcome] * len(waiting.recipients))
                             dest.jobs.clear()
                             continue
-                    outcomes = await link.send(job.sender, job.recipients, job.data)
+                    job.sending(True)
+                    try:
+                        outcomes = await link.send(job.sender, job.recipients, job.data)
+                    finally:
+                        job.sending(False)
                     if link.source is not None:
                         outcomes = [replace(o, source=link.source) for o in outcomes]
                     job.finish(outcomes)

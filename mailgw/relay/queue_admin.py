@@ -9,7 +9,9 @@ the lock and changes the spool itself. Either way `carry_out` decides, and
 the result comes back the same.
 
 - release: a held message goes back to the queue; a deferred one is retried
-  now. The mail of a suspended system is not released: lift it first.
+  now; one set aside (crashed delivery too often) is tried again with its
+  crash count cleared. The mail of a suspended system is not released:
+  lift it first.
 - purge: the message is deleted, without a bounce (the operator's call, as
   `postsuper -d`). A message being delivered right now is left alone.
 """
@@ -27,9 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mailgw.relay.queue_file import UNREADABLE
 from mailgw.relay.spool import Meta, Spool, State
 
-CHANGEABLE: tuple[State, ...] = ("hold", "queue")
+CHANGEABLE: tuple[State, ...] = ("hold", "queue", "corrupt")
 
 
 class SpoolLock:
@@ -55,19 +58,27 @@ class SpoolLock:
             self._fd = None
 
 
-def find(spool: Spool, ids: Collection[str], system: str | None) -> list[tuple[State, Meta]]:
+def find(spool: Spool, ids: Collection[str], system: str | None
+         ) -> tuple[list[tuple[State, Meta]], list[str]]:
     """Messages named by id, or all of one system's own (not the gateway's
-    notices and DSNs about it), that can be changed."""
-    found = []
+    notices and DSNs about it), that can be changed; and those named whose
+    metadata cannot be read."""
+    found, unreadable = [], []
     for state in CHANGEABLE:
         for queue_id in spool.ids(state):
             if (ids and queue_id not in ids) or (not ids and system is None):
                 continue
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 meta = spool.read(state, queue_id)
-                if ids or (meta.system == system and meta.origin == "system"):
-                    found.append((state, meta))
-    return found
+            except FileNotFoundError:
+                continue
+            except UNREADABLE:
+                if ids:
+                    unreadable.append(queue_id)
+                continue
+            if ids or (meta.system == system and meta.origin == "system"):
+                found.append((state, meta))
+    return found, unreadable
 
 
 def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
@@ -77,10 +88,13 @@ def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
     ids = set(request.get("ids") or [])
     done: list[dict[str, str | None]] = []
     skipped: list[dict[str, str]] = []
-    found = find(spool, ids, request.get("system"))
-    for missing in sorted(ids - {meta.id for _, meta in found}):
-        skipped.append({"id": missing, "why": "not held or waiting in the queue (delivered, "
-                        "being delivered, or no such message)"})
+    found, unreadable = find(spool, ids, request.get("system"))
+    for queue_id in unreadable:
+        skipped.append({"id": queue_id, "why": "its metadata cannot be read; the file is "
+                        f"{spool.root}/corrupt/{queue_id}.msg"})
+    for missing in sorted(ids - {meta.id for _, meta in found} - set(unreadable)):
+        skipped.append({"id": missing, "why": "not held or waiting in the queue, nor set aside "
+                        "(delivered, being delivered, or no such message)"})
     for state, meta in found:
         if request["action"] == "release" and meta.system in suspended:
             skipped.append({"id": meta.id, "why": f"{meta.system} is suspended; lift it to "
@@ -89,8 +103,9 @@ def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
         try:
             # claimed as delivery claims a message, by a rename only one side
             # wins: a running delivery never works on it at the same time, and
-            # a crash now leaves it for recovery to queue again
-            spool.move(meta.id, state, "active")
+            # a crash now leaves it for recovery to queue again. Read again:
+            # an attempt may have finished after `find` read it
+            fresh, data = spool.take(meta.id, state)
         except FileNotFoundError:
             skipped.append({"id": meta.id, "why": "being delivered right now"})
             continue
@@ -98,9 +113,12 @@ def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
             spool.remove(meta.id, "active")
             emit("purged", meta.system, queue_id=meta.id, by=request["operator"])
         else:
-            # read again: an attempt may have finished after `find` read it
-            fresh, data = spool.load("active", meta.id)
-            spool.rewrite(replace(fresh, next_try=now), "active", "queue", data)
+            try:
+                spool.requeue(replace(fresh, next_try=now, crashes=0), data)
+            except OSError as e:  # the disk is full: it stays as it was
+                spool.unclaim(meta.id, state)
+                skipped.append({"id": meta.id, "why": f"cannot be changed now: {e}"})
+                continue
             emit("released", meta.system, queue_id=meta.id, by=request["operator"])
         done.append({"id": meta.id, "system": meta.system})
     return {"action": request["action"], "done": done, "skipped": skipped}

@@ -3,23 +3,27 @@
 Guarantees:
 - `put` returns only after the message is written, fsynced, renamed into
   place and its directory fsynced. Only then may ingress answer 250.
-- A message is one file, `<state>/ID.msg`: a line of JSON metadata, then the
-  raw message bytes. Its directory is its state: `queue/` (waiting, new or
-  deferred), `active/` (claimed by delivery), `hold/` (kept back), `corrupt/`
-  (set aside). State changes are renames; a metadata update writes a new
-  file and renames it over. One file, not data and metadata apart, because
-  each file created, fsynced and unlinked is the biggest cost of a message.
+- A message is one file, `<state>/ID.msg` (relay/queue_file.py). Its
+  directory is its state: `queue/` (waiting, new or deferred), `active/`
+  (claimed by delivery), `hold/` (kept back), `corrupt/` (set aside). The
+  verbs below are the state machine; each change of state is one rename,
+  and a change of metadata is a small append (fsynced), never a rewrite of
+  the message: a full disk fails it and leaves the message where it was.
 - `recover` at start puts every message claimed by a process that died back
-  into the queue, counting the crash; a message that crashed delivery
-  `max_crashes` times is set aside instead of being retried forever.
-  Leftovers of unfinished puts (never answered 250) are removed.
+  into the queue. It counts a crash only for those whose delivery attempt
+  was under way (relay/attempts.py); one that crashed `max_crashes` times
+  is set aside instead of being retried forever, and reported. Leftovers
+  of unfinished puts (never answered 250) are removed. Recovery needs no
+  free space: renames, and appends that may fail without harm.
 
-All methods block; callers on the event loop run them in a thread.
+All methods block; callers on the event loop run them in a thread (the
+attempt marks are the exception: one small write each).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -29,54 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import orjson
+from mailgw.outage import Outage
+from mailgw.relay.attempts import AttemptLog
+from mailgw.relay.queue_file import UNREADABLE, Meta, Recipient, decode, encode, read_meta, update
+
+__all__ = ["STATES", "Meta", "Recipient", "Recovered", "SetAside", "Spool", "SpoolError",
+           "State", "new_queue_id"]
+
+log = logging.getLogger("mailgw.spool")
 
 State = Literal["queue", "active", "hold", "corrupt"]
 STATES: tuple[State, ...] = ("queue", "active", "hold", "corrupt")
-RecipientState = Literal["pending", "delivered", "bounced"]
-Origin = Literal["system", "dsn", "notice"]
 SUFFIX = ".msg"
-UNREADABLE = (ValueError, TypeError, KeyError)  # what broken metadata raises
-
-
-@dataclass
-class Recipient:
-    address: str
-    state: RecipientState = "pending"
-    code: int | None = None
-    response: str | None = None
-    remote: str | None = None
-
-
-@dataclass
-class Meta:
-    id: str
-    system: str | None
-    sender: str
-    recipients: list[Recipient]
-    size: int
-    received_at: float
-    origin: Origin = "system"
-    attempts: int = 0
-    next_try: float = 0.0
-    crashes: int = 0
-    client: dict[str, str | None] = field(default_factory=dict)
-
-    def pending(self) -> list[Recipient]:
-        return [r for r in self.recipients if r.state == "pending"]
-
-    def to_json(self) -> bytes:
-        """One line: orjson never writes a raw newline (nor does it escape
-        non-ASCII), and it is several times faster than json here."""
-        obj = dict(vars(self))  # asdict() deep-copies; one level is all there is
-        obj["recipients"] = [vars(r) for r in self.recipients]
-        return orjson.dumps(obj)
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Meta:
-        obj = orjson.loads(raw)
-        obj["recipients"] = [Recipient(**r) for r in obj["recipients"]]
-        return cls(**obj)
+# head and update records beyond which an update rewrites the file whole
+# (when it can): a message deferred for days stays about its own size
+COMPACT_AT = 64 * 1024
 
 
 class SpoolError(Exception):
@@ -93,6 +64,20 @@ def new_queue_id() -> str:
     """Time-ordered, unique: microseconds since the epoch plus 24 random bits
     (unique, not secret: nothing is protected by a queue id being unguessable)."""
     return f"{time.time_ns() // 1000:013X}{random.getrandbits(24):06X}"
+
+
+@dataclass
+class SetAside:
+    """A message recovery set aside in `corrupt/`, and why."""
+    id: str
+    why: str
+    meta: Meta | None  # None: its metadata could not be read
+
+
+@dataclass
+class Recovered:
+    waiting: list[Meta] = field(default_factory=list)  # in `queue/`, to be scheduled
+    set_aside: list[SetAside] = field(default_factory=list)
 
 
 class _DirSync:
@@ -153,9 +138,11 @@ def _write_new(path: str, *parts: bytes) -> None:
 
 
 class Spool:
-    def __init__(self, root: Path, max_crashes: int = 5):
+    def __init__(self, root: Path, max_crashes: int = 5, disk: Outage | None = None):
+        """`disk`: told when the spool's disk fails a write and when it works again."""
         self.root = root
         self.max_crashes = max_crashes
+        self.disk = disk or Outage(log, "the spool's disk", quiet=10.0)
         self.tmp = root / "tmp"
         for d in (self.tmp, *(root / s for s in STATES)):
             d.mkdir(parents=True, exist_ok=True)
@@ -163,6 +150,7 @@ class Spool:
         # paths as strings: a message's path is built several times on its
         # way, and pathlib costs more than the system calls it feeds
         self._prefix = {s: f"{root / s}{os.sep}" for s in ("tmp", *STATES)}
+        self.attempts = AttemptLog(str(root / "attempts"), self.disk)
 
     def _path(self, state: State | Literal["tmp"], queue_id: str) -> str:
         return f"{self._prefix[state]}{queue_id}{SUFFIX}"
@@ -171,22 +159,20 @@ class Spool:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
+    # --- new messages --------------------------------------------------------
+
     def _place(self, meta: Meta, data: bytes, dst: State) -> None:
         """Write the message file into tmp/, fsync it and rename it into
         `dst`, replacing an older version there. Durable only once `dst` is
         fsynced. On failure the temporary file is removed."""
         tmp = self._path("tmp", meta.id)
         try:
-            _write_new(tmp, meta.to_json(), b"\n", data)
+            _write_new(tmp, *encode(meta, data))
             os.rename(tmp, self._path(dst, meta.id))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-
-    def _store(self, meta: Meta, data: bytes, dst: State) -> None:
-        self._place(meta, data, dst)
-        self._dirsync[dst].sync()
 
     def put_many(self, messages: list[tuple[Meta, bytes]]) -> list[SpoolError | None]:
         """Store new messages durably in `queue/`; one fsync of the directory
@@ -218,55 +204,19 @@ class Spool:
         if error is not None:
             raise error
 
+    # --- reading -------------------------------------------------------------
+
     def read(self, state: State, queue_id: str) -> Meta:
         """The metadata only; the message bytes stay on disk."""
         with open(self._path(state, queue_id), "rb") as f:
-            return Meta.from_json(f.readline())
+            return read_meta(f)[0]
 
     def load(self, state: State, queue_id: str) -> tuple[Meta, bytes]:
         with open(self._path(state, queue_id), "rb") as f:
-            head, _, data = f.read().partition(b"\n")
-        return Meta.from_json(head), data
+            return decode(f.read())
 
-    def move(self, queue_id: str, src: State, dst: State) -> None:
-        """Change state by rename. Not fsynced: losing a move in a crash only
-        means the message is found in its previous state, which recovery handles."""
-        os.rename(self._path(src, queue_id), self._path(dst, queue_id))
-
-    def claim(self, queue_id: str) -> tuple[Meta, bytes]:
-        """Take a waiting message for delivery. The rename is the lock: of two
-        claimants only one finds the file."""
-        self.move(queue_id, "queue", "active")
-        return self.load("active", queue_id)
-
-    def rewrite(self, meta: Meta, src: State, dst: State, data: bytes | None = None) -> None:
-        """Write updated metadata durably into `dst` and drop it from `src`;
-        `data`, the message bytes if the caller holds them, spares reading
-        them back."""
-        if data is None:
-            _, data = self.load(src, meta.id)
-        self._store(meta, data, dst)
-        # durable in dst before it leaves src: a crash in between leaves it in
-        # both, which recovery resolves, never in neither
-        if src != dst:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path(src, meta.id))
-
-    def remove(self, queue_id: str, state: State) -> None:
-        """Forget a finished message."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(state, queue_id))
-
-    def remove_many(self, queue_ids: list[str], state: State) -> list[OSError | None]:
-        """Forget finished messages; for each, None or why it could not be."""
-        errors: list[OSError | None] = []
-        for queue_id in queue_ids:
-            try:
-                self.remove(queue_id, state)
-                errors.append(None)
-            except OSError as e:
-                errors.append(e)
-        return errors
+    def ids(self, state: State) -> list[str]:
+        return sorted(p.stem for p in (self.root / state).glob(f"*{SUFFIX}"))
 
     def _metas(self, state: State) -> list[Meta]:
         """Metadata of every message in a state; one that moves on while this
@@ -284,35 +234,167 @@ class Spool:
         """Messages of one system in a state (reads each one's metadata)."""
         return [m.id for m in self._metas(state) if m.system == system]
 
-    def ids(self, state: State) -> list[str]:
-        return sorted(p.stem for p in (self.root / state).glob(f"*{SUFFIX}"))
+    # --- the state machine ---------------------------------------------------
+    # Renames are not fsynced: losing one in a crash only means the message
+    # is found in its previous state, which recovery handles.
 
-    def recover(self) -> list[Meta]:
-        """Run once at start, before anything else touches the spool. Returns
-        the metadata of every message now waiting in `queue/`."""
+    def _move(self, queue_id: str, src: State, dst: State) -> None:
+        os.rename(self._path(src, queue_id), self._path(dst, queue_id))
+
+    def claim(self, queue_id: str) -> tuple[Meta, bytes]:
+        """Take a waiting message for delivery. The rename is the lock: of two
+        claimants only one finds the file (FileNotFoundError for the other)."""
+        self._move(queue_id, "queue", "active")
+        return self.load("active", queue_id)
+
+    def claim_many(self, queue_ids: list[str]) -> list[tuple[Meta, bytes] | Exception]:
+        """`claim` each; for each, what it gave or the exception it raised."""
+        out: list[tuple[Meta, bytes] | Exception] = []
+        for queue_id in queue_ids:
+            try:
+                out.append(self.claim(queue_id))
+            except Exception as e:  # noqa: BLE001 - that attempt handles it
+                out.append(e)
+        return out
+
+    def claim_known(self, queue_id: str) -> None:
+        """`claim`, for a message whose metadata and bytes the caller holds
+        (just accepted): the rename alone."""
+        self._move(queue_id, "queue", "active")
+
+    def take(self, queue_id: str, state: State) -> tuple[Meta, bytes]:
+        """An operator's claim of a message waiting, held or set aside, by the
+        same rename lock as delivery's."""
+        self._move(queue_id, state, "active")
+        return self.load("active", queue_id)
+
+    def _note(self, meta: Meta, data: bytes | None) -> None:
+        """Record `meta` as the claimed message's metadata, durably: an update
+        record appended and fdatasynced (relay/queue_file.py). When records
+        have piled up and the caller holds the bytes, the file is rewritten
+        whole instead, if the disk has room for it; a file of the earlier
+        layout always is."""
+        path = self._path("active", meta.id)
+        with open(path, "r+b") as f:
+            old, appendable = read_meta(f)
+            record = update(old, meta)
+            end = f.seek(0, os.SEEK_END)
+            piled_up = data is not None and end + len(record) - len(data) > COMPACT_AT
+            if piled_up or not appendable:
+                try:
+                    self._place(meta, self.load("active", meta.id)[1] if data is None else data,
+                                "active")
+                    self._dirsync["active"].sync()
+                    return
+                except OSError:
+                    if not appendable:
+                        raise
+                    # an append needs less room
+            f.write(record)
+            f.flush()
+            os.fdatasync(f.fileno())
+
+    def requeue(self, meta: Meta, data: bytes | None = None) -> None:
+        """Back to the queue with its metadata as given (a deferral, a
+        release); `data`, the bytes if the caller holds them. If the update
+        cannot be written (OSError) the message stays claimed, unchanged."""
+        self._note(meta, data)
+        self._move(meta.id, "active", "queue")
+
+    def unclaim(self, queue_id: str, to: State = "queue") -> None:
+        """Back unchanged: to the queue (an attempt cut short by a stop, or by
+        the gateway's death), or to where `take` took it from."""
+        self._move(queue_id, "active", to)
+
+    def set_aside(self, queue_id: str, meta: Meta | None = None,
+                  data: bytes | None = None) -> None:
+        """A claimed message out of delivery into `corrupt/`: it crashed too
+        often (its metadata as given), or its metadata cannot be read."""
+        if meta is not None:
+            self._note(meta, data)
+        self._move(queue_id, "active", "corrupt")
+
+    def hold(self, queue_id: str) -> None:
+        """A claimed message of a suspended system waits in `hold/`."""
+        self._move(queue_id, "active", "hold")
+
+    def release(self, queue_id: str) -> None:
+        """A held message back to the queue (its system's suspension lifted)."""
+        self._move(queue_id, "hold", "queue")
+
+    def remove(self, queue_id: str, state: State) -> None:
+        """Forget a message: delivered or bounced (`active`), or purged."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(state, queue_id))
+
+    def remove_many(self, queue_ids: list[str], state: State) -> list[OSError | None]:
+        """Forget messages; for each, None or why it could not be."""
+        errors: list[OSError | None] = []
+        for queue_id in queue_ids:
+            try:
+                self.remove(queue_id, state)
+                errors.append(None)
+            except OSError as e:
+                errors.append(e)
+        return errors
+
+    # --- attempts under way --------------------------------------------------
+
+    def attempt_begins(self, queue_id: str) -> None:
+        """Its SMTP transaction begins: a crash from now on is counted for it."""
+        self.attempts.begin(queue_id)
+
+    def attempt_ends(self, queue_id: str) -> None:
+        self.attempts.end(queue_id)
+
+    # --- start -------------------------------------------------------------
+
+    def recover(self) -> Recovered:
+        """Run once at start, before anything else touches the spool: every
+        claimed message back to the queue (a crash counted where its
+        attempt was under way), what was set aside, and every message now
+        waiting in `queue/`."""
         for leftover in self.tmp.iterdir():
             leftover.unlink()
         self._upgrade()
+        running = self.attempts.running()
+        out = Recovered()
+        # a crash inside a rewrite of an earlier version left a copy in two states
         elsewhere = {i for s in ("queue", "hold", "corrupt") for i in self.ids(s)}
         for queue_id in self.ids("active"):
             if queue_id in elsewhere:
-                # a crash inside `rewrite`: its new copy was durable first and stands
                 self.remove(queue_id, "active")
                 continue
             try:
                 meta = self.read("active", queue_id)
             except UNREADABLE:
-                self.move(queue_id, "active", "corrupt")  # set aside, never dropped
+                self.set_aside(queue_id)  # never dropped
+                out.set_aside.append(SetAside(queue_id, "unreadable metadata", None))
+                continue
+            if queue_id not in running:
+                self.unclaim(queue_id)
                 continue
             meta.crashes += 1
-            self.rewrite(meta, "active", "corrupt" if meta.crashes >= self.max_crashes else "queue")
-        waiting = []
+            try:
+                if meta.crashes < self.max_crashes:
+                    self.requeue(meta)
+                    continue
+                self.set_aside(queue_id, meta)
+            except OSError as e:  # no room to count it: back it goes, uncounted
+                self.disk.failed(e, "a crash is left uncounted")
+                self.unclaim(queue_id)
+                continue
+            out.set_aside.append(SetAside(
+                queue_id, f"the gateway died during {meta.crashes} of its delivery attempts",
+                meta))
+        self.attempts.reset()
         for queue_id in self.ids("queue"):
             try:
-                waiting.append(self.read("queue", queue_id))
+                out.waiting.append(self.read("queue", queue_id))
             except UNREADABLE:
-                self.move(queue_id, "queue", "corrupt")
-        return waiting
+                self._move(queue_id, "queue", "corrupt")
+                out.set_aside.append(SetAside(queue_id, "unreadable metadata", None))
+        return out
 
     def _upgrade(self) -> None:
         """Spools of earlier versions kept each message in two files:
