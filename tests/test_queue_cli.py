@@ -99,3 +99,32 @@ def test_a_request_file_that_is_not_ours_is_dropped_not_retried(tmp_path):
     (taken,) = queue_admin.take_requests(tmp_path)
     assert taken[0].name == "3.request"
     assert sorted(p.name for p in control.iterdir()) == ["3.request"]
+
+
+def test_set_aside_mail_is_listed_and_a_release_sends_it_with_its_crashes_cleared(tmp_path, dest):
+    from mailgw.relay.spool import Meta, Recipient, Spool, new_queue_id
+
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port)
+    spool = Spool(tmp_path / "spool")
+    aside = Meta(id=new_queue_id(), system="mfa", sender="a@mfa.gov.kz",
+                 recipients=[Recipient("x@example.com")], size=20, received_at=1.0)
+    spool.put(aside, b"Subject: crashed\r\n\r\nbody\r\n")
+    spool.claim(aside.id)
+    aside.crashes = 5
+    spool.set_aside(aside.id, aside)
+    (tmp_path / "spool" / "corrupt" / "BROKEN.msg").write_bytes(b"{not json\nbody")
+
+    listing = cli(config, "queue", "list", "--state", "set aside")
+    assert aside.id in listing.stdout and "BROKEN" in listing.stdout
+    assert "(unreadable metadata)" in listing.stdout
+    assert queued(config)[aside.id]["crashes"] == 5
+    gw = ServeProcess(config, port).start()
+    try:
+        out = cli(config, "queue", "release", aside.id, "BROKEN", "--reason", "bug fixed")
+        assert out.returncode == 0 and f"{aside.id} released" in out.stdout, out.stderr
+        assert "BROKEN not released: its metadata cannot be read" in out.stderr
+        wait_until(lambda: any(b"Subject: crashed" in m.data for m in dest.messages),
+                   timeout=10, what="the release")
+    finally:
+        gw.stop()
