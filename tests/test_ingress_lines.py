@@ -1,0 +1,92 @@
+"""Line discipline: NUL in message data (smuggling aimed at a next hop that
+drops NUL). Real sockets, a real gateway, a real destination."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.client import RawClient
+from tests.support.destination import Destination
+from tests.support.gateway import GatewayThread
+from tests.support.waiting import wait_until
+
+HEAD = b"From: a@mfa.gov.kz\r\nTo: x@example.com\r\nSubject: lines\r\n\r\n"
+SECOND = b"MAIL FROM:<a@mfa.gov.kz>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nsmuggled\r\n"
+
+
+def session(port: int) -> RawClient:
+    c = RawClient(port)
+    assert c.cmd("EHLO mail.mfa.gov.kz").startswith("250")
+    return c
+
+
+def transaction(c: RawClient) -> None:
+    assert c.cmd("MAIL FROM:<a@mfa.gov.kz>").startswith("250")
+    assert c.cmd("RCPT TO:<x@example.com>").startswith("250")
+    assert c.cmd("DATA").startswith("354")
+
+
+def events(gw: GatewayThread, kind: str) -> list[dict]:
+    lines = gw.gateway.config.gateway.event_log.read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+
+def spooled(gw: GatewayThread) -> list[str]:
+    """Files in the spool's state directories (queue/, active/, ...)."""
+    return [p.name for p in gw.gateway.config.gateway.spool_dir.glob("*/*")]
+
+
+@pytest.fixture
+def nul_blind() -> Iterator[Destination]:
+    with Destination(drops_nul=True) as d:
+        yield d
+
+
+@pytest.fixture
+def gw(make_config, nul_blind) -> Iterator[GatewayThread]:
+    with GatewayThread(make_config(
+            delivery={"relayhost": f"[127.0.0.1]:{nul_blind.port}"})) as g:
+        yield g
+
+
+@pytest.mark.parametrize("body", [
+    b"hi\r\n\x00.\r\n" + SECOND,  # to a hop that drops NUL: an end line, then a second message
+    b"hi\r\n.\x00\r\n" + SECOND,
+    b"hi\r\n\x00.\r\nRSET\r\n" + SECOND,
+    b"a NUL\x00inside a line\r\n",
+    b"last line\x00\r\n",  # right before the end line
+    b"last line\r\n\x00\r\n",
+], ids=["nul-dot-then-second-message", "dot-nul-then-second-message", "nul-dot-rset-second",
+        "inside-a-line", "end-of-last-line", "alone-before-end"])
+def test_nul_in_data_is_refused_and_nothing_reaches_a_hop_that_drops_nul(gw, nul_blind, body):
+    with session(gw.port) as c:
+        transaction(c)
+        reply = c.cmd(HEAD + body + b".\r\n")
+        assert reply.startswith("550 5.6.2"), reply
+        assert spooled(gw) == []
+        # the session goes on; once this clean message is at the destination,
+        # anything else the gateway had taken would be there too
+        transaction(c)
+        queued = c.cmd(HEAD + b"clean\r\n.\r\n")
+    assert queued.startswith("250 2.0.0"), queued
+    wait_until(lambda: queued.split()[-1] in nul_blind.received_ids(), what="the clean message")
+    assert nul_blind.commands == ["MAIL a@mfa.gov.kz"]
+    assert [m.rcpt_tos for m in nul_blind.messages] == [["x@example.com"]]
+    (rejected,) = events(gw, "rejected")
+    assert (rejected["reason"], rejected["code"]) == ("nul_in_data", 550)
+    assert len(events(gw, "accepted")) == 1
+
+
+@pytest.mark.parametrize("body", [
+    b"tab\there, form feed\x0c, bell\x07, escape\x1b, DEL\x7f\r\n",
+])
+def test_other_control_characters_in_a_body_are_relayed(gateway, dest, body):
+    with session(gateway.port) as c:
+        transaction(c)
+        reply = c.cmd(HEAD + body + b".\r\n")
+    assert reply.startswith("250 2.0.0"), reply
+    wait_until(lambda: reply.split()[-1] in dest.received_ids())
+    assert dest.messages[0].data.endswith(HEAD + body)
