@@ -1,5 +1,6 @@
 """Line discipline: NUL in message data (smuggling aimed at a next hop that
-drops NUL). Real sockets, a real gateway, a real destination."""
+drops NUL), text lines of 998 characters and one more. Real sockets, a real
+gateway, a real destination."""
 
 from __future__ import annotations
 
@@ -90,3 +91,29 @@ def test_other_control_characters_in_a_body_are_relayed(gateway, dest, body):
     assert reply.startswith("250 2.0.0"), reply
     wait_until(lambda: reply.split()[-1] in dest.received_ids())
     assert dest.messages[0].data.endswith(HEAD + body)
+
+
+LIMIT = 998  # limits.max_line_length by default: 1000 octets with CRLF
+
+
+@pytest.mark.parametrize("wire,arrives", [
+    (b"y" * LIMIT, b"y" * LIMIT),
+    (b"y" * (LIMIT + 1), None),
+    (b"y" * (LIMIT + 2), None),
+    (b"y" * (LIMIT + 3), None),
+    (b"." * 2 + b"y" * (LIMIT - 1), b"." + b"y" * (LIMIT - 1)),  # stuffed: one octet more
+    (b"." * 2 + b"y" * LIMIT, None),
+], ids=["998", "999", "1000", "1001", "999-stuffed", "1000-stuffed"])
+def test_a_text_line_is_at_most_1000_octets_with_crlf(gateway, dest, wire, arrives):
+    with session(gateway.port) as c:
+        transaction(c)
+        reply = c.cmd(HEAD + wire + b"\r\nafter\r\n.\r\n")
+        assert c.cmd("NOOP").startswith("250")
+    if arrives is None:
+        assert reply == "500 5.5.2 Line too long"
+        assert events(gateway, "rejected")[-1]["reason"] == "line_too_long"
+        assert spooled(gateway) == []
+        return
+    assert reply.startswith("250 2.0.0"), reply
+    wait_until(lambda: reply.split()[-1] in dest.received_ids())
+    assert dest.messages[0].data.endswith(HEAD + arrives + b"\r\nafter\r\n")

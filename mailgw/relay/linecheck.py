@@ -111,9 +111,14 @@ def check_data(data: bytes, max_line_length: int) -> Rejection | None:
         return Rejection.of(replies.BARE_LINE_ENDING_DATA, "bare_line_ending")
     if b"\x00" in data:
         return Rejection.of(replies.NUL_IN_DATA, "nul_in_data")
-    # a stuffed dot does not count; split and len run at C speed, a regex
-    # or a loop over the lines would not
-    if max(map(len, data.split(b"\r\n"))) > max_line_length + 1:
+    # RFC 5321 4.5.3.1.6: a text line of max_line_length characters, one
+    # more if that is a stuffed dot. split and len run at C speed; only a
+    # line exactly one over needs a look at its first byte, line by line
+    lines = data.split(b"\r\n")
+    longest = max(map(len, lines))
+    if longest == max_line_length + 1:
+        longest = max(len(line) - line.startswith(b".") for line in lines)
+    if longest > max_line_length:
         return Rejection.of(replies.LINE_TOO_LONG, "line_too_long")
     return None
 
