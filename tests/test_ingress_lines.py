@@ -1,6 +1,7 @@
-"""Line discipline: NUL in message data (smuggling aimed at a next hop that
-drops NUL), text lines of 998 characters and one more. Real sockets, a real
-gateway, a real destination."""
+"""Line discipline at the exact limits: NUL in message data (smuggling aimed
+at a next hop that drops NUL), text lines of 998 characters and one more,
+command lines of 512 octets and longer. Real sockets, a real gateway, a real
+destination."""
 
 from __future__ import annotations
 
@@ -117,3 +118,37 @@ def test_a_text_line_is_at_most_1000_octets_with_crlf(gateway, dest, wire, arriv
     assert reply.startswith("250 2.0.0"), reply
     wait_until(lambda: reply.split()[-1] in dest.received_ids())
     assert dest.messages[0].data.endswith(HEAD + arrives + b"\r\nafter\r\n")
+
+
+def noop(octets: int) -> bytes:
+    """A NOOP command line of exactly `octets` octets, CRLF included."""
+    return b"NOOP " + b"x" * (octets - 7) + b"\r\n"
+
+
+def test_a_command_line_of_512_octets_is_taken(gateway):
+    with session(gateway.port) as c:
+        assert c.cmd(noop(512)).startswith("250")
+
+
+@pytest.mark.parametrize("octets", [513, 1000, 1001, 1002, 1003, 5000, 70000])
+def test_a_longer_command_line_is_refused_as_too_long_and_the_session_goes_on(gateway, octets):
+    with session(gateway.port) as c:
+        assert c.cmd(noop(octets)) == "500 5.5.2 Line too long"
+        assert c.cmd("NOOP") == "250 OK"  # in step: nothing of the long line is left over
+        assert c.cmd("MAIL FROM:<a@mfa.gov.kz>").startswith("250")
+    assert events(gateway, "rejected")[-1]["reason"] == "line_too_long"
+
+
+def mail(octets: int) -> bytes:
+    """A MAIL command line of exactly `octets` octets, CRLF included."""
+    return b"MAIL FROM:<a@mfa.gov.kz>" + b" " * (octets - 34) + b"SIZE=100\r\n"
+
+
+def test_mail_may_be_26_octets_longer_for_size_and_no_ehlo_raises_that(gateway):
+    # RFC 1870; aiosmtpd added the 26 octets at every EHLO, to a table all
+    # sessions share
+    with session(gateway.port) as c, session(gateway.port) as other:
+        assert other.cmd("EHLO again.mfa.gov.kz").startswith("250")
+        assert c.cmd("EHLO again.mfa.gov.kz").startswith("250")
+        assert c.cmd(mail(539)) == "500 5.5.2 Line too long"
+        assert c.cmd(mail(538)).startswith("250")

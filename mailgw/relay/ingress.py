@@ -15,7 +15,7 @@ import re
 import ssl
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from mailgw.relay.batching import Batcher
 from mailgw.relay.linecheck import (
     BareLineEnding,
     ControlCharacters,
+    LineTooLong,
     StrictLineReader,
     check_data,
     unstuff,
@@ -285,15 +286,21 @@ class GatewaySMTP(SMTP):
     def __init__(self, ingress: Ingress):
         self.ingress = ingress
         limits = ingress.limits
-        # read by SMTP.__init__ when it builds the stream reader
-        self.line_length_limit = limits.max_line_length + 3  # CRLF and a stuffed dot
+        # read by SMTP.__init__ when it builds the stream reader: the most of a
+        # command line held before it is known too long (LineTooLong)
+        self.line_length_limit = 2 * limits.max_command_length
         super().__init__(
             ingress, hostname=ingress.hostname, ident="mailgw",
             data_size_limit=limits.max_message_size, timeout=limits.idle_timeout,
             tls_context=ingress.tls_context, auth_require_tls=True, authenticator=_capture,
             auth_exclude_mechanism=["CRAM-MD5"], loop=asyncio.get_running_loop(),
         )
-        self.command_size_limit = limits.max_command_length
+        # aiosmtpd measures a command line without its CRLF, and keeps its
+        # limits per command (MAIL gets 26 octets more for SIZE, RFC 1870) in
+        # a table that every session shares: each gets its own
+        command_limit = limits.max_command_length - 2
+        self.command_size_limit = command_limit
+        self.command_size_limits = defaultdict(lambda: command_limit)
         self._continued: list[str] = []
         self.errors = 0
         self._ip = ""
@@ -319,6 +326,7 @@ class GatewaySMTP(SMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._helo_ok(hostname):
+            self.command_size_limits.clear()  # aiosmtpd adds SIZE's 26 octets at each EHLO
             await super().smtp_EHLO(hostname)
 
     @syntax("DATA")
@@ -352,6 +360,15 @@ class GatewaySMTP(SMTP):
             status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, LineTooLong):
+            # a line too long to hold: as one aiosmtpd read whole and refused
+            # as too long (see push), the same reply and event
+            assert self.session is not None
+            return self.ingress.reject(
+                self.session, Rejection.of(replies.LINE_TOO_LONG, "line_too_long"))
+        return await super().handle_exception(error)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every address with the email package's full RFC 5322

@@ -24,6 +24,10 @@ class ControlCharacters(Exception):
     """A command line held NUL or another control character."""
 
 
+class LineTooLong(Exception):
+    """A command line overran the reader's limit; it was dropped through its LF."""
+
+
 _CONTROL = bytes(range(0x20)) + b"\x7f"
 
 
@@ -93,14 +97,31 @@ class StrictLineReader(asyncio.StreamReader):
         await self._wait_for_data("read_message")  # type: ignore[attr-defined]
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
-        line = await super().readuntil(separator)
-        if separator == b"\n":
-            body = line[:-2]
-            if not line.endswith(b"\r\n") or b"\r" in body:
-                raise BareLineEnding()
-            if body.translate(None, _CONTROL) != body:
-                raise ControlCharacters()
+        if separator != b"\n":
+            return await super().readuntil(separator)
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError:
+            # aiosmtpd would drop what overran and read on to the LF, which
+            # it would then take (and this method refuse) as a line of its own
+            await self._drop_line()
+            raise LineTooLong() from None
+        body = line[:-2]
+        if not line.endswith(b"\r\n") or b"\r" in body:
+            raise BareLineEnding()
+        if body.translate(None, _CONTROL) != body:
+            raise ControlCharacters()
         return line
+
+    async def _drop_line(self) -> None:
+        """Drop bytes as they arrive, through the next LF."""
+        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
+        while (end := buffer.find(b"\n")) < 0:
+            buffer.clear()
+            self._maybe_resume_transport()  # type: ignore[attr-defined]
+            await self._more()
+        del buffer[:end + 1]
+        self._maybe_resume_transport()  # type: ignore[attr-defined]
 
 
 def check_data(data: bytes, max_line_length: int) -> Rejection | None:
