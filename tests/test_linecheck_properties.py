@@ -1,19 +1,28 @@
-"""Property tests of the DATA reader and the DATA verdict against a reference
-parser simple enough to be obviously right: split the bytes after DATA on
-CRLF and take the first line that is exactly "." as the end. The reader is
-fed the same bytes cut into arbitrary pieces, as a network would deliver
-them."""
+"""Property tests of the reader of the SMTP byte stream and of the DATA
+verdict against reference parsers simple enough to be obviously right: DATA
+splits the bytes on CRLF and takes the first line that is exactly "." as the
+end; commands split them on LF. The reader is fed the same bytes cut into
+arbitrary pieces, as a network would deliver them."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from itertools import pairwise
+from typing import TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailgw.relay.linecheck import StrictLineReader, check_data, unstuff
+from mailgw.relay.linecheck import (
+    BareLineEnding,
+    ControlCharacters,
+    LineTooLong,
+    StrictLineReader,
+    check_data,
+    unstuff,
+)
 
 END = b"\r\n.\r\n"
 
@@ -64,15 +73,16 @@ def reference_verdict(lines: list[bytes], max_line_length: int) -> str | None:
     return None
 
 
-NO_END = object()
+T = TypeVar("T")
+LIMIT = 8  # the reader's limit: a command line of more octets than 9 is too long
 
 
-def read(chunks: list[bytes], max_size: int = sys.maxsize) -> tuple[object, bytes]:
-    """What read_message returns (NO_END at end of stream without an end
-    line), and what is left for the next read."""
+def fed(chunks: list[bytes], use: Callable[[StrictLineReader], Awaitable[T]]) -> T:
+    """What `use` makes of a reader fed `chunks` as a network would, then
+    the end of the stream."""
 
-    async def run() -> tuple[object, bytes]:
-        reader = StrictLineReader(limit=64)
+    async def run() -> T:
+        reader = StrictLineReader(limit=LIMIT)
 
         async def network() -> None:
             for chunk in chunks:
@@ -82,13 +92,28 @@ def read(chunks: list[bytes], max_size: int = sys.maxsize) -> tuple[object, byte
 
         feeding = asyncio.create_task(network())
         try:
+            return await use(reader)
+        finally:
+            await feeding
+
+    return asyncio.run(run())
+
+
+NO_END = object()
+
+
+def read(chunks: list[bytes], max_size: int = sys.maxsize) -> tuple[object, bytes]:
+    """What read_message returns (NO_END at end of stream without an end
+    line), and what is left for the next read."""
+
+    async def use(reader: StrictLineReader) -> tuple[object, bytes]:
+        try:
             data: object = await reader.read_message(max_size)
         except asyncio.IncompleteReadError:
             data = NO_END
-        await feeding
         return data, await reader.read()
 
-    return asyncio.run(run())
+    return fed(chunks, use)
 
 
 @bounded
@@ -140,3 +165,55 @@ def test_the_verdict_and_the_unstuffed_message_are_the_reference_s(sent, max_lin
     if verdict is None:
         assert unstuff(data) == joined([line[1:] if line.startswith(b".") else line
                                         for line in lines])
+
+
+COMMAND_PIECES = st.sampled_from(
+    [b"NOOP", b" ", b"\r", b"\n", b"\x00", b"\x7f", b"\t", b"\x1b", b"xxxxx"]
+) | st.binary(max_size=4)
+# mostly short lines (so that a bad byte is not hidden by a long line), mostly with CRLF
+COMMAND_LINES = st.builds(lambda pieces, end: b"".join(pieces) + end,
+                          st.lists(COMMAND_PIECES, max_size=3),
+                          st.sampled_from([b"\r\n", b"\r\n", b"\n", b""]))
+
+
+@st.composite
+def commands(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    stream = b"".join(draw(st.lists(COMMAND_LINES, max_size=8)))
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(stream)), max_size=10))))
+    bounds = [0, *cuts, len(stream)]
+    return stream, [stream[a:b] for a, b in pairwise(bounds)]
+
+
+def reference_commands(stream: bytes) -> list[bytes | type[Exception]]:
+    """Each line through its LF, or the refusal it gets."""
+    out: list[bytes | type[Exception]] = []
+    for piece in stream.split(b"\n")[:-1]:  # the last piece has no LF after it
+        line = piece + b"\n"
+        body = line[:-2]
+        if len(line) > LIMIT + 1:
+            out.append(LineTooLong)
+        elif not line.endswith(b"\r\n") or b"\r" in body:
+            out.append(BareLineEnding)
+        elif any(c < 0x20 or c == 0x7F for c in body):
+            out.append(ControlCharacters)
+        else:
+            out.append(line)
+    return out
+
+
+async def command_lines(reader: StrictLineReader) -> list[bytes | type[Exception]]:
+    out: list[bytes | type[Exception]] = []
+    while True:
+        try:
+            out.append(await reader.readuntil())
+        except (BareLineEnding, ControlCharacters, LineTooLong) as refused:
+            out.append(type(refused))
+        except asyncio.IncompleteReadError:
+            return out
+
+
+@bounded
+@given(commands())
+def test_command_lines_are_taken_or_refused_as_the_reference_says_and_stay_in_step(sent):
+    stream, chunks = sent
+    assert fed(chunks, command_lines) == reference_commands(stream)
