@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import jinja2
@@ -131,7 +131,10 @@ class WebApp:
         return self._html("login.html.j2", next=request.query.get("next", ""), error=None)
 
     async def login(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        try:
+            form: Mapping[str, Any] = await request.post()
+        except UnicodeDecodeError:  # a form that is not UTF-8 holds no token of ours
+            form = {}
         token = str(form.get("token", "")).strip()
         wanted = str(form.get("next", ""))
         who = self.tokens.who(token)

@@ -34,7 +34,9 @@ class Tokens:
         self._by_hash = by_hash
 
     def who(self, token: str | None) -> Principal | None:
-        if not token or len(token) > MAX_TOKEN:
+        # ours are printable ASCII; anything else (such as the bytes that are
+        # not UTF-8 which aiohttp hands over surrogate-escaped) is nobody's
+        if not token or len(token) > MAX_TOKEN or not (token.isascii() and token.isprintable()):
             return None
         # looked up by digest, not compared as typed: what timing could tell
         # is how one SHA-256 digest compares with another, which brings no
