@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -132,6 +134,12 @@ def test_a_login_form_that_is_not_utf8_is_a_bad_token_not_an_internal_error(gw, 
         body=b"token=\xff\xfe"))
     assert status == 401 and b"This token is not valid." in body
     assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+
+
+def test_hash_token_refuses_a_token_that_would_never_be_accepted():
+    done = subprocess.run([sys.executable, "-m", "mailgw", "hash-token", "--token", "café"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "printable ASCII" in done.stderr, done
 
 
 def test_a_mail_admin_reads_the_suspension_and_the_counts(gw):
