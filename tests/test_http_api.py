@@ -111,7 +111,7 @@ def test_errors_are_json_with_a_message(gw):
     status, body = get(gw.http + "/v1/systems/mfa/status")
     assert status == 401 and "token" in body["error"]
     status, body = get(gw.http + "/v1/systems/nosuch/status", TOKENS["operator"])
-    assert status == 404 and body == {"error": "no system 'nosuch'"}
+    assert status == 404 and body == {"error": "no such system"}
 
 
 @pytest.mark.parametrize("token", [b"\xff\xfe", b"caf\xc3\xa9", b"tok\x80en"],

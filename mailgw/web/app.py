@@ -85,7 +85,7 @@ class WebApp:
             return _error(403, "this token is not for that system")
         system = self.directory.get(system_id)
         if system is None:
-            return _error(404, f"no system {system_id!r}")
+            return _error(404, "no such system")  # fixed: what a client sent is not echoed
         return system
 
     async def api_status(self, request: web.Request) -> web.Response:
