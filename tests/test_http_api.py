@@ -136,6 +136,38 @@ def test_a_login_form_that_is_not_utf8_is_a_bad_token_not_an_internal_error(gw, 
     assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
 
 
+PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+            "frame-ancestors 'none'")
+
+
+@pytest.mark.parametrize("method,path,caller,status,csp", [
+    ("GET", "/v1/systems/mfa/status", "operator", 200, None),
+    ("GET", "/v1/systems", None, 401, None),
+    ("GET", "/v1/systems/nosuch/status", "operator", 404, None),
+    ("GET", "/v1/systems/mfa/status", "mof", 403, None),
+    ("GET", "/systems/mfa", None, 303, None),  # to the sign-in page
+    ("POST", "/logout", None, 303, None),
+    ("GET", "/metrics", None, 200, None),
+    ("GET", "/healthz", None, 200, None),
+    ("GET", "/login", None, 200, PAGE_CSP),
+    ("GET", "/systems/mfa", "mfa", 200, PAGE_CSP),
+    ("GET", "/systems/nosuch", "operator", 404, PAGE_CSP),
+    ("GET", "/no/such/path", None, 404, None),  # aiohttp's own
+    ("DELETE", "/healthz", None, 405, None),  # aiohttp's own
+], ids=["api", "api-401", "api-404", "api-403", "page-redirect", "logout-redirect", "metrics",
+        "healthz", "login-page", "status-page", "error-page", "aiohttp-404", "aiohttp-405"])
+def test_every_response_carries_the_security_headers(gw, method, path, caller, status, csp):
+    fields = [f"Authorization: Bearer {TOKENS[caller]}".encode()] if caller else []
+    got, headers, _ = raw(gw.http, request(method, path, *fields))
+    assert got == status
+    assert {name: headers.get(name) for name in (
+        "x-content-type-options", "referrer-policy", "x-frame-options", "cache-control",
+        "content-security-policy")} == {
+        "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+        "x-frame-options": "DENY", "cache-control": "no-store",
+        "content-security-policy": csp or "default-src 'none'; frame-ancestors 'none'"}
+
+
 def test_hash_token_refuses_a_token_that_would_never_be_accepted():
     done = subprocess.run([sys.executable, "-m", "mailgw", "hash-token", "--token", "café"],
                           capture_output=True, text=True, timeout=60)
