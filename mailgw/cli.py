@@ -469,4 +469,7 @@ def hash_token(token: str | None) -> None:
     if token is None:
         token = hashing.new_token()
         click.echo(f"token: {token}")
+    elif not hashing.is_token_text(token):
+        raise click.BadParameter("printable ASCII only: a token travels in an HTTP header",
+                                 param_hint="--token")
     click.echo(f"status_token_hash = \"{hashing.hash_token(token)}\"")

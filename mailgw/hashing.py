@@ -48,6 +48,11 @@ def hash_token(token: str) -> str:
     return "sha256$" + hashlib.sha256(token.encode()).hexdigest()
 
 
+def is_token_text(token: str) -> bool:
+    """A token travels in an HTTP header or a cookie: printable ASCII only."""
+    return token.isascii() and token.isprintable()
+
+
 def is_token_hash(text: str) -> bool:
     kind, _, digest = text.partition("$")
     return kind == "sha256" and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)

@@ -6,8 +6,12 @@ health and metrics."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -44,6 +48,28 @@ def get(url: str, token: str | None = None) -> tuple[int, dict | str]:
     if kind.get_content_type() == "application/json":
         return status, json.loads(body)
     return status, body.decode()
+
+
+def request(method: str, path: str, *fields: bytes, body: bytes = b"") -> bytes:
+    head = [f"{method} {path} HTTP/1.1".encode(), b"Host: gw.test", b"Connection: close",
+            *fields, f"Content-Length: {len(body)}".encode()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def raw(base: str, sent: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send exactly these bytes (urllib and aiohttp's client would encode
+    them) and read the whole answer: status, headers by lower-case name, body."""
+    url = urlsplit(base)
+    assert url.hostname and url.port
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        s.sendall(sent)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (x.partition(":") for x in lines)}
+    return int(status_line.split()[1]), headers, body
 
 
 @pytest.fixture
@@ -85,7 +111,67 @@ def test_errors_are_json_with_a_message(gw):
     status, body = get(gw.http + "/v1/systems/mfa/status")
     assert status == 401 and "token" in body["error"]
     status, body = get(gw.http + "/v1/systems/nosuch/status", TOKENS["operator"])
-    assert status == 404 and body == {"error": "no system 'nosuch'"}
+    assert status == 404 and body == {"error": "no such system"}
+
+
+@pytest.mark.parametrize("token", [b"\xff\xfe", b"caf\xc3\xa9", b"tok\x80en"],
+                         ids=["not-utf8", "utf8-not-ascii", "high-byte-inside"])
+@pytest.mark.parametrize("field", [b"Authorization: Bearer ", b"Cookie: mailgw_token="],
+                         ids=["authorization", "cookie"])
+def test_a_token_that_is_not_ascii_is_a_bad_token_not_an_internal_error(gw, caplog, field, token):
+    status, _, body = raw(gw.http, request("GET", "/v1/systems/mfa/status", field + token))
+    assert status == 401 and json.loads(body)["error"]
+    status, _, body = raw(gw.http, request("GET", "/v1/systems", field + token))
+    assert status == 401 and json.loads(body)["error"]
+    status, headers, _ = raw(gw.http, request("GET", "/systems/mfa", field + token))
+    assert (status, headers["location"]) == (303, "/login?next=/systems/mfa")
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+
+
+def test_a_login_form_that_is_not_utf8_is_a_bad_token_not_an_internal_error(gw, caplog):
+    status, _, body = raw(gw.http, request(
+        "POST", "/login", b"Content-Type: application/x-www-form-urlencoded",
+        body=b"token=\xff\xfe"))
+    assert status == 401 and b"This token is not valid." in body
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+
+
+PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+            "frame-ancestors 'none'")
+
+
+@pytest.mark.parametrize("method,path,caller,status,csp", [
+    ("GET", "/v1/systems/mfa/status", "operator", 200, None),
+    ("GET", "/v1/systems", None, 401, None),
+    ("GET", "/v1/systems/nosuch/status", "operator", 404, None),
+    ("GET", "/v1/systems/mfa/status", "mof", 403, None),
+    ("GET", "/systems/mfa", None, 303, None),  # to the sign-in page
+    ("POST", "/logout", None, 303, None),
+    ("GET", "/metrics", None, 200, None),
+    ("GET", "/healthz", None, 200, None),
+    ("GET", "/login", None, 200, PAGE_CSP),
+    ("GET", "/systems/mfa", "mfa", 200, PAGE_CSP),
+    ("GET", "/systems/nosuch", "operator", 404, PAGE_CSP),
+    ("GET", "/no/such/path", None, 404, None),  # aiohttp's own
+    ("DELETE", "/healthz", None, 405, None),  # aiohttp's own
+], ids=["api", "api-401", "api-404", "api-403", "page-redirect", "logout-redirect", "metrics",
+        "healthz", "login-page", "status-page", "error-page", "aiohttp-404", "aiohttp-405"])
+def test_every_response_carries_the_security_headers(gw, method, path, caller, status, csp):
+    fields = [f"Authorization: Bearer {TOKENS[caller]}".encode()] if caller else []
+    got, headers, _ = raw(gw.http, request(method, path, *fields))
+    assert got == status
+    assert {name: headers.get(name) for name in (
+        "x-content-type-options", "referrer-policy", "x-frame-options", "cache-control",
+        "content-security-policy")} == {
+        "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+        "x-frame-options": "DENY", "cache-control": "no-store",
+        "content-security-policy": csp or "default-src 'none'; frame-ancestors 'none'"}
+
+
+def test_hash_token_refuses_a_token_that_would_never_be_accepted():
+    done = subprocess.run([sys.executable, "-m", "mailgw", "hash-token", "--token", "café"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "printable ASCII" in done.stderr, done
 
 
 def test_a_mail_admin_reads_the_suspension_and_the_counts(gw):

@@ -61,3 +61,16 @@ def test_wrong_password_gets_535_and_no_relaying(tls_gateway, dest):
         assert c.rcpt("x@example.com")[0] == 550
     log = gw.gateway.config.gateway.event_log.read_text().splitlines()
     assert any(json.loads(line).get("reason") == "auth_failed" for line in log)
+
+
+def test_an_overlong_auth_response_is_refused_as_too_long_and_the_session_goes_on(
+        tls_gateway, caplog):
+    gw, ctx = tls_gateway
+    with smtplib.SMTP("127.0.0.1", gw.port) as c:
+        c.ehlo("x.test")
+        c.starttls(context=ctx)
+        c.ehlo("x.test")
+        assert c.docmd("AUTH", "LOGIN")[0] == 334
+        assert c.docmd("eA==" * 2000) == (500, b"5.5.2 Line too long")
+        assert c.noop()[0] == 250
+    assert "internal error" not in caplog.text

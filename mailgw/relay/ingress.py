@@ -15,7 +15,7 @@ import re
 import ssl
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -32,8 +32,10 @@ from mailgw.relay.batching import Batcher
 from mailgw.relay.linecheck import (
     BareLineEnding,
     ControlCharacters,
+    LineTooLong,
     StrictLineReader,
-    has_bare_line_ending,
+    check_data,
+    unstuff,
 )
 from mailgw.relay.policy import Rejection, check_recipient, check_sender
 from mailgw.relay.received import received_header
@@ -47,9 +49,7 @@ _HELO = re.compile(r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.IP
 
 # aiosmtpd's own refusals carry no enhanced status code; give them ours.
 _BUILTIN_REPLIES = {
-    "552 Error: Too much mail data": replies.MESSAGE_TOO_LARGE,
     "552 Error: message size exceeds fixed maximum message size": replies.MESSAGE_TOO_LARGE,
-    "500 Line too long (see RFC5321 4.5.3.1.6)": replies.LINE_TOO_LONG,
     "500 Command line too long": replies.LINE_TOO_LONG,
     "502 5.5.1 Too many unrecognized commands, goodbye.": replies.TOO_MANY_ERRORS,
     "500 Error: strict ASCII mode": replies.NON_ASCII,
@@ -205,10 +205,6 @@ class Ingress:
         data = envelope.original_content
         assert isinstance(data, bytes)
         system: System = session.system  # type: ignore[attr-defined]
-        if has_bare_line_ending(data):
-            return self.reject(
-                session, Rejection.of(replies.BARE_LINE_ENDING_DATA, "bare_line_ending")
-            )
         now = self.clock.now()
         queue_id = new_queue_id()
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
@@ -303,15 +299,21 @@ class GatewaySMTP(SMTP):
     def __init__(self, ingress: Ingress):
         self.ingress = ingress
         limits = ingress.limits
-        # read by SMTP.__init__ when it builds the stream reader
-        self.line_length_limit = limits.max_line_length + 3  # CRLF and a stuffed dot
+        # read by SMTP.__init__ when it builds the stream reader: the most of a
+        # command line held before it is known too long (LineTooLong)
+        self.line_length_limit = 2 * limits.max_command_length
         super().__init__(
             ingress, hostname=ingress.hostname, ident="mailgw",
             data_size_limit=limits.max_message_size, timeout=limits.idle_timeout,
             tls_context=ingress.tls_context, auth_require_tls=True, authenticator=_capture,
             auth_exclude_mechanism=["CRAM-MD5"], loop=asyncio.get_running_loop(),
         )
-        self.command_size_limit = limits.max_command_length
+        # aiosmtpd measures a command line without its CRLF, and keeps its
+        # limits per command (MAIL gets 26 octets more for SIZE, RFC 1870) in
+        # a table that every session shares: each gets its own
+        command_limit = limits.max_command_length - 2
+        self.command_size_limit = command_limit
+        self.command_size_limits = defaultdict(lambda: command_limit)
         self._continued: list[str] = []
         self.errors = 0
         self._ip = ""
@@ -337,12 +339,13 @@ class GatewaySMTP(SMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._helo_ok(hostname):
+            self.command_size_limits.clear()  # aiosmtpd adds SIZE's 26 octets at each EHLO
             await super().smtp_EHLO(hostname)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, with the message read whole (see read_message)
-        and its lines checked in one pass; the same replies."""
+        and checked whole (see check_data)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
@@ -359,22 +362,26 @@ class GatewaySMTP(SMTP):
         except asyncio.CancelledError:
             self._writer.close()  # type: ignore[attr-defined]  # reset during DATA
             raise
+        assert self.session is not None
         if data is None:
-            await self.push("552 Error: Too much mail data")
-        # a stuffed dot does not count; split and len run at C speed, a regex
-        # or a loop over the lines would not
-        elif max(map(len, data.split(b"\r\n"))) > self.ingress.limits.max_line_length + 1:
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            status = self.ingress.reject(self.session, Rejection.of(
+                replies.MESSAGE_TOO_LARGE, "message_too_large", limit=self.data_size_limit))
+        elif (rejection := check_data(data, self.ingress.limits.max_line_length)) is not None:
+            status = self.ingress.reject(self.session, rejection)
         else:
-            # undo dot-stuffing (RFC 5321 4.5.2)
-            content = data.replace(b"\r\n.", b"\r\n")
-            content = content[1:] if content.startswith(b".") else content
-            self.envelope.content = self.envelope.original_content = content
+            self.envelope.content = self.envelope.original_content = unstuff(data)
             status = await self._call_handler_hook("DATA")
-            self._set_post_data_state()
-            await self.push(status)
-            return
         self._set_post_data_state()
+        await self.push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, LineTooLong):
+            # a line too long to hold: as one aiosmtpd read whole and refused
+            # as too long (see push), the same reply and event
+            assert self.session is not None
+            return self.ingress.reject(
+                self.session, Rejection.of(replies.LINE_TOO_LONG, "line_too_long"))
+        return await super().handle_exception(error)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every address with the email package's full RFC 5322

@@ -1,15 +1,19 @@
 """Line discipline on the SMTP byte stream, against SMTP smuggling.
 
 aiosmtpd ends a command line at a bare LF and lets bare CR and LF through in
-DATA. A next hop that reads line endings differently could then see a message
-end (and a second, smuggled message begin) where we saw none. So command lines
-must end in CRLF and carry no control characters, and message data must hold
-no CR or LF outside a CRLF pair.
+DATA. A next hop that reads line endings differently, or drops NUL bytes,
+could then see a message end (and a second, smuggled message begin) where we
+saw none. So command lines must end in CRLF and carry no control characters,
+and message data must hold no CR or LF outside a CRLF pair and no NUL (RFC
+5321 forbids it; other control characters are legal in a message body).
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from mailgw.relay import replies
+from mailgw.relay.policy import Rejection
 
 
 class BareLineEnding(Exception):
@@ -18,6 +22,10 @@ class BareLineEnding(Exception):
 
 class ControlCharacters(Exception):
     """A command line held NUL or another control character."""
+
+
+class LineTooLong(Exception):
+    """A command line overran the reader's limit; it was dropped through its LF."""
 
 
 _CONTROL = bytes(range(0x20)) + b"\x7f"
@@ -30,8 +38,8 @@ class StrictLineReader(asyncio.StreamReader):
     """A StreamReader whose command lines (read up to LF) must be clean.
 
     DATA is read whole by `read_message` and is checked as a whole by
-    `has_bare_line_ending`, because raising mid-DATA would turn the rest of
-    the message into commands.
+    `check_data`, because raising mid-DATA would turn the rest of the message
+    into commands.
     """
 
     async def read_message(self, max_size: int) -> bytes | None:
@@ -89,16 +97,54 @@ class StrictLineReader(asyncio.StreamReader):
         await self._wait_for_data("read_message")  # type: ignore[attr-defined]
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
-        line = await super().readuntil(separator)
-        if separator == b"\n":
-            body = line[:-2]
-            if not line.endswith(b"\r\n") or b"\r" in body:
-                raise BareLineEnding()
-            if body.translate(None, _CONTROL) != body:
-                raise ControlCharacters()
+        if separator != b"\n":
+            return await super().readuntil(separator)
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError:
+            # aiosmtpd would drop what overran and read on to the LF, which
+            # it would then take (and this method refuse) as a line of its own
+            await self._drop_line()
+            raise LineTooLong() from None
+        body = line[:-2]
+        if not line.endswith(b"\r\n") or b"\r" in body:
+            raise BareLineEnding()
+        if body.translate(None, _CONTROL) != body:
+            raise ControlCharacters()
         return line
 
+    async def _drop_line(self) -> None:
+        """Drop bytes as they arrive, through the next LF."""
+        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
+        while (end := buffer.find(b"\n")) < 0:
+            buffer.clear()
+            self._maybe_resume_transport()  # type: ignore[attr-defined]
+            await self._more()
+        del buffer[:end + 1]
+        self._maybe_resume_transport()  # type: ignore[attr-defined]
 
-def has_bare_line_ending(data: bytes) -> bool:
+
+def check_data(data: bytes, max_line_length: int) -> Rejection | None:
+    """Why message data as `read_message` returns it (dot-stuffing in) must
+    be refused, or None. Smuggling is named before a long line."""
     crlf = data.count(b"\r\n")
-    return data.count(b"\n") != crlf or data.count(b"\r") != crlf
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        return Rejection.of(replies.BARE_LINE_ENDING_DATA, "bare_line_ending")
+    if b"\x00" in data:
+        return Rejection.of(replies.NUL_IN_DATA, "nul_in_data")
+    # RFC 5321 4.5.3.1.6: a text line of max_line_length characters, one
+    # more if that is a stuffed dot. split and len run at C speed; only a
+    # line exactly one over needs a look at its first byte, line by line
+    lines = data.split(b"\r\n")
+    longest = max(map(len, lines))
+    if longest == max_line_length + 1:
+        longest = max(len(line) - line.startswith(b".") for line in lines)
+    if longest > max_line_length:
+        return Rejection.of(replies.LINE_TOO_LONG, "line_too_long")
+    return None
+
+
+def unstuff(data: bytes) -> bytes:
+    """The message without the dots stuffed at line starts (RFC 5321 4.5.2)."""
+    content = data.replace(b"\r\n.", b"\r\n")
+    return content[1:] if content.startswith(b".") else content

@@ -67,6 +67,7 @@ BARE_LINE_ENDING_COMMAND = Reply(
 BARE_LINE_ENDING_DATA = Reply(
     550, "5.6.2", "Message rejected: bare CR or LF in message data; lines must end with CRLF"
 )
+NUL_IN_DATA = Reply(550, "5.6.2", "Message rejected: NUL (zero byte) in message data")
 CONTROL_CHARACTERS = Reply(501, "5.5.2", "Syntax error: control characters are not allowed")
 NON_ASCII = Reply(553, "5.6.7", "Non-ASCII in commands or addresses is not accepted (no SMTPUTF8)")
 BAD_HELO = Reply(501, "5.5.2", "Syntax error: invalid HELO/EHLO hostname")

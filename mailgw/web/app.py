@@ -12,13 +12,16 @@ Authorisation: `Authorization: Bearer <token>` (or the page's cookie). No
 token or an unknown one: 401. A system's token asking about another system,
 or for the list: 403, whether or not that system exists, so a token cannot
 probe for ids. An operator asking about an unknown id: 404.
+
+Every response carries SECURITY_HEADERS and a Content-Security-Policy that
+lets nothing load, but the page's own inline styles and sign-in form.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import jinja2
@@ -34,12 +37,31 @@ from mailgw.web.auth import Principal, Tokens
 COOKIE = "mailgw_token"
 COOKIE_AGE = 8 * 3600
 
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",  # status data must not be kept by proxies
+}
+# the page needs its inline styles and its sign-in form; nothing else loads anything
+PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+            "frame-ancestors 'none'")
+OTHER_CSP = "default-src 'none'; frame-ancestors 'none'"
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, message: str) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="mailgw"'} if status == 401 else None
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response of the app: ours, errors raised or unexpected, and
+    aiohttp's own 404 and 405."""
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Content-Security-Policy"] = (
+        PAGE_CSP if response.content_type == "text/html" else OTHER_CSP)
 
 
 def _token(request: web.Request) -> str | None:
@@ -58,6 +80,7 @@ class WebApp:
         self.metrics, self.healthy, self.templates = metrics, healthy, templates
         self.secure_cookie = secure_cookie
         self.app = web.Application(client_max_size=16 * 1024)
+        self.app.on_response_prepare.append(_secure)
         self.app.add_routes([
             web.get("/v1/systems/{id}/status", self.api_status),
             web.get("/v1/systems", self.api_systems),
@@ -85,7 +108,7 @@ class WebApp:
             return _error(403, "this token is not for that system")
         system = self.directory.get(system_id)
         if system is None:
-            return _error(404, f"no system {system_id!r}")
+            return _error(404, "no such system")  # fixed: what a client sent is not echoed
         return system
 
     async def api_status(self, request: web.Request) -> web.Response:
@@ -109,20 +132,13 @@ class WebApp:
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
-        return web.Response(body=body, content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     # the page
 
     def _html(self, template: str, status: int = 200, **context: Any) -> web.Response:
         text = self.templates.get_template(template).render(**context)
-        return web.Response(text=text, status=status, content_type="text/html",
-                            headers={"Content-Security-Policy": "default-src 'none'; "
-                                     "style-src 'unsafe-inline'; form-action 'self'; "
-                                     "frame-ancestors 'none'",
-                                     "X-Content-Type-Options": "nosniff",
-                                     "Referrer-Policy": "no-referrer",
-                                     "Cache-Control": "no-store"})
+        return web.Response(text=text, status=status, content_type="text/html")
 
     async def root(self, request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/login")
@@ -131,7 +147,10 @@ class WebApp:
         return self._html("login.html.j2", next=request.query.get("next", ""), error=None)
 
     async def login(self, request: web.Request) -> web.Response:
-        form = await request.post()
+        try:
+            form: Mapping[str, Any] = await request.post()
+        except UnicodeDecodeError:  # a form that is not UTF-8 holds no token of ours
+            form = {}
         token = str(form.get("token", "")).strip()
         wanted = str(form.get("next", ""))
         who = self.tokens.who(token)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from mailgw.config import OperatorToken, System
-from mailgw.hashing import hash_token
+from mailgw.hashing import hash_token, is_token_text
 
 MAX_TOKEN = 512  # longer is not a token of ours; not worth hashing
 
@@ -34,7 +34,9 @@ class Tokens:
         self._by_hash = by_hash
 
     def who(self, token: str | None) -> Principal | None:
-        if not token or len(token) > MAX_TOKEN:
+        # anything else (such as bytes that are not UTF-8, which aiohttp
+        # hands over surrogate-escaped) is nobody's token, not an error
+        if not token or len(token) > MAX_TOKEN or not is_token_text(token):
             return None
         # looked up by digest, not compared as typed: what timing could tell
         # is how one SHA-256 digest compares with another, which brings no

@@ -1,6 +1,7 @@
 """A real SMTP server standing in for the internet's mail servers: aiosmtpd on
 a loopback port in its own thread, recording what it receives and answering
-with a fault where the test asks for one."""
+with a fault where the test asks for one. It can also play a next hop that
+drops NUL bytes, the one a NUL smuggling attempt is aimed at."""
 
 from __future__ import annotations
 
@@ -66,10 +67,20 @@ class _Handler:
         return "250 2.0.0 Ok: delivered"
 
 
+class _NulBlindSMTP(SMTP):
+    """Drops NUL bytes as they arrive, as some MTAs do: to it "\r\n\x00.\r\n"
+    ends the message, and what follows is read as commands."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data.replace(b"\x00", b""))
+
+
 class Destination:
-    def __init__(self, host: str = "127.0.0.1", tls_context: ssl.SSLContext | None = None):
+    def __init__(self, host: str = "127.0.0.1", tls_context: ssl.SSLContext | None = None,
+                 drops_nul: bool = False):
         self.host, self.port = host, 0
         self.tls_context = tls_context
+        self._smtp = _NulBlindSMTP if drops_nul else SMTP
         self.faults = Faults()
         self.messages: list[Received] = []
         self.commands: list[str] = []
@@ -80,8 +91,8 @@ class Destination:
 
     def _protocol(self) -> SMTP:
         self.connections += 1
-        return SMTP(_Handler(self), hostname="dest.test", tls_context=self.tls_context,
-                    require_starttls=False)
+        return self._smtp(_Handler(self), hostname="dest.test", tls_context=self.tls_context,
+                          require_starttls=False)
 
     def start(self) -> Destination:
         self._thread.start()
