@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from mailgw.config import Config
 from mailgw.state.records import AuditEntry, Suspension
@@ -56,3 +57,18 @@ def open_store(config: Config) -> Store:
 
     return EmbeddedStore(config.gateway.state_file)
 
+
+
+def describe(config: Config) -> str:
+    """The store as the log and the CLI name it, a Redis password masked."""
+    if config.state.backend == "redis":
+        return f"Redis {_masked(config.state.redis_url)}"
+    return f"SQLite {config.gateway.state_file}"
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hostport}").geturl()
