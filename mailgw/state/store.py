@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import redis
+
 from mailgw.config import Config
 from mailgw.state.records import AuditEntry, Suspension
+
+# what a store that cannot be reached raises, whichever the backend
+UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, sqlite3.Error, OSError)
 
 
 class Store(Protocol):
