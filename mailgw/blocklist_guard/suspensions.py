@@ -68,7 +68,7 @@ class Guard:
         self._recording: set[asyncio.Task[None]] = set()
         known = journal.known() if journal is not None else {}
         self._journaled = known
-        self._journal_outage = Outage(log, f"the journal {journal.path}" if journal else "")
+        self._journal_outage = Outage(log, "the journal beside the spool")
         self._journal_lock = asyncio.Lock()  # one write at a time, the last one last
         self._unsaved: dict[str, Suspension] = {s: r for s, r in known.items() if r.id is None}
         # unsaved because the store was down (decided before a restart, too)
@@ -161,11 +161,17 @@ class Guard:
         self._spawn(self._write_audit(entry))
 
     async def _write_audit(self, entry: AuditEntry) -> None:
-        try:
-            await self._io("write audit", self.store.record, entry)
-        except _Unavailable:
-            if self.journal is not None:
-                await self._keep_locally(self.journal.queue, entry)
+        journal = self.journal
+        # while the store is away, straight to the outbox: a burst of held
+        # messages would otherwise wait out a connect timeout each
+        if journal is None or not self._outage.down:
+            try:
+                await self._io("write audit", self.store.record, entry)
+                return
+            except _Unavailable:
+                if journal is None:
+                    return  # counted and told; the embedded store is a local file
+        await self._keep_locally(journal.queue, entry)
 
     async def settle(self) -> None:
         """Wait for suspensions and audit entries being recorded; before stopping."""
