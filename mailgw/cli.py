@@ -2,7 +2,8 @@
 
 Exit status: 0 success, 1 a problem the operator must fix (bad config),
 2 a usage error (unknown system), 3 nothing to do (already suspended, not
-suspended), 4 `dnsbl`: an egress address is listed.
+suspended), 4 `dnsbl`: an egress address is listed, 5 the state store cannot
+be reached (one line on stderr names it, a Redis password masked).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeVar
 
 import click
 import tomli_w
@@ -26,6 +28,10 @@ from mailgw import hashing
 
 if TYPE_CHECKING:
     from mailgw.relay.queue_file import Meta
+    from mailgw.state.store import Store
+
+T = TypeVar("T")
+STORE_DOWN = 5  # exit status: the state store cannot be reached
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(path_type=Path),
@@ -144,10 +150,29 @@ def replay(config_path: Path, events: BinaryIO) -> None:
             out.write(json.dumps(decision.as_dict()) + "\n")
 
 
-def _store(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
+def _store(cfg: config_mod.Config) -> Store:
     from mailgw.state.store import open_store
 
-    return open_store(cfg)
+    return _call(cfg, open_store, cfg)
+
+
+def _call(cfg: config_mod.Config, fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)`, a state store call; a store that cannot be reached ends
+    the command with one line and exit 5."""
+    from mailgw.state.store import UNAVAILABLE
+
+    try:
+        return fn(*args)
+    except UNAVAILABLE as e:
+        _store_down(cfg, e)
+
+
+def _store_down(cfg: config_mod.Config, error: Exception, then: str = "") -> NoReturn:
+    from mailgw.state.store import describe
+
+    click.echo(f"error: the state store ({describe(cfg)}) is unavailable: "
+               f"{' '.join(str(error).split()) or type(error).__name__}{then}", err=True)
+    sys.exit(STORE_DOWN)
 
 
 def _known(cfg: config_mod.Config, system: str) -> None:
@@ -181,7 +206,8 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
     cfg = _load(config_path)
     if system:
         _known(cfg, system)
-    active = _store(cfg).active()
+    store = _store(cfg)
+    active = _call(cfg, store.active)
     ids = [system] if system else [s.id for s in cfg.systems]
     if as_json:
         click.echo(json.dumps([{"system": i, "state": "suspended" if i in active else "active",
@@ -206,7 +232,8 @@ def suspend(config_path: Path, reason: str, operator: str, as_json: bool, system
 
     cfg = _load(config_path)
     _known(cfg, system)
-    record = _store(cfg).suspend(Suspension(system, time.time(), operator, reason=reason))
+    store = _store(cfg)
+    record = _call(cfg, store.suspend, Suspension(system, time.time(), operator, reason=reason))
     if record is None:
         click.echo(f"{system} is already suspended", err=True)
         sys.exit(3)
@@ -227,7 +254,8 @@ def lift(config_path: Path, reason: str, operator: str, purge: bool, as_json: bo
     (or deleted, with --purge)."""
     cfg = _load(config_path)
     _known(cfg, system)
-    record = _store(cfg).lift(system, operator, reason, time.time(), purge=purge)
+    store = _store(cfg)
+    record = _call(cfg, store.lift, system, operator, reason, time.time(), purge)
     if record is None:
         click.echo(f"{system} is not suspended", err=True)
         sys.exit(3)
@@ -243,7 +271,8 @@ def lift(config_path: Path, reason: str, operator: str, purge: bool, as_json: bo
 def history(config_path: Path, as_json: bool, system: str | None) -> None:
     """The audit trail: who suspended or lifted what, when and why."""
     cfg = _load(config_path)
-    entries = _store(cfg).history(system)
+    store = _store(cfg)
+    entries = _call(cfg, store.history, system)
     if as_json:
         click.echo(json.dumps([vars(e) for e in entries], indent=2, ensure_ascii=False))
         return
@@ -359,7 +388,6 @@ def _change(action: str, config_path: Path, reason: str, operator: str,
     from mailgw.clock import SystemClock
     from mailgw.events import EventLog
     from mailgw.relay import queue_admin
-    from mailgw.state.records import AuditEntry
 
     cfg = _load(config_path)
     if bool(queue_ids) == bool(system):
@@ -374,13 +402,17 @@ def _change(action: str, config_path: Path, reason: str, operator: str,
     lock = queue_admin.SpoolLock(cfg.gateway.spool_dir)
     if lock.acquire():  # no gateway runs on this spool: do it here
         try:
+            # alone, the CLI learns what is suspended from the store before
+            # it changes anything: if it cannot, nothing is done
+            suspended = _call(cfg, store.active)
             log = EventLog(cfg.gateway.event_log, SystemClock())
-            result = queue_admin.carry_out(spool, request, store.active(), log.emit,
-                                           time.time())
+            result = queue_admin.carry_out(spool, request, suspended, log.emit, time.time())
             log.close()
         finally:
             lock.release()
-    else:
+    else:  # the gateway decides, from what it knows even while the store is away
+        if cfg.state.backend != "redis":  # no outbox for the audit entry: the store first
+            _call(cfg, store.active)
         try:
             result = queue_admin.hand_over(cfg.gateway.spool_dir, request)
         except TimeoutError:
@@ -393,14 +425,37 @@ def _change(action: str, config_path: Path, reason: str, operator: str,
         by_system.setdefault(message["system"], []).append(message["id"])
         if not as_json:
             click.echo(f"{message['id']} {verb}")
-    for owner, ids in by_system.items():  # one audit entry per system and command
-        store.record(AuditEntry(time.time(), owner, verb, operator, reason, {"messages": ids}))
+    _record_change(cfg, store, verb, operator, reason, by_system)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     for skip in result["skipped"]:
         click.echo(f"{skip['id']} not {verb}: {skip['why']}", err=True)
     if not result["done"]:
         sys.exit(3)
+
+
+def _record_change(cfg: config_mod.Config, store: Store, verb: str, operator: str,
+                   reason: str, by_system: dict[str | None, list[str]]) -> None:
+    """One audit entry per system and command. With Redis away, into the
+    outbox beside the spool, which the gateway writes to Redis once it is back."""
+    from mailgw.state.journal import Journal
+    from mailgw.state.records import AuditEntry
+    from mailgw.state.store import UNAVAILABLE, describe
+
+    for owner, ids in by_system.items():
+        entry = AuditEntry(time.time(), owner, verb, operator, reason, {"messages": ids})
+        try:
+            store.record(entry)
+        except UNAVAILABLE as e:
+            if cfg.state.backend != "redis":
+                _store_down(cfg, e, f"; the messages above were {verb}, the audit trail "
+                            "does not say so")
+            journal = Journal(cfg.gateway.spool_dir)
+            journal.queue(entry)
+            journal.close()
+            click.echo(f"note: the state store ({describe(cfg)}) is unavailable; the audit "
+                       f"entry of {owner or 'the gateway'} waits in {journal.path} and goes "
+                       "in when it is back", err=True)
 
 
 def _queue_change(action: str, help_text: str):  # type: ignore[no-untyped-def]
@@ -436,15 +491,18 @@ def dnsbl(config_path: Path, as_json: bool) -> None:
     if not addresses or not cfg.dnsbl.zones:
         click.echo("error: no delivery.source_addresses or dnsbl.zones to check", err=True)
         sys.exit(2)
+    store = _store(cfg)
+    recorded = {(e["address"], e["zone"]): e for e in _call(cfg, store.dnsbl_listings)}
     resolver = dnsbl_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout)
     checks = asyncio.run(check_every(resolver, addresses, cfg.dnsbl.zones))
-    recorded = {(e["address"], e["zone"]): e for e in _store(cfg).dnsbl_listings()}
-    rows = [{"address": c.address, "zone": c.zone,
-             "now": "error" if c.listed is None else "listed" if c.listed else "clean",
-             "reason": c.reason,
-             "recorded": ("listed" if recorded[(c.address, c.zone)]["listed"] else "clean")
-             if (c.address, c.zone) in recorded else "",
-             "since": recorded.get((c.address, c.zone), {}).get("since")} for c in checks]
+    rows: list[dict[str, Any]] = []
+    for c in checks:
+        known = recorded.get((c.address, c.zone))
+        rows.append({"address": c.address, "zone": c.zone,
+                     "now": "error" if c.listed is None else "listed" if c.listed else "clean",
+                     "reason": c.reason,
+                     "recorded": "" if known is None else "listed" if known["listed"] else "clean",
+                     "since": None if known is None else known["since"]})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:

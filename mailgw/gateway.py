@@ -40,9 +40,10 @@ from mailgw.relay.ingress import Ingress
 from mailgw.relay.queue_admin import SpoolLock
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import STATES, Meta, Recipient, Spool
+from mailgw.state.journal import Journal
 from mailgw.state.records import AuditEntry, Suspension
 from mailgw.state.redis_windows import RedisWindows
-from mailgw.state.store import open_store
+from mailgw.state.store import describe, open_store
 from mailgw.status import StatusService
 from mailgw.systems import SystemDirectory
 from mailgw.web.app import WebApp
@@ -143,14 +144,19 @@ class Gateway:
         self.engine = engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
                                       {s.id: s.anomaly for s in cfg.systems if s.anomaly})
         self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
+        # the embedded store is itself local and durable; Redis may be away
+        # or come back empty, and the journal covers that
+        self.journal: Journal | None = None
         if cfg.state.backend == "redis":
             self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
                                         engine.windows, on_error=self.metrics.backend_error)
+            self.journal = Journal(cfg.gateway.spool_dir)
         # every stage's events pass through the guard, which judges them
         self.guard = Guard(
             engine=engine, store=self.store, events=Tee(self.event_log, self.metrics, self.egress),
             clock=clock, executor=self.executor, on_lifted=self._lifted, notify=notify,
-            shared=self.windows, metrics=self.metrics,
+            shared=self.windows, metrics=self.metrics, journal=self.journal,
+            store_name=describe(cfg),
         )
         self.events = self.guard
         self.delivery = Delivery(
@@ -171,10 +177,8 @@ class Gateway:
             self.events.emit("set_aside", aside.meta.system if aside.meta else None,
                              queue_id=aside.id, reason=aside.why)
         self.delivery.load(recovered.waiting)
-        # mail held for a suspension lifted while the gateway was down goes out now
-        for system in await loop_io(self.executor, self.spool.systems_in, "hold"):
-            if self.guard.suspended(system) is None:
-                self._lifted(system)
+        # mail held for a suspension lifted while the gateway was down goes out
+        self.guard.held_at_start(await loop_io(self.executor, self.spool.systems_in, "hold"))
         self.ingress = Ingress(
             hostname=cfg.gateway.hostname, limits=cfg.limits,
             directory=directory, spool=self.spool, executor=self.executor,
@@ -218,8 +222,8 @@ class Gateway:
                 run_io=partial(loop_io, self.executor), alert=alert)
             try:
                 await self.dnsbl.load()
-            except Exception:
-                log.exception("cannot read the DNSBL listings from the state store")
+            except Exception as e:
+                log.error("cannot read the DNSBL listings from the state store: %s", e)
             self._watch = asyncio.create_task(self.dnsbl.run(cfg.dnsbl.interval))
         self._delivery_task = asyncio.create_task(self.delivery.run())
         self._flusher = asyncio.create_task(self._flush_logs())
@@ -263,9 +267,8 @@ class Gateway:
         if restart:
             log.warning("config sections changed that take effect at restart: %s",
                         ", ".join(restart))
-        await loop_io(self.executor, self.store.record,
-                      AuditEntry(self.clock.now(), None, "config_reloaded", "SIGHUP",
-                                 str(old.source), details))
+        self.guard.audit(AuditEntry(self.clock.now(), None, "config_reloaded", "SIGHUP",
+                                    str(old.source), details))
 
     def _health(self) -> dict[str, object]:
         """Blocking. Not ok (503) when mail is not accepted: the spool's disk
@@ -303,10 +306,9 @@ class Gateway:
             except Exception:
                 log.exception("cannot carry out a queue request")
 
-    def _lifted(self, system: str) -> None:
+    def _lifted(self, system: str, purge: bool) -> None:
         """Release a lifted system's held mail, or purge it if so asked."""
-        latest = self.store.latest(system)
-        self.delivery.release(system, purge=bool(latest and latest.purge))
+        self.delivery.release(system, purge=purge)
 
     async def _flush_logs(self) -> None:
         """Logs and events are written buffered; push them out regularly."""
@@ -339,10 +341,12 @@ class Gateway:
         self.executor.shutdown(wait=True)
         try:
             self.guard.save_baselines()
-        except Exception:
-            log.exception("cannot save the learned baselines")
+        except Exception as e:  # the state store is away: they are learned again
+            log.error("cannot save the learned baselines: %s", e)
         self.event_log.close()
         self.store.close()
+        if self.journal is not None:
+            self.journal.close()
         if self.windows is not None:
             await self.windows.close()
         self.spool_lock.release()

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 from tests.test_serve_e2e import write_config
 
@@ -122,3 +123,54 @@ def test_burst_suspends_held_mail_survives_restart_and_purge_removes_it(tmp_path
         gw.stop()
     assert not set(held) & dest.received_ids()  # purged, never delivered
     assert not any((tmp_path / "spool" / "messages" / f"{i}.eml").exists() for i in held)
+
+
+# every verb that needs the state store, with Redis not there
+STORE_VERBS = [
+    ["status"],
+    ["status", "mfa", "--json"],
+    ["suspend", "mfa", "--reason", "phishing reported"],
+    ["lift", "mfa", "--reason", "password reset"],
+    ["history", "--json"],
+    ["queue", "release", "--system", "mfa", "--reason", "destination fixed"],
+    ["queue", "purge", "--system", "mfa", "--reason", "sent by mistake"],
+    ["dnsbl"],
+]
+
+
+@pytest.mark.parametrize("verb", STORE_VERBS, ids=" ".join)
+def test_a_verb_with_the_store_down_says_so_in_one_line_and_exits_5(tmp_path, verb):
+    nothing_there = free_port()
+    state = f'[state]\nbackend = "redis"\n' \
+            f'redis_url = "redis://:s3cret@127.0.0.1:{nothing_there}/0"\n' \
+            f'[dnsbl]\nzones = ["bl.test"]\nresolver = ["127.0.0.1:{free_port()}"]\n'
+    config = write_config(tmp_path, free_port(), free_port(), extra=state,
+                          delivery='source_addresses = ["127.0.0.2"]')
+    out = cli(config, *verb)
+    assert out.returncode == 5, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert f"redis://:***@127.0.0.1:{nothing_there}/0" in out.stderr  # named, password masked
+    assert "s3cret" not in out.stderr
+
+
+def test_queue_release_with_no_gateway_and_the_store_down_releases_nothing(tmp_path, dest):
+    """Alone, the CLI cannot tell whether the system is suspended: it does nothing."""
+    dest.faults.data = "451 4.3.0 not now"
+    port = free_port()
+    redis = RedisServer().start()
+    config = write_config(tmp_path, dest.port, port, retry=("1h", "1h"),
+                          extra=f'[state]\nbackend = "redis"\nredis_url = "{redis.url}"\n')
+    gw = ServeProcess(config, port).start()
+    try:
+        assert send_as_mfa(port, 0)[0] == 250
+        wait_until(lambda: json.loads(cli(config, "queue", "list", "--json").stdout)[0]
+                   ["attempts"] == 1, timeout=10, what="the message deferred")
+        assert gw.terminate() == 0
+        queued = json.loads(cli(config, "queue", "list", "--json").stdout)
+        redis.stop()
+        out = cli(config, "queue", "release", "--system", "mfa", "--reason", "retry now")
+        assert out.returncode == 5, out.stderr
+        assert json.loads(cli(config, "queue", "list", "--json").stdout) == queued
+    finally:
+        gw.stop()
+        redis.stop()

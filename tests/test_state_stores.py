@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from mailgw.state.embedded import EmbeddedStore
-from mailgw.state.records import Suspension
+from mailgw.state.records import AuditEntry, Suspension
 from mailgw.state.redis_store import RedisStore
 
 _prefixes = itertools.count()
@@ -75,3 +75,88 @@ def test_baselines_round_trip(stores):
     a.save_baselines({"mfa": {"messages": {"slots": [1.0, None], "first_hour": 5, "hour": 9,
                                            "count": 3.0}}})
     assert b.load_baselines()["mfa"]["messages"]["slots"] == [1.0, None]
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store_that_forgets(request, tmp_path, redis_server):
+    """A store, and a way to lose everything it holds (a Redis restarted
+    empty, a state file replaced by an empty one)."""
+    if request.param == "embedded":
+        def fresh():
+            path = tmp_path / f"state{next(_prefixes)}.db"
+            return EmbeddedStore(path)
+    else:
+        def fresh():
+            return RedisStore(redis_server.url, f"t{next(_prefixes)}:")
+    made = [fresh()]
+    yield made[0], lambda: made.append(fresh()) or made[-1]
+    for s in made:
+        s.close()
+
+
+def test_confirm_returns_what_the_store_holds_lifted_or_not(stores):
+    a, b = stores
+    record = a.suspend(auto())
+    assert b.confirm(record, 400.0) == (record, False)
+    lifted = b.lift("mfa", "bob", "password reset", 200.0, purge=True)
+    assert a.confirm(record, 400.0) == (lifted, False)
+    assert a.active() == {}  # a lifted record is not brought back
+    assert [h.action for h in a.history("mfa")] == ["suspended", "lifted"]
+
+
+def test_a_lost_suspension_is_written_back_with_its_id_and_said_so(store_that_forgets):
+    old, forget = store_that_forgets
+    old.suspend(auto("moj"))
+    record = old.suspend(Suspension("mfa", 150.0, "alice", reason="phishing reported",
+                                    evidence={"note": "x"}))
+    assert record.id == 2
+    store = forget()
+    assert store.active() == {}
+    assert store.confirm(record, 400.0) == (record, True)
+    assert store.confirm(record, 400.0) == (record, False)  # once: a second gateway finds it there
+    assert store.active() == {"mfa": record}
+    assert store.latest("mfa") == record
+    (entry,) = store.history()
+    assert (entry.system, entry.action, entry.by, entry.reason, entry.details) == (
+        "mfa", "restored", "gateway", "the state store lost it", {"suspension": 2})
+    assert store.pending_notices() == []  # the owner was told when it was decided
+    assert store.suspend(auto("moj")).id == 3  # new ids go on after it
+    assert store.lift("mfa", "bob", "done", 300.0).id == 2
+
+
+def test_a_lost_suspension_whose_id_was_taken_meanwhile_comes_back_under_a_new_one(
+        store_that_forgets):
+    old, forget = store_that_forgets
+    record = old.suspend(auto("mfa"))
+    store = forget()
+    other = store.suspend(auto("moj"))  # another gateway, before this one wrote mfa back
+    assert other.id == record.id
+    back, restored = store.confirm(record, 400.0)
+    assert restored and back.id == 2 and back.system == "mfa" and back.since == record.since
+    assert store.active() == {"moj": other, "mfa": back}
+
+
+def test_a_lost_suspension_is_not_written_over_a_newer_one(store_that_forgets):
+    old, forget = store_that_forgets
+    record = old.suspend(auto("mfa"))
+    store = forget()
+    store.suspend(auto("moj"))
+    newer = store.suspend(Suspension("mfa", 500.0, "alice", reason="manual"))
+    assert store.confirm(record, 400.0) == (newer, False)
+
+
+def test_an_entry_with_a_key_is_written_once(stores):
+    a, b = stores
+    entry = AuditEntry(100.0, "mfa", "purged", "carol", "sent by mistake", {"messages": ["X"]})
+    a.record(entry, key="k1")
+    b.record(entry, key="k1")  # written again after a crash before its outbox let go of it
+    b.record(entry)
+    assert [h.action for h in a.history()] == ["purged", "purged"]
+
+
+def test_history_reads_in_time_order_with_entries_written_late(stores):
+    a, b = stores
+    a.suspend(auto(ts=100.0))
+    a.record(AuditEntry(300.0, "mfa", "held", "auto", None, {}))
+    b.record(AuditEntry(200.0, "mfa", "purged", "carol", "late", {}), key="late")
+    assert [h.ts for h in a.history("mfa")] == [100.0, 200.0, 300.0]

@@ -6,20 +6,23 @@ Guarantees:
   index, so two writers (gateway and CLI) can never both suspend it;
 - every change is in the same transaction as its audit entry; the audit
   table is only ever appended to;
-- commits are durable (synchronous=FULL) before a call returns.
+- commits are durable (synchronous=FULL) before a call returns;
+- a suspension a gateway knows but the file lost (replaced by an older or
+  an empty one) is written back by `confirm`, under its id when that is free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailgw.state.records import AuditEntry, Suspension
+from mailgw.state.records import RESTORED, AuditEntry, Suspension
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS suspensions (
@@ -42,6 +45,9 @@ CREATE TABLE IF NOT EXISTS audit (
     by TEXT NOT NULL,
     reason TEXT,
     details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS audit_keys (
+    key TEXT PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS notices (
     suspension_id INTEGER NOT NULL,
@@ -77,6 +83,11 @@ def _suspension(row: sqlite3.Row) -> Suspension:
     return Suspension(**values)
 
 
+def _same(a: Suspension, b: Suspension) -> bool:
+    """One suspension, not another that took its id (times as stored: to the ms)."""
+    return a.system == b.system and abs(a.since - b.since) < 0.001
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -104,6 +115,17 @@ class EmbeddedStore:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Committed if the block ends normally, rolled back otherwise."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def _audit(self, entry: AuditEntry) -> None:
         self._db.execute(
             "INSERT INTO audit (ts, system, action, by, reason, details) VALUES (?,?,?,?,?,?)",
@@ -111,16 +133,22 @@ class EmbeddedStore:
              json.dumps(entry.details, ensure_ascii=False)))
 
     @_locked
-    def record(self, entry: AuditEntry) -> None:
-        self._audit(entry)  # one statement: autocommitted
+    def record(self, entry: AuditEntry, key: str | None = None) -> None:
+        """Append `entry`; one with a `key` already taken is not appended again."""
+        if key is None:
+            self._audit(entry)  # one statement: autocommitted
+            return
+        with self._transaction():
+            if self._db.execute("INSERT OR IGNORE INTO audit_keys VALUES (?)",
+                                (key,)).rowcount == 1:
+                self._audit(entry)
 
     @_locked
     def dnsbl_transition(self, address: str, zone: str, listed: bool, reason: str,
                          at: float) -> bool:
         """Record `address`'s state on `zone`; True if it changed (the caller
         who changed it tells the operators)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             row = self._db.execute("SELECT listed FROM dnsbl WHERE address = ? AND zone = ?",
                                    (address, zone)).fetchone()
             changed = (bool(row[0]) if row else False) != listed
@@ -131,10 +159,6 @@ class EmbeddedStore:
                 self._audit(AuditEntry(at, None, "dnsbl_listed" if listed else
                                        "dnsbl_delisted", "dnsbl", reason,
                                        {"address": address, "zone": zone}))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return changed
 
     @_locked
@@ -148,31 +172,49 @@ class EmbeddedStore:
     def suspend(self, s: Suspension) -> Suspension | None:
         """Record a suspension; None when the system is already suspended."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            cur = self._db.execute(
-                "INSERT INTO suspensions (system, since, by, rule, observed, threshold, window,"
-                " reason, evidence) VALUES (?,?,?,?,?,?,?,?,?)",
-                (s.system, s.since, s.by, s.rule, s.observed, s.threshold, s.window, s.reason,
-                 json.dumps(s.evidence, ensure_ascii=False)))
-            self._audit(AuditEntry(s.since, s.system, "suspended", s.by, s.reason or s.rule,
-                                   {"rule": s.rule, "observed": s.observed,
-                                    "threshold": s.threshold, "window": s.window}))
-            self._db.execute("COMMIT")
+            with self._transaction():
+                row = self._insert(s, None)
+                self._audit(AuditEntry(s.since, s.system, "suspended", s.by, s.reason or s.rule,
+                                       {"rule": s.rule, "observed": s.observed,
+                                        "threshold": s.threshold, "window": s.window}))
         except sqlite3.IntegrityError:
-            self._db.execute("ROLLBACK")
             return None
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return Suspension(**{**s.as_dict(), "id": cur.lastrowid})
+        return row
+
+    def _insert(self, s: Suspension, suspension_id: int | None) -> Suspension:
+        """`s` as an active suspension, under `suspension_id` (None: the next)."""
+        return _suspension(self._db.execute(
+            "INSERT INTO suspensions (id, system, since, by, rule, observed, threshold, window,"
+            " reason, evidence) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING *",
+            (suspension_id, s.system, s.since, s.by, s.rule, s.observed, s.threshold, s.window,
+             s.reason, json.dumps(s.evidence, ensure_ascii=False))).fetchone())
+
+    @_locked
+    def confirm(self, s: Suspension, at: float) -> tuple[Suspension, bool]:
+        """See `Store.confirm`."""
+        assert s.id is not None
+        with self._transaction():
+            row = self._db.execute("SELECT * FROM suspensions WHERE id=?", (s.id,)).fetchone()
+            if row is not None and _same(_suspension(row), s):
+                return _suspension(row), False
+            current = self._db.execute("SELECT * FROM suspensions WHERE system=? AND"
+                                       " lifted_at IS NULL", (s.system,)).fetchone()
+            if current is not None:
+                return _suspension(current), False
+            # under its own id unless another record took it meanwhile;
+            # an id above every other one moves the next id past it
+            back = self._insert(s, s.id if row is None else None)
+            self._db.execute("INSERT OR IGNORE INTO notices VALUES (?, 'suspended')", (back.id,))
+            self._audit(AuditEntry(at, s.system, "restored", "gateway", RESTORED,
+                                   {"suspension": back.id}))
+        return back, True
 
     @_locked
     def lift(self, system: str, by: str, reason: str, at: float,
              purge: bool = False) -> Suspension | None:
         """End the active suspension; None when the system was not suspended.
         `purge`: the held mail is to be deleted rather than released."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             cur = self._db.execute(
                 "UPDATE suspensions SET lifted_at=?, lifted_by=?, lift_reason=?, purge=?"
                 " WHERE system=? AND lifted_at IS NULL RETURNING *",
@@ -181,10 +223,6 @@ class EmbeddedStore:
             if row is not None:
                 self._audit(AuditEntry(at, system, "lifted", by, reason,
                                        {"suspension": row[0], "purge": purge}))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return _suspension(row) if row is not None else None
 
     @_locked
@@ -221,14 +259,9 @@ class EmbeddedStore:
     @_locked
     def save_baselines(self, baselines: dict[str, Any]) -> None:
         """The engine's learned hour-of-week baselines, so a restart keeps them."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO baselines VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in baselines.items()])
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     @_locked
     def load_baselines(self) -> dict[str, Any]:
@@ -242,7 +275,8 @@ class EmbeddedStore:
     @_locked
     def history(self, system: str | None = None) -> list[AuditEntry]:
         sql = "SELECT id, ts, system, action, by, reason, details FROM audit"
-        rows = self._db.execute(sql + (" WHERE system=? ORDER BY id" if system else " ORDER BY id"),
+        order = " ORDER BY ts, id"  # time order, whenever an entry was written
+        rows = self._db.execute(sql + (" WHERE system=?" + order if system else order),
                                 (system,) if system else ()).fetchall()
         return [AuditEntry(id=r[0], ts=r[1], system=r[2], action=r[3], by=r[4], reason=r[5],
                            details=json.loads(r[6])) for r in rows]

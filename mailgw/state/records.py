@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# the reason of a `restored` audit entry (by "gateway"): a suspension a gateway
+# knew to be in force, written back to a store that had lost it
+RESTORED = "the state store lost it"
+
 
 @dataclass(frozen=True)
 class Suspension:
@@ -31,7 +35,9 @@ class Suspension:
 class AuditEntry:
     ts: float
     system: str | None
-    action: str  # suspended, lifted, held, released, purged, config_reloaded
+    # suspended, lifted, restored, held, released, purged, config_reloaded,
+    # dnsbl_listed, dnsbl_delisted
+    action: str
     by: str
     reason: str | None
     details: dict[str, Any]

@@ -6,6 +6,11 @@ created only if the system has none active, its audit entry and its pending
 notice go in with it; a notice is claimed by removing it from the pending set,
 which exactly one caller can do. Nothing here holds mail: Redis keeps
 decisions and records, the spool keeps the messages.
+
+A Redis restarted without persistence, or a failover to an empty replica,
+loses what it held; the gateways write back the suspensions they know
+(`confirm`), and audit entries written late (from a gateway's outbox) take
+their place in the history by time.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 import redis
 
-from mailgw.state.records import AuditEntry, Suspension
+from mailgw.state.records import RESTORED, AuditEntry, Suspension
 
 _SUSPEND = """
 local active, seq, latest, audit, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -55,6 +60,44 @@ redis.call('SADD', pending, 'lifted:' .. rec['id'])
 return text
 """
 
+# a suspension a gateway knows to be in force: as the store holds it (the
+# same system and since under that id; `since` as cjson keeps it, to the ms),
+# or written back under its id, or a new one if another record took that id
+_CONFIRM = """
+local active, seq, latest, audit = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, record, at, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local rec = cjson.decode(record)
+local system, id = rec['system'], rec['id']
+local text = redis.call('GET', prefix .. 'rec:' .. id)
+if text then
+  local stored = cjson.decode(text)
+  if stored['system'] == system and math.abs(stored['since'] - rec['since']) < 0.001 then
+    return {text, 0}
+  end
+end
+local current = redis.call('HGET', active, system)
+if current then return {current, 0} end
+if text then id = redis.call('INCR', seq) end
+if tonumber(redis.call('GET', seq) or '0') < id then redis.call('SET', seq, id) end
+rec['id'] = id
+text = cjson.encode(rec)
+redis.call('HSET', active, system, text)
+redis.call('SET', prefix .. 'rec:' .. id, text)
+if tonumber(redis.call('HGET', latest, system) or '0') < id then
+  redis.call('HSET', latest, system, id)
+end
+redis.call('XADD', audit, '*', 'entry', cjson.encode({ts = tonumber(at), system = system,
+  action = 'restored', by = 'gateway', reason = reason, details = {suspension = id}}))
+return {text, 1}
+"""
+
+# an audit entry with a key is appended once: the key is kept a week, far
+# longer than an outbox takes to let go of an entry the store took
+_RECORD_ONCE = """
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', 604800) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'entry', ARGV[1])
+return 1
+"""
 
 # one gateway wins each change of an address's state on a zone
 _DNSBL = """
@@ -88,6 +131,8 @@ class RedisStore:
         self._suspend = self.r.register_script(_SUSPEND)
         self._lift = self.r.register_script(_LIFT)
         self._dnsbl = self.r.register_script(_DNSBL)
+        self._confirm = self.r.register_script(_CONFIRM)
+        self._record_once = self.r.register_script(_RECORD_ONCE)
 
     def _k(self, name: str) -> str:
         return self.p + name
@@ -108,6 +153,14 @@ class RedisStore:
         text = self._lift(keys=[self._k("active"), self._k("audit"), self._k("pending")],
                           args=[self.p, system, at, by, reason, "1" if purge else "0"])
         return _record(text) if text else None
+
+    def confirm(self, s: Suspension, at: float) -> tuple[Suspension, bool]:
+        """See `Store.confirm`. The pending notices are not written back: the
+        owner was told when the suspension was decided."""
+        text, restored = self._confirm(
+            keys=[self._k("active"), self._k("seq"), self._k("latest"), self._k("audit")],
+            args=[self.p, json.dumps(asdict(s)), at, RESTORED])
+        return _record(text), bool(restored)
 
     def claim_notice(self, suspension_id: int, kind: str) -> bool:
         return bool(self.r.srem(self._k("pending"), f"{kind}:{suspension_id}"))
@@ -143,21 +196,25 @@ class RedisStore:
         return sorted((json.loads(v) for v in self.r.hvals(self._k("dnsbl"))),
                       key=lambda e: (e["address"], e["zone"]))
 
-    def record(self, entry: AuditEntry) -> None:
-        self.r.xadd(self._k("audit"), {"entry": json.dumps(
-            {"ts": entry.ts, "system": entry.system, "action": entry.action, "by": entry.by,
-             "reason": entry.reason, "details": entry.details}, ensure_ascii=False)})
+    def record(self, entry: AuditEntry, key: str | None = None) -> None:
+        """Append `entry`; one with a `key` already taken is not appended again."""
+        text = json.dumps({"ts": entry.ts, "system": entry.system, "action": entry.action,
+                           "by": entry.by, "reason": entry.reason, "details": entry.details},
+                          ensure_ascii=False)
+        if key is None:
+            self.r.xadd(self._k("audit"), {"entry": text})
+        else:
+            self._record_once(keys=[self._k("audit"), self._k(f"audit_key:{key}")], args=[text])
 
     def history(self, system: str | None = None) -> list[AuditEntry]:
-        entries = []
-        for n, (_, fields) in enumerate(self.r.xrange(self._k("audit"))):
-            e = json.loads(fields[b"entry"])
-            if system is None or e["system"] == system:
-                details = e.get("details") or {}
-                entries.append(AuditEntry(ts=e["ts"], system=e["system"], action=e["action"],
-                                          by=e["by"], reason=e.get("reason") or None,
-                                          details=details, id=n + 1))
-        return entries
+        """In time order: an entry written late (from an outbox) is in the
+        stream after entries younger than it."""
+        entries = [json.loads(fields[b"entry"]) for _, fields in self.r.xrange(self._k("audit"))]
+        entries.sort(key=lambda e: e["ts"])  # stable: stream order among equal times
+        return [AuditEntry(ts=e["ts"], system=e["system"], action=e["action"], by=e["by"],
+                           reason=e.get("reason") or None, details=e.get("details") or {},
+                           id=n + 1)
+                for n, e in enumerate(entries) if system is None or e["system"] == system]
 
     def save_baselines(self, baselines: dict[str, Any]) -> None:
         if baselines:

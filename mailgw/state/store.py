@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import redis
 
 from mailgw.config import Config
 from mailgw.state.records import AuditEntry, Suspension
+
+# what a store that cannot be reached raises, whichever the backend
+UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, sqlite3.Error, OSError)
 
 
 class Store(Protocol):
     def suspend(self, s: Suspension) -> Suspension | None: ...
     def lift(self, system: str, by: str, reason: str, at: float,
              purge: bool = False) -> Suspension | None: ...
+
+    def confirm(self, s: Suspension, at: float) -> tuple[Suspension, bool]:
+        """`s`, a suspension a gateway knows to be in force, as the store
+        holds it now: that record, lifted or not, or the system's other
+        active suspension. If the store lost it (Redis restarted empty, a
+        failover to an empty replica), it is written back, under its id
+        unless another record took that id meanwhile, with a `restored`
+        audit entry at `at`, its owner notice counted as sent, and later ids
+        going on after it; True then. Never "lifted" for a record the store
+        does not hold."""
+        ...
+
     def claim_notice(self, suspension_id: int, kind: str) -> bool: ...
     def unclaim_notice(self, suspension_id: int, kind: str) -> None: ...
     def pending_notices(self) -> list[tuple[str, Suspension]]: ...
     def latest(self, system: str) -> Suspension | None: ...
     def active(self) -> dict[str, Suspension]: ...
-    def history(self, system: str | None = None) -> list[AuditEntry]: ...
-    def record(self, entry: AuditEntry) -> None: ...
+
+    def history(self, system: str | None = None) -> list[AuditEntry]:
+        """The audit trail in time order (`ts`)."""
+        ...
+
+    def record(self, entry: AuditEntry, key: str | None = None) -> None:
+        """Append `entry`; with a `key`, only if no entry with that key was
+        (an outbox that wrote it and crashed before letting go of it)."""
+        ...
+
     def dnsbl_transition(self, address: str, zone: str, listed: bool, reason: str,
                          at: float) -> bool: ...
     def dnsbl_listings(self) -> list[dict[str, Any]]: ...
@@ -35,3 +62,19 @@ def open_store(config: Config) -> Store:
     from mailgw.state.embedded import EmbeddedStore
 
     return EmbeddedStore(config.gateway.state_file)
+
+
+
+def describe(config: Config) -> str:
+    """The store as the log and the CLI name it, a Redis password masked."""
+    if config.state.backend == "redis":
+        return f"Redis {_masked(config.state.redis_url)}"
+    return f"SQLite {config.gateway.state_file}"
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hostport}").geturl()

@@ -12,9 +12,15 @@ FOUR_CROSS = [{"name": "messages_10m", "kind": "ceiling", "metric": "messages",
 
 def send_as_mfa(port: int, n: int) -> tuple[int, str]:
     """(code, text) of the MAIL reply if it was refused, else of the DATA reply."""
-    with smtplib.SMTP("127.0.0.1", port) as c:
-        c.ehlo("mail.mfa.gov.kz")
-        code, text = c.mail("a@mfa.gov.kz")
+    return send(port, n, "a@mfa.gov.kz")
+
+
+def send(port: int, n: int, sender: str, source: str = "127.0.0.1") -> tuple[int, str]:
+    """As `send_as_mfa`, from `sender` connecting from the address `source`
+    (another 127.x address is another system's network)."""
+    with smtplib.SMTP("127.0.0.1", port, source_address=(source, 0)) as c:
+        c.ehlo("mail." + sender.partition("@")[2])
+        code, text = c.mail(sender)
         if code != 250:
             return code, text.decode()
         c.rcpt(f"u{n}@example.com")

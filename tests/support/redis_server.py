@@ -1,4 +1,6 @@
-"""A real redis-server on a free loopback port, nothing kept on disk."""
+"""A real redis-server on a free loopback port, nothing kept on disk: one
+started again on the same port comes back empty, as a Redis restarted
+without persistence (or a failover to an empty replica) does."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from tests.support.waiting import wait_until
 
 
 class RedisServer(Daemon):
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mailgw-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
