@@ -25,6 +25,7 @@ import tomli_w
 
 from mailgw import config as config_mod
 from mailgw import hashing
+from mailgw.clock import utc_time
 
 if TYPE_CHECKING:
     from mailgw.relay.queue_file import Meta
@@ -182,7 +183,7 @@ def _known(cfg: config_mod.Config, system: str) -> None:
 
 
 def _when(ts: float | None) -> str:
-    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + " UTC"
+    return utc_time(ts, seconds=True)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -386,8 +387,9 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
 def _change(action: str, config_path: Path, reason: str, operator: str,
             queue_ids: tuple[str, ...], system: str | None, as_json: bool) -> None:
     from mailgw.clock import SystemClock
-    from mailgw.events import EventLog
+    from mailgw.events import EventBus, EventLog
     from mailgw.relay import queue_admin
+    from mailgw.relay.spool import SpoolLock
 
     cfg = _load(config_path)
     if bool(queue_ids) == bool(system):
@@ -399,14 +401,18 @@ def _change(action: str, config_path: Path, reason: str, operator: str,
     request = {"action": action, "ids": list(queue_ids), "system": system,
                "operator": operator}
     spool = _spool(cfg)
-    lock = queue_admin.SpoolLock(cfg.gateway.spool_dir)
+    lock = SpoolLock(cfg.gateway.spool_dir)
     if lock.acquire():  # no gateway runs on this spool: do it here
         try:
             # alone, the CLI learns what is suspended from the store before
             # it changes anything: if it cannot, nothing is done
             suspended = _call(cfg, store.active)
-            log = EventLog(cfg.gateway.event_log, SystemClock())
-            result = queue_admin.carry_out(spool, request, suspended, log.emit, time.time())
+            result, told = queue_admin.carry_out(spool, request, suspended, time.time())
+            log = EventLog(cfg.gateway.event_log)
+            bus = EventBus(SystemClock())
+            bus.subscribe(log.write)
+            for event, owner, fields in told:
+                bus.emit(event, owner, **fields)
             log.close()
         finally:
             lock.release()

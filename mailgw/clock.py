@@ -16,14 +16,10 @@ class SystemClock:
         return time.time()
 
 
-class ManualClock:
-    """A clock that moves only when told to; for tests and replay."""
-
-    def __init__(self, start: float = 1_700_000_000.0):
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+def utc_time(ts: float | None, seconds: bool = False) -> str:
+    """A moment as people read it in replies, notices, pages and the CLI:
+    "2026-11-25 10:42 UTC" (with seconds if asked); "" for none."""
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC",
+                         time.gmtime(ts))

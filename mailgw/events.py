@@ -1,5 +1,13 @@
-"""The event log: one JSON object per line, the format of DESIGN.md.
+"""Events: what happened, told once by the stage where it happened, taken in
+by whoever keeps a record of it.
 
+Stages (ingress, delivery, the hold, suspensions, the DNSBL watch) `emit`
+to the bus; its subscribers are the event log, the metrics, the egress
+usage, the judge (which counts a system's traffic) and the audit of held
+mail. An event is a record, never a command: no stage learns from its emit
+what any subscriber does with it.
+
+The event log: one JSON object per line, the format of DESIGN.md.
 It is an audit and replay record, not the mail's durability: the spool is.
 Lines are buffered and flushed by the owner every `gateway.flush_interval`
 (0.5 s by default), so a kill -9 loses at most that much of the log; a write
@@ -15,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,34 +33,43 @@ from mailgw.outage import Outage
 log = logging.getLogger("mailgw.events")
 
 
+Event = Mapping[str, Any]  # {"ts", "system", "event", ...fields}: a line of the event log
+Subscriber = Callable[[Event], None]
+
+
 class EventSink(Protocol):
     def emit(self, event: str, system: str | None, **fields: Any) -> None: ...
 
 
-class Tee:
-    """Every event to each of several sinks (the log, the metrics)."""
+class EventBus:
+    """Each event, stamped with the clock, to every subscriber in the order
+    they subscribed (the event log first)."""
 
-    def __init__(self, *sinks: EventSink):
-        self.sinks = sinks
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
 
     def emit(self, event: str, system: str | None, **fields: Any) -> None:
-        for sink in self.sinks:
-            sink.emit(event, system, **fields)
+        record = {"ts": self.clock.now(), "system": system, "event": event, **fields}
+        for subscriber in self._subscribers:
+            subscriber(record)
 
 
 class EventLog:
-    def __init__(self, path: Path, clock: Clock, line_buffered: bool = False):
+    def __init__(self, path: Path, line_buffered: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._clock = clock
         self._line_buffered = line_buffered
         self._lines: list[str] = []
         self._torn = False  # the last write stopped inside a line
         self.outage = Outage(log, f"the event log {path}")
 
-    def emit(self, event: str, system: str | None, **fields: Any) -> None:
-        record = {"ts": round(self._clock.now(), 3), "system": system, "event": event}
-        record.update(fields)
+    def write(self, event: Event) -> None:
+        """A subscriber of the bus: the event as a line."""
+        record = {**event, "ts": round(event["ts"], 3)}
         self._lines.append(json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n")
         if self._line_buffered:
             self.flush()

@@ -11,37 +11,41 @@ import asyncio
 import logging
 import signal
 import ssl
-import time
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from aiohttp import web
 
 from mailgw import config as config_mod
 from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Rule
-from mailgw.blocklist_guard.dnsbl import Check, DnsblWatch, dnsbl_resolver
+from mailgw.anomaly.tally import Window
+from mailgw.blocklist_guard.dnsbl import DnsblWatch, dnsbl_resolver
 from mailgw.blocklist_guard.egress import Egress
-from mailgw.blocklist_guard.notices import Notifier
-from mailgw.blocklist_guard.suspensions import Guard
+from mailgw.blocklist_guard.hold import Hold
+from mailgw.blocklist_guard.notices import NoticeDispatcher, Notifier
+from mailgw.blocklist_guard.suspensions import Suspensions
 from mailgw.clock import Clock, SystemClock
 from mailgw.config import Config, TLSFiles
-from mailgw.events import EventLog, Tee
+from mailgw.events import EventBus, EventLog
 from mailgw.metrics import Metrics
 from mailgw.outage import Outage
-from mailgw.relay import dsn, queue_admin
+from mailgw.relay import queue_admin
 from mailgw.relay.courier import Courier
 from mailgw.relay.delivery import Delivery
 from mailgw.relay.destinations import Destinations
 from mailgw.relay.dkim import DkimSigner
+from mailgw.relay.dsn import Bouncer
 from mailgw.relay.ingress import Ingress
-from mailgw.relay.queue_admin import SpoolLock
+from mailgw.relay.outbox import Outbox
 from mailgw.relay.routing import Router
-from mailgw.relay.spool import STATES, Meta, Recipient, Spool
+from mailgw.relay.spool import STATES, Recovered, Spool, SpoolLock
+from mailgw.state.access import StoreAccess
 from mailgw.state.journal import Journal
-from mailgw.state.records import AuditEntry, Suspension
+from mailgw.state.records import AuditEntry
 from mailgw.state.redis_windows import RedisWindows
 from mailgw.state.store import describe, open_store
 from mailgw.status import StatusService
@@ -51,10 +55,7 @@ from mailgw.web.app import start as start_web
 from mailgw.web.auth import Tokens
 
 log = logging.getLogger("mailgw")
-
-
-async def loop_io(executor: ThreadPoolExecutor, fn, *args):  # type: ignore[no-untyped-def]
-    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+T = TypeVar("T")
 
 
 def _tls_context(files: TLSFiles | None) -> ssl.SSLContext | None:
@@ -69,9 +70,21 @@ class StartError(Exception):
     """The gateway cannot start as configured; the message says why."""
 
 
-def _collect(into: list[tuple[tuple[Any, ...], dict[str, Any]]], *args: Any,
-             **fields: Any) -> None:
-    into.append((args, fields))
+def _templates(cfg: Config) -> jinja2.Environment:
+    """The templates of DSNs, owner notices, alerts and the status page."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
+        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:
+            log.exception("periodic work failed")
 
 
 class Gateway:
@@ -81,157 +94,179 @@ class Gateway:
         self.servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, int]] = []
         self.windows: RedisWindows | None = None  # window counts shared with other instances
+        self.journal: Journal | None = None
         self._web: web.AppRunner | None = None
         self.http_addresses: list[tuple[str, int]] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         cfg, clock = self.config, self.clock
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mailgw-io")
-        self.spool_lock = SpoolLock(cfg.gateway.spool_dir)
+        run_io = self.run_io
+        recovered = self._open_spool()
+        self.events = EventBus(clock)
+        self.event_log = EventLog(cfg.gateway.event_log,
+                                  line_buffered=cfg.gateway.flush_interval == 0)
+        self.events.subscribe(self.event_log.write)
+        self.events.subscribe(self.metrics.count)
+        engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
+                        {s.id: s.anomaly for s in cfg.systems if s.anomaly})
+        self._open_state(engine.windows)
+        self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
+        self.events.subscribe(self.egress.count)
+        templates = _templates(cfg)
+        loop = asyncio.get_running_loop()
+        outbox = Outbox(self.spool, clock, submit=lambda meta, data: loop.call_soon_threadsafe(
+            self.delivery.submit, meta, data))
+        self.judge = Judge(engine, decide=lambda d: self.suspensions.decided(d),
+                           shared=self.windows)
+        self.hold = Hold(spool=self.spool, events=self.events, run_io=run_io,
+                         suspended=lambda system: self.suspensions.suspended(system) is not None,
+                         schedule=lambda queue_id, at: self.delivery.schedule(queue_id, at))
+        self.suspensions = Suspensions(
+            store=self.store_access, judge=self.judge, events=self.events, clock=clock,
+            run_io=run_io, held=self.hold.suspended, released=self.hold.lifted,
+            journal=self.journal, delay=self.metrics.suspension_delay.observe)
+        self.events.subscribe(self.judge.observe)
+        self.events.subscribe(self.suspensions.audit_held)
+        self.delivery = self._delivery(outbox, templates)
+        self._report(recovered)
+        await self.suspensions.start(await run_io(self.spool.systems_in, "hold"))
+        self.judge.restore_baselines(await self.store_access.quietly(
+            "read baselines", self.store.load_baselines) or {})
+        self.delivery.load(recovered.waiting)
+        self.directory = SystemDirectory(cfg.systems)
+        self.tokens = Tokens(cfg.http.operator_tokens, cfg.systems)
+        notifier = Notifier(
+            templates=templates, outbox=outbox, hostname=cfg.gateway.hostname,
+            sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
+            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url)
+        notices = NoticeDispatcher(notifier=notifier, store=self.store_access,
+                                   directory=self.directory, held=self._held, run_io=run_io)
+        await self._listen()
+        await self._serve_http(templates)
+        self._run(self.delivery.run(), self._flush_logs(), self.suspensions.run(),
+                  _every(1.0, notices.send_due),
+                  _every(300.0, self._save_baselines),
+                  queue_admin.serve_requests(
+                      spool=self.spool, suspended=lambda: self.suspensions.in_force(),
+                      events=self.events, schedule=self.delivery.schedule, run_io=run_io,
+                      clock=clock))
+        if self.egress.addresses and cfg.dnsbl.zones:
+            await self._watch_dnsbl(notifier)
+        log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
+                 ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems),
+                 len(recovered.waiting))
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the I/O thread pool: the one executor of the gateway."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _run(self, *work: Coroutine[Any, Any, None]) -> None:
+        self._tasks.extend(asyncio.create_task(w) for w in work)
+
+    def _open_spool(self) -> Recovered:
+        cfg = self.config
         cfg.gateway.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_lock = SpoolLock(cfg.gateway.spool_dir)
         if not self.spool_lock.acquire():
             raise StartError(f"another gateway runs on the spool {cfg.gateway.spool_dir}")
         self.metrics = Metrics(
             queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
-            suspended=lambda: len(self.guard.active()),
+            suspended=lambda: len(self.suspensions.in_force()),
             listings=lambda: self.store.dnsbl_listings())
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes,
                            disk=Outage(log, "the spool's disk", self.metrics.spool_error,
                                        quiet=10.0))
-        recovered = self.spool.recover()
-        self.event_log = EventLog(cfg.gateway.event_log, clock,
-                                  line_buffered=cfg.gateway.flush_interval == 0)
-        self.store = open_store(cfg)
-        templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
-            autoescape=lambda name: bool(name and name.endswith(".html.j2")),
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-        )
+        return self.spool.recover()
 
-        def make_bounce(
-            meta: Meta, data: bytes, failed: list[Recipient], reason: str
-        ) -> bytes | None:
-            if not dsn.should_notify(meta):
-                return None
-            return dsn.build_dsn(meta, data, failed, reporting_mta=cfg.gateway.hostname,
-                                 now=clock.now(), templates=templates, reason=reason)
-
-        courier = Courier(
-            helo_name=cfg.delivery.helo_name or cfg.gateway.hostname,
-            connect_timeout=cfg.delivery.connect_timeout,
-            command_timeout=cfg.delivery.command_timeout, tls_ca_file=cfg.delivery.tls_ca_file,
-        )
-        loop = asyncio.get_running_loop()
-        self.directory = directory = SystemDirectory(cfg.systems)
-        self.tokens = Tokens(cfg.http.operator_tokens, cfg.systems)
-        notifier = Notifier(
-            templates=templates, spool=self.spool, hostname=cfg.gateway.hostname,
-            sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
-            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url,
-            submit=lambda meta, data: loop.call_soon_threadsafe(self.delivery.submit, meta, data),
-        )
-
-        def held(system: str) -> int:
-            """Blocking: a system's mail waiting at the gateway (a suspended
-            system's queued mail is held when its turn comes)."""
-            return sum(len(self.spool.ids_of(s, system)) for s in ("queue", "hold"))
-
-        def notify(kind: str, record: Suspension) -> None:
-            system = directory.get(record.system)
-            if system is not None:
-                notifier.send(kind, system, record, held(system.id))
-
-        self.engine = engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
-                                      {s.id: s.anomaly for s in cfg.systems if s.anomaly})
-        self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
-        # the embedded store is itself local and durable; Redis may be away
-        # or come back empty, and the journal covers that
-        self.journal: Journal | None = None
-        if cfg.state.backend == "redis":
-            self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
-                                        engine.windows, on_error=self.metrics.backend_error)
-            self.journal = Journal(cfg.gateway.spool_dir)
-        # every stage's events pass through the guard, which judges them
-        self.guard = Guard(
-            engine=engine, store=self.store, events=Tee(self.event_log, self.metrics, self.egress),
-            clock=clock, executor=self.executor, on_lifted=self._lifted, notify=notify,
-            shared=self.windows, metrics=self.metrics, journal=self.journal,
-            store_name=describe(cfg),
-        )
-        self.events = self.guard
-        self.delivery = Delivery(
-            config=cfg.delivery, spool=self.spool, router=Router(cfg.delivery),
-            destinations=Destinations(
-                courier, total=cfg.delivery.max_connections,
-                per_destination=cfg.delivery.max_connections_per_destination,
-                messages_per_link=cfg.delivery.max_messages_per_connection,
-                sources=self.egress.usable, pick_source=self.egress.pick,
-            ),
-            events=self.events, clock=clock, executor=self.executor, make_bounce=make_bounce,
-            held=lambda meta: meta.origin == "system" and meta.system is not None
-            and self.guard.suspended(meta.system) is not None,
-        )
+    def _report(self, recovered: Recovered) -> None:
         for aside in recovered.set_aside:
             log.error("%s: set aside in corrupt/: %s; `mailgw queue release %s` tries it again",
                       aside.id, aside.why, aside.id)
             self.events.emit("set_aside", aside.meta.system if aside.meta else None,
                              queue_id=aside.id, reason=aside.why)
-        self.delivery.load(recovered.waiting)
-        # mail held for a suspension lifted while the gateway was down goes out
-        self.guard.held_at_start(await loop_io(self.executor, self.spool.systems_in, "hold"))
+
+    def _open_state(self, windows: list[Window]) -> None:
+        cfg = self.config
+        self.store = open_store(cfg)
+        self.store_access = StoreAccess(
+            self.store, self.executor, name=describe(cfg), count=self.metrics.backend_error,
+            consequence="suspensions hold from what this gateway knows"
+            + ("; audit entries wait in its journal" if cfg.state.backend == "redis" else ""))
+        if cfg.state.backend == "redis":
+            # Redis may be away or come back empty: the journal covers that;
+            # the embedded store is itself local and durable
+            self.journal = Journal(cfg.gateway.spool_dir)
+            self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
+                                        windows, on_error=self.metrics.backend_error)
+
+    def _delivery(self, outbox: Outbox, templates: jinja2.Environment) -> Delivery:
+        cfg = self.config.delivery
+        courier = Courier(helo_name=cfg.helo_name or self.config.gateway.hostname,
+                          connect_timeout=cfg.connect_timeout,
+                          command_timeout=cfg.command_timeout, tls_ca_file=cfg.tls_ca_file)
+        return Delivery(
+            config=cfg, spool=self.spool, router=Router(cfg), events=self.events,
+            destinations=Destinations(
+                courier, total=cfg.max_connections,
+                per_destination=cfg.max_connections_per_destination,
+                messages_per_link=cfg.max_messages_per_connection,
+                sources=self.egress.usable, pick_source=self.egress.pick),
+            clock=self.clock, executor=self.executor, outbox=outbox, held=self.hold.applies,
+            make_bounce=Bouncer(templates=templates, reporting_mta=self.config.gateway.hostname,
+                                clock=self.clock))
+
+    async def _listen(self) -> None:
+        cfg = self.config
         self.ingress = Ingress(
-            hostname=cfg.gateway.hostname, limits=cfg.limits,
-            directory=directory, spool=self.spool, executor=self.executor,
-            events=self.events, clock=clock, on_queued=self.delivery.submit,
-            signer=DkimSigner(cfg.dkim) if cfg.dkim else None,
-            tls_context=_tls_context(cfg.gateway.tls),
-            suspended=self.guard.suspended, decided=self.guard.decided,
-            status_url=cfg.gateway.status_url,
-        )
+            hostname=cfg.gateway.hostname, limits=cfg.limits, directory=self.directory,
+            spool=self.spool, executor=self.executor, events=self.events, clock=self.clock,
+            on_queued=self.delivery.submit, signer=DkimSigner(cfg.dkim) if cfg.dkim else None,
+            tls_context=_tls_context(cfg.gateway.tls), suspended=self.suspensions.suspended,
+            decided=self.judge.settled, status_url=cfg.gateway.status_url)
+        loop = asyncio.get_running_loop()
         for listen in cfg.gateway.listen:
             server = await loop.create_server(self.ingress.protocol, listen.host, listen.port,
                                               reuse_address=True, backlog=1024,
                                               reuse_port=cfg.gateway.reuse_port)
             self.servers.append(server)
-            for sock in server.sockets:
-                self.addresses.append(sock.getsockname()[:2])
-        if cfg.http.listen:
-            web_app = WebApp(
-                status=StatusService(directory=directory, engine=engine, guard=self.guard,
-                                     shared=self.windows, held=held, clock=clock,
-                                     executor=self.executor,
-                                     listings=self.store.dnsbl_listings),
-                directory=directory, tokens=self.tokens,
-                metrics=self.metrics, healthy=self._health, templates=templates,
-                secure_cookie=cfg.http.secure_cookie)
-            self._web, self.http_addresses = await start_web(
-                web_app, [(a.host, a.port) for a in cfg.http.listen],
-                _tls_context(cfg.http.tls))
-        self._watch: asyncio.Task[None] | None = None
-        if self.egress.addresses and cfg.dnsbl.zones:
-            def alert(check: Check, top: list[tuple[str, int]], everywhere: bool) -> None:
-                notifier.alert("dnsbl_listed", {
-                    "address": check.address, "zone": check.zone, "reason": check.reason,
-                    "since": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock.now())),
-                    "top": top, "everywhere": everywhere, "usable": self.egress.usable()})
+            self.addresses.extend(sock.getsockname()[:2] for sock in server.sockets)
 
-            self.dnsbl = DnsblWatch(
-                addresses=self.egress.addresses, zones=cfg.dnsbl.zones,
-                resolver=dnsbl_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout),
-                store=self.store, egress=self.egress, events=self.events, clock=clock,
-                run_io=partial(loop_io, self.executor), alert=alert)
-            try:
-                await self.dnsbl.load()
-            except Exception as e:
-                log.error("cannot read the DNSBL listings from the state store: %s", e)
-            self._watch = asyncio.create_task(self.dnsbl.run(cfg.dnsbl.interval))
-        self._delivery_task = asyncio.create_task(self.delivery.run())
-        self._flusher = asyncio.create_task(self._flush_logs())
-        self._refresher = asyncio.create_task(self.guard.run())
-        self._controller = asyncio.create_task(self._take_queue_requests())
-        log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
-                 ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems),
-                 len(recovered.waiting))
+    async def _serve_http(self, templates: jinja2.Environment) -> None:
+        cfg = self.config
+        if not cfg.http.listen:
+            return
+        status = StatusService(directory=self.directory, judge=self.judge,
+                               suspended=self.suspensions.suspended, held=self._held,
+                               clock=self.clock, listings=self._listings)
+        web_app = WebApp(status=status, directory=self.directory, tokens=self.tokens,
+                         metrics=self.metrics, healthy=self._health, templates=templates,
+                         secure_cookie=cfg.http.secure_cookie, run_io=self.run_io)
+        self._web, self.http_addresses = await start_web(
+            web_app, [(a.host, a.port) for a in cfg.http.listen], _tls_context(cfg.http.tls))
+
+    async def _watch_dnsbl(self, notifier: Notifier) -> None:
+        cfg = self.config.dnsbl
+        self.dnsbl = DnsblWatch(
+            addresses=self.egress.addresses, zones=cfg.zones,
+            resolver=dnsbl_resolver(cfg.resolver_addresses(), cfg.timeout),
+            store=self.store_access, egress=self.egress, events=self.events, clock=self.clock,
+            notifier=notifier, run_io=self.run_io)
+        await self.dnsbl.load()
+        self._run(self.dnsbl.run(cfg.interval))
+
+    async def _held(self, system: str) -> int:
+        return await self.run_io(self.hold.count, system)
+
+    async def _listings(self) -> list[dict[str, Any]]:
+        """The DNSBL states as the store has them; none while it is away."""
+        return await self.store_access.quietly(
+            "read DNSBL listings", self.store.dnsbl_listings) or []
+
+    async def _save_baselines(self) -> None:
+        await self.store_access.quietly("save baselines", self.store.save_baselines,
+                                        self.judge.baselines())
 
     async def reload(self) -> None:
         """SIGHUP: read the config file again and take in what can change
@@ -244,7 +279,7 @@ class Gateway:
             log.error("config not reloaded: it was not read from a file")
             return
         try:
-            new = await loop_io(self.executor, config_mod.load, old.source)
+            new = await self.run_io(config_mod.load, old.source)
         except config_mod.ConfigError as e:
             log.error("config not reloaded: %s", e)
             return
@@ -252,11 +287,14 @@ class Gateway:
         after = {s.id: s for s in new.systems}
         self.directory.load(new.systems)
         self.tokens.load(new.http.operator_tokens, new.systems)
-        self.engine.overrides = {s.id: s.anomaly for s in new.systems if s.anomaly}
-        restart = [name for name in ("gateway", "limits", "delivery", "dkim", "anomaly",
-                                     "state", "http")
-                   if getattr(new, name) != getattr(old, name)]
-        self.config = old.model_copy(update={"systems": new.systems})
+        self.judge.set_overrides({s.id: s.anomaly for s in new.systems if s.anomaly})
+        # operator tokens are taken in at once; the rest of [http] at a restart
+        http = old.http.model_copy(update={"operator_tokens": new.http.operator_tokens})
+        restart = [name for name, was in (("gateway", old.gateway), ("limits", old.limits),
+                                          ("delivery", old.delivery), ("dkim", old.dkim),
+                                          ("anomaly", old.anomaly), ("state", old.state),
+                                          ("http", http)) if getattr(new, name) != was]
+        self.config = old.model_copy(update={"systems": new.systems, "http": http})
         details = {"added": sorted(after.keys() - before.keys()),
                    "removed": sorted(before.keys() - after.keys()),
                    "changed": sorted(i for i in before.keys() & after.keys()
@@ -267,8 +305,8 @@ class Gateway:
         if restart:
             log.warning("config sections changed that take effect at restart: %s",
                         ", ".join(restart))
-        self.guard.audit(AuditEntry(self.clock.now(), None, "config_reloaded", "SIGHUP",
-                                    str(old.source), details))
+        self.suspensions.audit(AuditEntry(self.clock.now(), None, "config_reloaded", "SIGHUP",
+                                          str(old.source), details))
 
     def _health(self) -> dict[str, object]:
         """Blocking. Not ok (503) when mail is not accepted: the spool's disk
@@ -284,31 +322,6 @@ class Gateway:
                 "state_store": state,
                 "window_counts": "in process" if self.windows is None else
                 "in process (Redis unreachable)" if self.windows.degraded else "Redis"}
-
-    async def _take_queue_requests(self, every: float = 0.2) -> None:
-        """Carry out `mailgw queue release/purge` handed over by the CLI."""
-        root = self.config.gateway.spool_dir
-        while True:
-            await asyncio.sleep(every)
-            try:
-                for path, request in await loop_io(self.executor, queue_admin.take_requests,
-                                                   root):
-                    events: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-                    result = await loop_io(
-                        self.executor, queue_admin.carry_out, self.spool, request,
-                        set(self.guard.active()), partial(_collect, events), self.clock.now())
-                    for args, fields in events:  # on the loop: the guard is not threadsafe
-                        self.events.emit(*args, **fields)
-                    if request["action"] == "release":
-                        for message in result["done"]:
-                            self.delivery.schedule(message["id"], 0.0)
-                    await loop_io(self.executor, queue_admin.answer, path, result)
-            except Exception:
-                log.exception("cannot carry out a queue request")
-
-    def _lifted(self, system: str, purge: bool) -> None:
-        """Release a lifted system's held mail, or purge it if so asked."""
-        self.delivery.release(system, purge=purge)
 
     async def _flush_logs(self) -> None:
         """Logs and events are written buffered; push them out regularly."""
@@ -326,23 +339,14 @@ class Gateway:
             await self._web.cleanup()
         await self.ingress.drain(drain_timeout)
         await self.delivery.stop(timeout=10.0)
-        self._delivery_task.cancel()
-        self._flusher.cancel()
-        self._refresher.cancel()
-        self._controller.cancel()
-        tasks = [self._delivery_task, self._flusher, self._refresher, self._controller]
-        if self._watch is not None:
-            self._watch.cancel()
-            tasks.append(self._watch)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.guard.settle()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.suspensions.settle()
         for server in self.servers:
             await server.wait_closed()
+        await self._save_baselines()
         self.executor.shutdown(wait=True)
-        try:
-            self.guard.save_baselines()
-        except Exception as e:  # the state store is away: they are learned again
-            log.error("cannot save the learned baselines: %s", e)
         self.event_log.close()
         self.store.close()
         if self.journal is not None:

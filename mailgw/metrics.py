@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mailgw.events import Event
+
 
 class _Scraped(Collector):
     def __init__(self, queue: Callable[[], Mapping[str, int]], suspended: Callable[[], int],
@@ -61,16 +63,18 @@ class Metrics:
                                     "(a full or failing disk); each is tried again", registry=r)
         r.register(_Scraped(queue, suspended, listings))
 
-    def emit(self, event: str, system: str | None, **fields: Any) -> None:
-        if event == "accepted":
-            self.accepted.labels(fields.get("origin", "system")).inc()
-        elif event == "rejected":
-            self.rejected.labels(str(fields.get("reason", "other"))).inc()
-        elif event in ("delivered", "bounced", "deferred"):
-            self.outcomes.labels(event).inc()
-        elif event in ("suspended", "lifted", "held", "released", "purged", "set_aside",
+    def count(self, event: Event) -> None:
+        """A subscriber of the event bus."""
+        kind = event["event"]
+        if kind == "accepted":
+            self.accepted.labels(event.get("origin", "system")).inc()
+        elif kind == "rejected":
+            self.rejected.labels(str(event.get("reason", "other"))).inc()
+        elif kind in ("delivered", "bounced", "deferred"):
+            self.outcomes.labels(kind).inc()
+        elif kind in ("suspended", "lifted", "held", "released", "purged", "set_aside",
                        "dnsbl_listed", "dnsbl_delisted"):
-            self.events.labels(event).inc()
+            self.events.labels(kind).inc()
 
     def spool_error(self) -> None:
         self.spool_errors.inc()

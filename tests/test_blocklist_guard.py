@@ -103,9 +103,9 @@ def test_blocklist_refusals_suspend_the_system_that_draws_them(make_config, dest
     with GatewayThread(cfg) as gw:
         for n in range(3):
             assert send_as_mfa(gw.port, n)[0] == 250
-        wait_until(lambda: gw.gateway.guard.suspended("mfa"), timeout=10,
+        wait_until(lambda: gw.gateway.suspensions.suspended("mfa"), timeout=10,
                    what="the suspension")
-        assert gw.gateway.guard.suspended("mfa").rule == "blocklist_rate_1h"
+        assert gw.gateway.suspensions.suspended("mfa").rule == "blocklist_rate_1h"
         assert send_as_mfa(gw.port, 9)[0] == 450
 
 

@@ -198,7 +198,7 @@ def test_a_mail_admin_reads_the_suspension_and_the_counts(gw):
 def test_metrics_count_what_happened(gw):
     for n in range(4):
         send_as_mfa(gw.port, n)
-    wait_until(lambda: "mfa" in gw.gateway.guard.active())
+    wait_until(lambda: "mfa" in gw.gateway.suspensions.in_force())
     _, text = get(gw.http + "/metrics")
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines()
                  if line and not line.startswith("#"))

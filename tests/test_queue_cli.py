@@ -65,6 +65,8 @@ def test_a_suspended_systems_mail_stays_held_and_is_purged_with_the_gateway_stop
         assert [send_as_mfa(port, n)[0] for n in range(4)] == [250] * 4
         wait_until(lambda: sum(m["state"] == "held" for m in queued(config).values()) == 4,
                    timeout=15, what="held")
+        wait_until(lambda: any(m["origin"] == "notice" for m in queued(config).values()),
+                   timeout=15, what="the owner notice, deferred like the rest")
         second = ServeProcess(config, free_port())
         with pytest.raises(AssertionError, match="cannot start: another gateway runs on the "
                            "spool"):

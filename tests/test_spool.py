@@ -120,7 +120,7 @@ def test_a_deferral_appends_its_update_and_leaves_the_message_bytes_alone(tmp_pa
     claimed.attempts, claimed.next_try = 1, 99.0
     claimed.recipients[1].state, claimed.recipients[1].code = "delivered", 250
     claimed.recipients[0].code, claimed.recipients[0].response = 451, "451 4.7.1 try later"
-    spool.requeue(claimed)
+    spool.defer(claimed)
     assert spool.ids("active") == [] and spool.load("queue", m.id) == (claimed, body)
     assert spool.read("queue", m.id) == claimed
     assert os.path.getsize(tmp_path / "queue" / f"{m.id}.msg") - size < 200  # a record, not a copy
@@ -132,17 +132,17 @@ def test_an_update_record_cut_short_by_a_crash_is_skipped(tmp_path):
     spool.put(m, b"body\r\n")
     claimed, _ = spool.claim(m.id)
     claimed.attempts = 1
-    spool.requeue(claimed)
+    spool.defer(claimed)
     path = tmp_path / "queue" / f"{m.id}.msg"
     whole = path.read_bytes()
     claimed, _ = spool.claim(m.id)
     claimed.attempts = 2
-    spool.requeue(claimed)
+    spool.defer(claimed)
     path.write_bytes(path.read_bytes()[:-5])  # the second record torn
     assert spool.load("queue", m.id)[0].attempts == 1
     claimed, _ = spool.claim(m.id)
     claimed.attempts = 3  # a later record after the torn one still counts
-    spool.requeue(claimed)
+    spool.defer(claimed)
     assert spool.load("queue", m.id) == (claimed, b"body\r\n")
     assert len(path.read_bytes()) > len(whole)
 
@@ -155,7 +155,7 @@ def test_a_file_of_the_earlier_one_file_layout_reads_whole(tmp_path):
     assert spool.load("queue", m.id) == (m, b"body\r\n")
     claimed, data = spool.claim(m.id)
     claimed.attempts = 1
-    spool.requeue(claimed, data)
+    spool.defer(claimed, data)
     assert spool.load("queue", m.id) == (claimed, b"body\r\n")
 
 
@@ -168,7 +168,7 @@ def test_piled_up_updates_are_compacted_into_a_fresh_file(tmp_path, monkeypatch)
         claimed, data = spool.claim(m.id)
         claimed.attempts = n
         claimed.recipients[0].response = f"451 try again in {n} minutes"
-        spool.requeue(claimed, data)
+        spool.defer(claimed, data)
     assert spool.load("queue", m.id) == (claimed, b"body\r\n")
     assert os.path.getsize(tmp_path / "queue" / f"{m.id}.msg") < 2000 + 200
 
@@ -182,7 +182,7 @@ def test_a_copy_left_in_two_states_by_an_earlier_version_keeps_the_newer_one(tmp
     claimed, _ = spool.claim(m.id)
     older = (tmp_path / "active" / f"{m.id}.msg").read_bytes()
     claimed.attempts = 1
-    spool.requeue(claimed)
+    spool.defer(claimed)
     spool.claim(m.id)
     spool.hold(m.id)
     (tmp_path / "active" / f"{m.id}.msg").write_bytes(older)
@@ -218,8 +218,9 @@ def test_a_batch_stores_what_it_can_and_names_what_it_cannot(tmp_path):
     assert isinstance(errors[1], SpoolError) and "no/such/dir" in str(errors[1])
     assert spool.ids("queue") == sorted([good.id, also_good.id])
     assert list((tmp_path / "tmp").iterdir()) == []
-    assert spool.remove_many([good.id, "gone-already"], "queue") == [None, None]
-    assert spool.ids("queue") == [also_good.id]
+    spool.claim(good.id)
+    assert spool.ack_many([good.id, "gone-already"]) == [None, None]
+    assert spool.ids("queue") == [also_good.id] and spool.ids("active") == []
 
 
 def test_a_message_whose_metadata_cannot_be_written_fails_alone_in_its_batch(tmp_path):

@@ -26,7 +26,7 @@ def test_status_page_shows_the_suspension_and_the_chart(make_config, dest):
     with GatewayThread(cfg) as gw:
         for n in range(4):
             assert send_as_mfa(gw.port, n)[0] == 250
-        wait_until(lambda: gw.gateway.guard.suspended("mfa"), what="the suspension")
+        wait_until(lambda: gw.gateway.suspensions.suspended("mfa"), what="the suspension")
 
         async def look(browser):  # type: ignore[no-untyped-def]
             await browser.open(gw.http + "/systems/mfa")  # not signed in: the form

@@ -5,14 +5,14 @@ same code and reach the same decisions.
 An event becomes a Tally (what it adds to which windows, which windows the
 rules then read); a windows backend applies it and answers with Counts; the
 rules are judged on those. `observe` does all three with the in-process
-backend; the Guard may instead send the tally to a shared backend and call
-`judge` when the counts come back.
+backend (`mailgw replay`); the judge (judge.py) may instead send the tally
+to a shared backend and call `judge` when the counts come back.
 
 It counts only a system's own traffic: events about the gateway's own mail
 (DSNs, notices: `origin` other than "system") and the gateway's refusals of
 a suspended system (reason "suspended") are not the system's activity.
-A system is suspended at most once until a `lifted` event for it, which also
-clears its windows.
+A system is suspended at most once until it is lifted (`lift`), which also
+clears its windows. `tally` changes no state.
 """
 
 from __future__ import annotations
@@ -102,25 +102,26 @@ class Engine:
                 if metric in self._spiked:
                     self.learned.setdefault(system, {})[metric] = Baseline.restore(snapshot)
 
+    def suspend(self, system: str) -> None:
+        """Suspended (by a decision elsewhere, or an operator): no decision on
+        it until it is lifted."""
+        self.suspended.add(system)
+
+    def lift(self, system: str) -> None:
+        """An operator judged the cause gone: counting starts afresh, or the
+        traffic that led to the suspension would bring it straight back; what
+        was learned of the system's usual traffic is kept."""
+        self.suspended.discard(system)
+        self.local.reset(system)
+
     def tally(self, event: Mapping[str, Any]) -> Tally | None:
         """What `event` adds to its system's windows, or None if it is not
-        the system's traffic. Suspensions and lifts change the engine's own
-        state here."""
+        the system's traffic."""
         system = event.get("system")
         kind = event.get("event")
         if system is None or event.get("origin", "system") != "system":
             return None
         ts = float(event["ts"])
-        if kind == "lifted":
-            # an operator judged the cause gone: counting starts afresh, or the
-            # traffic that led to the suspension would bring it straight back;
-            # what was learned of the system's usual traffic is kept
-            self.suspended.discard(system)
-            self.local.reset(system)
-            return None
-        if kind == "suspended":
-            self.suspended.add(system)
-            return None
         if kind == "accepted":
             recipients = event.get("recipients") or []
             amounts = {"messages": 1.0, "recipients": float(len(recipients)),
@@ -181,6 +182,11 @@ class Engine:
         return []
 
     def observe(self, event: Mapping[str, Any]) -> list[Decision]:
-        """Tally, count in process, judge: `mailgw replay` and the embedded gateway."""
+        """Tally, count in process, judge: `mailgw replay`, where the recorded
+        suspensions and lifts of the log take effect as they come."""
+        kind, system = event.get("event"), event.get("system")
+        if system is not None and kind in ("suspended", "lifted"):
+            (self.suspend if kind == "suspended" else self.lift)(system)
+            return []
         tally = self.tally(event)
         return self.judge(tally, self.local.count(tally)) if tally is not None else []

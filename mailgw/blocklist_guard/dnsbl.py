@@ -23,10 +23,11 @@ import dns.exception
 import dns.resolver
 
 from mailgw.blocklist_guard.egress import Egress
-from mailgw.clock import Clock
+from mailgw.blocklist_guard.notices import Notifier
+from mailgw.clock import Clock, utc_time
 from mailgw.events import EventSink
 from mailgw.resolvers import make_resolver
-from mailgw.state.store import Store
+from mailgw.state.access import StoreAccess, Unavailable
 
 log = logging.getLogger("mailgw.dnsbl")
 
@@ -84,18 +85,21 @@ async def check_every(resolver: dns.asyncresolver.Resolver, addresses: list[str]
 
 class DnsblWatch:
     def __init__(self, *, addresses: list[str], zones: list[str],
-                 resolver: dns.asyncresolver.Resolver, store: Store, egress: Egress,
-                 events: EventSink, clock: Clock, run_io: Callable[..., Awaitable[Any]],
-                 alert: Callable[[Check, list[tuple[str, int]], bool], None]):
-        """`run_io(fn, *args)`: `fn` off the event loop; `alert(check,
-        top_senders, all_listed)`: tell the operators (blocking)."""
+                 resolver: dns.asyncresolver.Resolver, store: StoreAccess, egress: Egress,
+                 events: EventSink, clock: Clock, notifier: Notifier,
+                 run_io: Callable[..., Awaitable[Any]]):
+        """`run_io(fn, *args)`: `fn` off the event loop; `notifier`: the
+        operators' alert on a listing."""
         self.addresses, self.zones, self.resolver = addresses, zones, resolver
         self.store, self.egress, self.events, self.clock = store, egress, events, clock
-        self.run_io, self.alert = run_io, alert
+        self.notifier, self.run_io = notifier, run_io
 
     async def load(self) -> None:
         """What the store knows of listings: the egress avoids them from the start."""
-        listings = await self.run_io(self.store.dnsbl_listings)
+        try:
+            listings = await self.store("read DNSBL listings", self.store.store.dnsbl_listings)
+        except Unavailable:
+            return
         self.egress.listed = {entry["address"] for entry in listings if entry["listed"]}
 
     async def check_all(self) -> list[Check]:
@@ -109,8 +113,9 @@ class DnsblWatch:
         self.egress.listed = listed | (self.egress.listed & unknown)
         now = self.clock.now()
         for c in checks:
-            if c.listed is not None and await self.run_io(
-                    self.store.dnsbl_transition, c.address, c.zone, c.listed, c.reason, now):
+            if c.listed is not None and await self.store(
+                    "record a DNSBL transition", self.store.store.dnsbl_transition, c.address,
+                    c.zone, c.listed, c.reason, now):
                 await self._changed(c)
         return checks
 
@@ -125,12 +130,17 @@ class DnsblWatch:
         log.error("%s is listed on %s: %s%s", c.address, c.zone, c.reason,
                   "; every egress address is listed, delivery goes on from all of them"
                   if everywhere else "; delivery leaves it out")
-        await self.run_io(self.alert, c, self.egress.top_senders(c.address), everywhere)
+        await self.run_io(self.notifier.alert, "dnsbl_listed", {
+            "address": c.address, "zone": c.zone, "reason": c.reason,
+            "since": utc_time(self.clock.now()), "top": self.egress.top_senders(c.address),
+            "everywhere": everywhere, "usable": self.egress.usable()})
 
     async def run(self, interval: float) -> None:
         while True:
             try:
                 await self.check_all()
+            except Unavailable:
+                pass  # the state store is away: told once; the listings next time
             except Exception:
                 log.exception("DNSBL check failed")
             await asyncio.sleep(interval)

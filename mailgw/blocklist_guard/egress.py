@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from typing import Any
 
 from mailgw.clock import Clock
+from mailgw.events import Event
 
 USAGE_HOURS = 24  # how far back the usage of an address is kept
 
@@ -32,12 +32,13 @@ class Egress:
         usable = self.usable()
         return usable[next(self._turn) % len(usable)] if usable else None
 
-    def emit(self, event: str, system: str | None, **fields: Any) -> None:
-        """An EventSink: delivery outcomes name the address they went out from."""
-        source = fields.get("source")
-        if source is None or system is None or fields.get("origin", "system") != "system":
+    def count(self, event: Event) -> None:
+        """A subscriber of the event bus: delivery outcomes name the address
+        they went out from."""
+        source, system = event.get("source"), event["system"]
+        if source is None or system is None or event.get("origin", "system") != "system":
             return
-        hour = int(self.clock.now() // 3600)
+        hour = int(event["ts"] // 3600)
         by_address = self._usage.get(hour)
         if by_address is None:  # a new hour: the oldest leave
             for old in [h for h in self._usage if h <= hour - USAGE_HOURS]:

@@ -1,17 +1,19 @@
 """Owner notices: a suspension and its lift told to the system's owners
 (operators in Cc), in Kazakh, Russian and English, plain text and HTML, from
-the Jinja2 templates in templates/.
+the Jinja2 templates in templates/; and alerts to the operators.
 
-A notice is spooled like any accepted message (origin "notice"), so it
-survives a crash and is retried, and it is never counted as the system's
-traffic nor held with the system's mail. Exactly once per suspension: the
-sender is whoever wins the store's claim for that notice.
+A notice goes out through the outbox (relay/outbox.py, origin "notice"), so
+it survives a crash and is retried, and it is never counted as the system's
+traffic nor held with the system's mail. Exactly once per suspension and
+kind: the dispatcher sends a notice only after winning the store's claim
+for it, and gives the claim back if it cannot be spooled, for a later try.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -20,9 +22,15 @@ from typing import Any
 
 import jinja2
 
+from mailgw.clock import utc_time
 from mailgw.config import System
-from mailgw.relay.spool import Meta, Recipient, Spool, new_queue_id
+from mailgw.outage import Outage
+from mailgw.relay.outbox import Outbox
+from mailgw.state.access import StoreAccess, Unavailable
 from mailgw.state.records import Suspension
+from mailgw.systems import SystemDirectory
+
+log = logging.getLogger("mailgw.notices")
 
 _WHY = {
     "kk": "{rule} ережесі: {window} ішінде {observed} (шегі {threshold})",
@@ -31,10 +39,6 @@ _WHY = {
 }
 _MANUAL = {"kk": "оператор шешімі: {reason}", "ru": "решение оператора: {reason}",
            "en": "operator decision: {reason}"}
-
-
-def _utc(ts: float | None) -> str:
-    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def _window(seconds: float | None) -> str:
@@ -57,12 +61,10 @@ def explain(record: Suspension) -> dict[str, str]:
 
 
 class Notifier:
-    def __init__(self, *, templates: jinja2.Environment, spool: Spool, hostname: str,
-                 sender: str, operators: list[str], status_url: str,
-                 submit: Callable[[Meta, bytes], object]):
-        self.templates, self.spool, self.hostname = templates, spool, hostname
+    def __init__(self, *, templates: jinja2.Environment, outbox: Outbox, hostname: str,
+                 sender: str, operators: list[str], status_url: str):
+        self.templates, self.outbox, self.hostname = templates, outbox, hostname
         self.sender, self.operators, self.status_url = sender, operators, status_url
-        self.submit = submit
 
     def _render(self, kind: str, context: dict[str, Any]) -> tuple[str, str, str]:
         def render(part: str) -> str:
@@ -72,7 +74,7 @@ class Notifier:
 
     def _context(self, system: System, record: Suspension) -> dict[str, Any]:
         return {
-            "system": system, "since": _utc(record.since), "rule": record.rule,
+            "system": system, "since": utc_time(record.since), "rule": record.rule,
             "observed": record.observed, "threshold": record.threshold,
             "window": _window(record.window),
             **{f"why_{lang}": text for lang, text in explain(record).items()},
@@ -85,7 +87,7 @@ class Notifier:
               now: float | None = None) -> bytes:
         """The notice as bytes (CRLF), `kind` "suspended" or "lifted"."""
         context = self._context(system, record) | {
-            "held": held, "lifted_at": _utc(record.lifted_at),
+            "held": held, "lifted_at": utc_time(record.lifted_at),
             "lifted_by": record.lifted_by or "", "reason": record.lift_reason or record.reason
             or ""}
         subject, text, html = self._render(kind, context)
@@ -115,17 +117,53 @@ class Notifier:
         msg["Message-ID"] = make_msgid(domain=self.hostname)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(render(f"alert_{kind}.txt.j2").render(**context))
-        self._spool(None, self.operators or [self.sender], msg.as_bytes())
-
-    def _spool(self, system: str | None, recipients: list[str], data: bytes) -> None:
-        meta = Meta(id=new_queue_id(), system=system, sender=self.sender,
-                    recipients=[Recipient(a) for a in recipients],
-                    size=len(data), received_at=time.time(), origin="notice")
-        self.spool.put(meta, data)
-        self.submit(meta, data)
+        self.outbox.post(origin="notice", system=None, sender=self.sender,
+                         recipients=self.operators or [self.sender], data=msg.as_bytes())
 
     def send(self, kind: str, system: System, record: Suspension, held: int = 0) -> None:
-        """Spool the notice durably and hand it to delivery. Blocking (disk);
-        the caller runs it off the event loop and passes a thread-safe submit."""
-        self._spool(system.id, [*system.owners, *self.operators],
-                    self.build(kind, system, record, held))
+        """Spool the notice durably and hand it to delivery. Blocking (disk):
+        run it off the event loop."""
+        self.outbox.post(origin="notice", system=system.id, sender=self.sender,
+                         recipients=[*system.owners, *self.operators],
+                         data=self.build(kind, system, record, held))
+
+
+class NoticeDispatcher:
+    """Sends every notice the store says is due (suspensions and lifts, those
+    made while no gateway ran included), each once across every gateway."""
+
+    def __init__(self, *, notifier: Notifier, store: StoreAccess, directory: SystemDirectory,
+                 held: Callable[[str], Awaitable[int]],
+                 run_io: Callable[..., Awaitable[object]]):
+        """`held(system)`: its mail waiting at the gateway, named in the notice."""
+        self.notifier, self.store, self.directory = notifier, store, directory
+        self.held, self.run_io = held, run_io
+        self._spooling = Outage(log, "sending owner notices")
+
+    async def send_due(self) -> None:
+        """Claimed before it is spooled: a crash in between loses that one
+        notice, where the other order could send two."""
+        store = self.store.store
+        try:
+            due = await self.store("read notices", store.pending_notices)
+        except Unavailable:
+            return
+        for kind, record in due:
+            assert record.id is not None
+            system = self.directory.get(record.system)
+            if system is None:
+                continue  # no longer in the config: nobody to tell
+            try:
+                if not await self.store("claim notice", store.claim_notice, record.id, kind):
+                    continue
+                try:
+                    await self.run_io(self.notifier.send, kind, system, record,
+                                      await self.held(system.id))
+                except Exception as e:  # the spool's disk, a broken template
+                    self._spooling.failed(e, "they wait and are tried again")
+                    await self.store("give back a notice", store.unclaim_notice, record.id,
+                                     kind)
+                    continue
+            except Unavailable:
+                return
+            self._spooling.ok()

@@ -25,6 +25,7 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from functools import partial
 from typing import TypeVar
 
 from mailgw.clock import Clock
@@ -32,10 +33,11 @@ from mailgw.config import Delivery as DeliveryConfig
 from mailgw.events import EventSink
 from mailgw.relay.batching import Batcher
 from mailgw.relay.destinations import Destinations, Job
+from mailgw.relay.outbox import Outbox
 from mailgw.relay.outcome import Kind, Outcome
 from mailgw.relay.queue_file import UNREADABLE
 from mailgw.relay.routing import RouteError, Router
-from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
+from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError
 
 log = logging.getLogger("mailgw.delivery")
 T = TypeVar("T")
@@ -58,13 +60,13 @@ class Delivery:
     def __init__(
         self, *, config: DeliveryConfig, spool: Spool, router: Router, destinations: Destinations,
         events: EventSink, clock: Clock, executor: Executor, make_bounce: BounceMaker,
-        rng: random.Random | None = None,
+        outbox: Outbox, rng: random.Random | None = None,
         held: Callable[[Meta], bool] = lambda meta: False,
         max_in_flight: int = 2000, max_in_flight_bytes: int = 256 * 1024**2,
     ):
         self.config, self.spool, self.router = config, spool, router
         self.destinations, self.events, self.clock = destinations, events, clock
-        self.executor, self.make_bounce = executor, make_bounce
+        self.executor, self.make_bounce, self.outbox = executor, make_bounce, outbox
         self.rng = rng or random.Random()
         self._waiting: list[tuple[float, str]] = []  # heap of (next_try, queue id)
         self._wakeup = asyncio.Event()
@@ -75,10 +77,9 @@ class Delivery:
         self._bytes_budget = max_in_flight_bytes
         self._bytes = 0
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
         self.held = held
         self._removals: Batcher[str, None] = Batcher(
-            executor, lambda ids: spool.remove_many(ids, "active"))
+            executor, spool.ack_many)
         # claimed in batches, in the order started: one thread hop for all,
         # and the queue's order kept on the way to the next hop
         self._claims: Batcher[str, tuple[Meta, bytes]] = Batcher(executor, spool.claim_many)
@@ -146,23 +147,6 @@ class Delivery:
             task.cancel()
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
         await self.destinations.close()
-
-    def release(self, system: str, purge: bool = False) -> None:
-        """After a lift: put a system's held mail back into the queue, or,
-        when the operator asked for it, delete it."""
-        async def go() -> None:
-            ids = await self._run_io(self.spool.ids_of, "hold", system)
-            for queue_id in ids:
-                if purge:
-                    await self._run_io(self.spool.remove, queue_id, "hold")
-                    self.events.emit("purged", system, queue_id=queue_id)
-                    continue
-                await self._run_io(self.spool.release, queue_id)
-                self.events.emit("released", system, queue_id=queue_id)
-                self.schedule(queue_id, 0.0)
-
-        self._tasks.add(task := asyncio.create_task(go()))
-        task.add_done_callback(self._tasks.discard)
 
     # --- one attempt ---------------------------------------------------------
 
@@ -258,28 +242,18 @@ class Delivery:
                                  response="expired: " + (rcpt.response or ""), **origin)
         if meta.pending():
             meta.next_try = now + retry_delay(meta.attempts, self.config, self.rng)
-            await self._durably(lambda: self._run_io(self.spool.requeue, meta, data))
-            self.schedule(meta.id, meta.next_try)
+            await self._defer(meta, data)
             return
         bounced = [r for r in meta.recipients if r.state == "bounced"]
-        dsn = self._bounce(meta, data, bounced, "expired" if expired else "failed") \
+        dsn = self.make_bounce(meta, data, bounced, "expired" if expired else "failed") \
             if bounced else None
         if dsn is not None:
-            await self._durably(lambda: self._run_io(self.spool.put, *dsn))
-            log.info("%s: bounce notice %s to <%s>", meta.id, dsn[0].id, meta.sender)
-            self.submit(*dsn)
+            notice = await self._durably(lambda: self._run_io(partial(
+                self.outbox.post, origin="dsn", system=meta.system, sender="",
+                recipients=[meta.sender], data=dsn)))
+            log.info("%s: bounce notice %s to <%s>", meta.id, notice.id, meta.sender)
         # unlinking blocks for a disk update: off the event loop, in batches
         await self._durably(lambda: self._removals.run(meta.id))
-
-    def _bounce(self, meta: Meta, data: bytes, failed: list[Recipient],
-                reason: str) -> tuple[Meta, bytes] | None:
-        """The DSN to spool for `failed`, if one is due."""
-        dsn = self.make_bounce(meta, data, failed, reason)
-        if dsn is None:
-            return None
-        return Meta(id=new_queue_id(), system=meta.system, sender="",
-                    recipients=[Recipient(meta.sender)], size=len(dsn),
-                    received_at=self.clock.now(), origin="dsn"), dsn
 
     async def _crashed(self, meta: Meta, data: bytes) -> None:
         meta.crashes += 1
@@ -290,10 +264,20 @@ class Delivery:
                              reason=f"{meta.crashes} crashed delivery attempts")
             return
         meta.next_try = self.clock.now() + retry_delay(meta.crashes, self.config, self.rng)
-        await self._durably(lambda: self._run_io(self.spool.requeue, meta, data))
+        await self._defer(meta, data)
+
+    async def _defer(self, meta: Meta, data: bytes) -> None:
+        """Back to waiting: in the queue for its next try, or in hold if its
+        system was suspended while it was out (else it would wait in the
+        queue until then)."""
+        if self.held(meta):
+            await self._durably(lambda: self._run_io(self.spool.defer, meta, data, "hold"))
+            self.events.emit("held", meta.system, queue_id=meta.id)
+            return
+        await self._durably(lambda: self._run_io(self.spool.defer, meta, data))
         self.schedule(meta.id, meta.next_try)
 
-    async def _durably(self, step: Callable[[], Awaitable[object]]) -> None:
+    async def _durably(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run a spool step until it succeeds. While the disk fails
         it (full, or failing), the message stays claimed where it is and its
         new state waits here, in memory: retried with backoff, so that the
@@ -301,7 +285,7 @@ class Delivery:
         delay = 1.0
         while True:
             try:
-                await step()
+                result = await step()
             except (OSError, SpoolError) as e:
                 self.spool.disk.failed(e, "outcomes of delivery wait in memory and are "
                                        "recorded when it has room")
@@ -309,4 +293,4 @@ class Delivery:
                 delay = min(delay * 2, self.MAX_DISK_RETRY)
                 continue
             self.spool.disk.ok()
-            return
+            return result

@@ -18,6 +18,7 @@ from email.utils import format_datetime, make_msgid
 
 import jinja2
 
+from mailgw.clock import Clock
 from mailgw.relay.spool import Meta, Recipient
 
 _ENHANCED = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b")
@@ -110,3 +111,18 @@ def build_dsn(
     # the original's header bytes go in as they came (RFC 6532 allows 8-bit
     # headers; re-encoding them could only lose information)
     return head + _headers_of(original) + f"\r\n--{boundary}--\r\n".encode()
+
+
+class Bouncer:
+    """The DSN due for a message's failed recipients, or None when none is
+    (`should_notify`): what delivery calls when recipients bounce or expire."""
+
+    def __init__(self, *, templates: jinja2.Environment, reporting_mta: str, clock: Clock):
+        self.templates, self.reporting_mta, self.clock = templates, reporting_mta, clock
+
+    def __call__(self, meta: Meta, original: bytes, failed: list[Recipient],
+                 reason: str) -> bytes | None:
+        if not should_notify(meta):
+            return None
+        return build_dsn(meta, original, failed, reporting_mta=self.reporting_mta,
+                         now=self.clock.now(), templates=self.templates, reason=reason)

@@ -18,44 +18,25 @@ the result comes back the same.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import fcntl
 import json
-import os
+import logging
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mailgw.clock import Clock
+from mailgw.events import EventSink
 from mailgw.relay.queue_file import UNREADABLE
 from mailgw.relay.spool import Meta, Spool, State
 
+log = logging.getLogger("mailgw.queue")
+
 CHANGEABLE: tuple[State, ...] = ("hold", "queue", "corrupt")
-
-
-class SpoolLock:
-    """Held by the gateway that owns a spool, for as long as it runs."""
-
-    def __init__(self, root: Path):
-        self.path = root / "lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the lock
-            self._fd = None
 
 
 def find(spool: Spool, ids: Collection[str], system: str | None
@@ -81,10 +62,15 @@ def find(spool: Spool, ids: Collection[str], system: str | None
     return found, unreadable
 
 
+Told = tuple[str, str | None, dict[str, Any]]  # an event to emit: (event, system, fields)
+
+
 def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
-              emit: Callable[..., None], now: float) -> dict[str, Any]:
+              now: float) -> tuple[dict[str, Any], list[Told]]:
     """Do one request ({"action", "ids", "system"}); what was done to which
-    message, and what was not and why."""
+    message, and what was not and why; and the events to tell (the caller
+    emits them: this may run in a thread)."""
+    told: list[Told] = []
     ids = set(request.get("ids") or [])
     done: list[dict[str, str | None]] = []
     skipped: list[dict[str, str]] = []
@@ -110,18 +96,19 @@ def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
             skipped.append({"id": meta.id, "why": "being delivered right now"})
             continue
         if request["action"] == "purge":
-            spool.remove(meta.id, "active")
-            emit("purged", meta.system, queue_id=meta.id, by=request["operator"])
+            spool.purge(meta.id, "active")
+            told.append(("purged", meta.system, {"queue_id": meta.id, "by": request["operator"]}))
         else:
             try:
-                spool.requeue(replace(fresh, next_try=now, crashes=0), data)
+                spool.defer(replace(fresh, next_try=now, crashes=0), data)
             except OSError as e:  # the disk is full: it stays as it was
                 spool.unclaim(meta.id, state)
                 skipped.append({"id": meta.id, "why": f"cannot be changed now: {e}"})
                 continue
-            emit("released", meta.system, queue_id=meta.id, by=request["operator"])
+            told.append(("released", meta.system,
+                         {"queue_id": meta.id, "by": request["operator"]}))
         done.append({"id": meta.id, "system": meta.system})
-    return {"action": request["action"], "done": done, "skipped": skipped}
+    return {"action": request["action"], "done": done, "skipped": skipped}, told
 
 
 def hand_over(root: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
@@ -180,3 +167,25 @@ def answer(path: Path, result: dict[str, Any]) -> None:
     tmp.rename(path.with_suffix(".result"))
     with contextlib.suppress(FileNotFoundError):  # withdrawn while it was done
         path.unlink()
+
+
+async def serve_requests(*, spool: Spool, suspended: Callable[[], Collection[str]],
+                         events: EventSink, schedule: Callable[[str, float], None],
+                         run_io: Callable[..., Awaitable[Any]], clock: Clock,
+                         every: float = 0.2) -> None:
+    """The running gateway's side: carry out each request handed over, tell
+    its events and have delivery try the released mail now."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            for path, request in await run_io(take_requests, spool.root):
+                result, told = await run_io(carry_out, spool, request, set(suspended()),
+                                            clock.now())
+                for event, system, fields in told:  # on the loop: subscribers are not
+                    events.emit(event, system, **fields)  # thread-safe
+                if request["action"] == "release":
+                    for message in result["done"]:
+                        schedule(message["id"], 0.0)
+                await run_io(answer, path, result)
+        except Exception:
+            log.exception("cannot carry out a queue request")

@@ -23,6 +23,7 @@ attempt marks are the exception: one small write each).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -38,7 +39,7 @@ from mailgw.relay.attempts import AttemptLog
 from mailgw.relay.queue_file import UNREADABLE, Meta, Recipient, decode, encode, read_meta, update
 
 __all__ = ["STATES", "Meta", "Recipient", "Recovered", "SetAside", "Spool", "SpoolError",
-           "State", "new_queue_id"]
+           "SpoolLock", "State", "new_queue_id"]
 
 log = logging.getLogger("mailgw.spool")
 
@@ -78,6 +79,31 @@ class SetAside:
 class Recovered:
     waiting: list[Meta] = field(default_factory=list)  # in `queue/`, to be scheduled
     set_aside: list[SetAside] = field(default_factory=list)
+
+
+class SpoolLock:
+    """Held by the gateway that owns a spool, for as long as it runs (a
+    second gateway on the same spool refuses to start), or by the CLI while
+    it changes the spool of a gateway that is not running."""
+
+    def __init__(self, root: Path):
+        self.path = root / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
 
 
 class _DirSync:
@@ -231,8 +257,9 @@ class Spool:
         return {m.system for m in self._metas(state) if m.system is not None}
 
     def ids_of(self, state: State, system: str) -> list[str]:
-        """Messages of one system in a state (reads each one's metadata)."""
-        return [m.id for m in self._metas(state) if m.system == system]
+        """A system's own mail in a state, not the gateway's notices and
+        bounces about it (reads each one's metadata)."""
+        return [m.id for m in self._metas(state) if m.system == system and m.origin == "system"]
 
     # --- the state machine ---------------------------------------------------
     # Renames are not fsynced: losing one in a crash only means the message
@@ -294,12 +321,14 @@ class Spool:
             f.flush()
             os.fdatasync(f.fileno())
 
-    def requeue(self, meta: Meta, data: bytes | None = None) -> None:
-        """Back to the queue with its metadata as given (a deferral, a
-        release); `data`, the bytes if the caller holds them. If the update
-        cannot be written (OSError) the message stays claimed, unchanged."""
+    def defer(self, meta: Meta, data: bytes | None = None, to: State = "queue") -> None:
+        """A claimed message back to waiting, with its metadata as given (a
+        deferral, a release): in the queue, or in hold when its system was
+        suspended meanwhile. `data`, the bytes if the caller holds them. If
+        the update cannot be written (OSError) the message stays claimed,
+        unchanged."""
         self._note(meta, data)
-        self._move(meta.id, "active", "queue")
+        self._move(meta.id, "active", to)
 
     def unclaim(self, queue_id: str, to: State = "queue") -> None:
         """Back unchanged: to the queue (an attempt cut short by a stop, or by
@@ -314,25 +343,27 @@ class Spool:
             self._note(meta, data)
         self._move(queue_id, "active", "corrupt")
 
-    def hold(self, queue_id: str) -> None:
-        """A claimed message of a suspended system waits in `hold/`."""
-        self._move(queue_id, "active", "hold")
+    def hold(self, queue_id: str, src: State = "active") -> None:
+        """A suspended system's message, claimed or waiting in the queue, is
+        kept in `hold/` (from the queue by the same rename lock as a claim)."""
+        self._move(queue_id, src, "hold")
 
     def release(self, queue_id: str) -> None:
         """A held message back to the queue (its system's suspension lifted)."""
         self._move(queue_id, "hold", "queue")
 
-    def remove(self, queue_id: str, state: State) -> None:
-        """Forget a message: delivered or bounced (`active`), or purged."""
+    def purge(self, queue_id: str, state: State) -> None:
+        """Forget a message without delivering it (an operator's purge)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(state, queue_id))
 
-    def remove_many(self, queue_ids: list[str], state: State) -> list[OSError | None]:
-        """Forget messages; for each, None or why it could not be."""
+    def ack_many(self, queue_ids: list[str]) -> list[OSError | None]:
+        """Forget claimed messages whose every recipient is delivered or
+        bounced; for each, None or why it could not be."""
         errors: list[OSError | None] = []
         for queue_id in queue_ids:
             try:
-                self.remove(queue_id, state)
+                self.purge(queue_id, "active")
                 errors.append(None)
             except OSError as e:
                 errors.append(e)
@@ -363,7 +394,7 @@ class Spool:
         elsewhere = {i for s in ("queue", "hold", "corrupt") for i in self.ids(s)}
         for queue_id in self.ids("active"):
             if queue_id in elsewhere:
-                self.remove(queue_id, "active")
+                self.purge(queue_id, "active")
                 continue
             try:
                 meta = self.read("active", queue_id)
@@ -377,7 +408,7 @@ class Spool:
             meta.crashes += 1
             try:
                 if meta.crashes < self.max_crashes:
-                    self.requeue(meta)
+                    self.defer(meta)
                     continue
                 self.set_aside(queue_id, meta)
             except OSError as e:  # no room to count it: back it goes, uncounted

@@ -19,14 +19,13 @@ lets nothing load, but the page's own inline styles and sign-in form.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
+from mailgw.clock import utc_time
 from mailgw.config import System
 from mailgw.metrics import Metrics
 from mailgw.status import StatusService
@@ -74,11 +73,13 @@ def _token(request: web.Request) -> str | None:
 class WebApp:
     def __init__(self, *, status: StatusService, directory: SystemDirectory, tokens: Tokens,
                  metrics: Metrics, healthy: Callable[[], dict[str, Any]],
-                 templates: jinja2.Environment, secure_cookie: bool):
-        """`healthy()`: {"ok": bool, ...details} (blocking)."""
+                 templates: jinja2.Environment, secure_cookie: bool,
+                 run_io: Callable[..., Awaitable[Any]]):
+        """`healthy()`: {"ok": bool, ...details} (blocking); `run_io(fn,
+        *args)`: `fn` in the gateway's I/O threads."""
         self.status, self.directory, self.tokens = status, directory, tokens
         self.metrics, self.healthy, self.templates = metrics, healthy, templates
-        self.secure_cookie = secure_cookie
+        self.secure_cookie, self.run_io = secure_cookie, run_io
         self.app = web.Application(client_max_size=16 * 1024)
         self.app.on_response_prepare.append(_secure)
         self.app.add_routes([
@@ -127,11 +128,11 @@ class WebApp:
                                   "dnsbl": await self.status.dnsbl()})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        health = await asyncio.get_running_loop().run_in_executor(None, self.healthy)
+        health = await self.run_io(self.healthy)
         return web.json_response(health, status=200 if health["ok"] else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
+        body = await self.run_io(self.metrics.render)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     # the page
@@ -190,7 +191,7 @@ class WebApp:
         suspension = status["suspension"]
         drawn = chart.build(start, counts, ten_minutes, suspension and suspension["since"])
         return self._html("status.html.j2", s=status, chart=drawn,
-                          when=lambda ts: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)))
+                          when=utc_time)
 
 
 async def start(app: WebApp, listen: list[tuple[str, int]],

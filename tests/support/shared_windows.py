@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Decision
 from mailgw.anomaly.tally import Counts, Tally
 from mailgw.state.redis_windows import RedisWindows
@@ -31,19 +32,26 @@ async def count(windows: RedisWindows, tally: Tally, fallback: Counts = EMPTY) -
 
 def run_on_redis(url: str, prefix: str, engine: Engine,
                  events: Iterable[Mapping[str, Any]]) -> list[tuple[int, Decision]]:
-    """Like Engine.observe over `events`, with the counts from Redis."""
+    """Like Engine.observe over `events`, through the judge as a gateway runs
+    it, with the counts from Redis; each event judged before the next."""
 
     async def go() -> list[tuple[int, Decision]]:
         windows = RedisWindows(url, prefix, engine.windows)
+        decided: list[Decision] = []
+        judge = Judge(engine, decide=decided.append, shared=windows)
         decisions = []
         try:
             for i, event in enumerate(events):
-                tally = engine.tally(event)
-                if tally is None:
-                    if event["event"] == "lifted":
-                        windows.reset(event["system"], once=str(event["ts"]))
-                    continue
-                decisions += [(i, d) for d in engine.judge(tally, await count(windows, tally))]
+                system = event["system"]
+                if event["event"] == "lifted":
+                    judge.lifted(system, once=str(event["ts"]))
+                elif event["event"] == "suspended":
+                    judge.suspended(system)
+                else:
+                    judge.observe(event)
+                    await judge.settled(system)
+                decisions += [(i, d) for d in decided]
+                decided.clear()
             assert not windows.degraded
         finally:
             await windows.close()
