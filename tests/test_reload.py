@@ -48,3 +48,23 @@ def test_sighup_takes_in_a_new_system_and_ignores_a_broken_file(tmp_path, dest):
     (entry,) = [h for h in json.loads(cli(config, "history", "--json").stdout)
                 if h["action"] == "config_reloaded"]
     assert entry["details"]["added"] == ["edu"] and entry["details"]["need_restart"] == []
+
+
+def test_new_operator_tokens_are_taken_in_at_once_and_need_no_restart(tmp_path, dest):
+    from mailgw.hashing import hash_token
+
+    token = '[[http.operator_tokens]]\nname = "alice"\ntoken_hash = "{}"\n'
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port, extra=token.format(hash_token("one")))
+    gw = ServeProcess(config, port).start()
+    try:
+        config.write_text(config.read_text().replace(hash_token("one"), hash_token("two")))
+        for n in (1, 2):
+            gw.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda n=n: gw.log.read_text().count("config reloaded") == n, timeout=5)
+    finally:
+        gw.stop()
+    assert "take effect at restart" not in gw.log.read_text()
+    entries = [h for h in json.loads(cli(config, "history", "--json").stdout)
+               if h["action"] == "config_reloaded"]
+    assert [e["details"]["need_restart"] for e in entries] == [[], []]

@@ -114,3 +114,25 @@ def test_owner_notices_arrive_once_in_kazakh_and_russian(gw, dest):
     store.lift("mfa", "operator-alice", "fixed", 0)
     wait_until(lambda: len(notices(dest)) == 2, timeout=10, what="the lift notice")
     assert "возобновлена" in notices(dest)[1].get_body(("plain",)).get_content()
+
+
+def test_deferred_mail_goes_to_hold_at_the_suspension_not_at_its_next_try(make_config, dest):
+    from mailgw.state.records import Suspension
+
+    dest.faults.data = "451 4.3.0 not now"
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}", "first_retry": "1h",
+                                "max_retry_interval": "1h"}, anomaly={"rules": []})
+    with GatewayThread(cfg) as gw:
+        spool = gw.gateway.spool
+        ids = [send_as_mfa(gw.port, n)[1].split()[-1] for n in range(2)]
+        wait_until(lambda: set(spool.ids("queue")) == set(ids)
+                   and all(spool.read("queue", i).attempts == 1 for i in ids),
+                   what="both deferred, for an hour")
+        gw.gateway.store.suspend(Suspension("mfa", time.time(), "alice", reason="phishing"))
+        wait_until(lambda: set(spool.ids("hold")) == set(ids), timeout=5,
+                   what="the deferred mail held at once")
+        # the owner notice waits in the queue too, deferred; it is not the system's mail
+        wait_until(lambda: any(spool.read("queue", i).origin == "notice"
+                               for i in spool.ids("queue")), what="the notice spooled")
+        assert gw.gateway.hold.count("mfa") == 2
+        assert [e["queue_id"] for e in events(gw, "held")] == ids
