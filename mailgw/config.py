@@ -159,9 +159,20 @@ class Limits(_Model):
     min_free_disk: Size = 256 * 1024**2
 
 
-class Delivery(_Model):
-    helo_name: str | None = None
+class _Resolving(_Model):
+    """A section that looks names up: `resolver`, the DNS servers to ask
+    (`ip[:port]`); none: the system's."""
+
     resolver: list[str] = Field(default_factory=list)
+
+    _resolvers = field_validator("resolver")(classmethod(lambda cls, v: _resolvers(v)))
+
+    def resolver_addresses(self) -> list[tuple[str, int]]:
+        return [_hostport(item, 53) for item in self.resolver]
+
+
+class Delivery(_Resolving):
+    helo_name: str | None = None
     port: int = Field(default=25, ge=1, le=65535)
     relayhost: HopField | None = None
     routes: dict[str, HopField] = Field(default_factory=dict)
@@ -182,8 +193,6 @@ class Delivery(_Model):
     # system picks
     source_addresses: list[IPAddress] = Field(default_factory=list)
 
-    _resolvers = field_validator("resolver")(classmethod(lambda cls, v: _resolvers(v)))
-
     @field_validator("routes")
     @classmethod
     def _route_domains(cls, v: dict[str, NextHop]) -> dict[str, NextHop]:
@@ -193,9 +202,6 @@ class Delivery(_Model):
     @classmethod
     def _tls_domains(cls, v: list[str]) -> list[str]:
         return [_domain(d) for d in v]
-
-    def resolver_addresses(self) -> list[tuple[str, int]]:
-        return [_hostport(item, 53) for item in self.resolver]
 
 
 MetricName = Literal[
@@ -372,20 +378,14 @@ DEFAULT_ZONES = ("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org",
                  "psbl.surriel.com", "dnsbl-1.uceprotect.net")
 
 
-class Dnsbl(_Model):
+class Dnsbl(_Resolving):
     """Watching the egress addresses (delivery.source_addresses) on DNSBLs."""
 
     zones: list[str] = Field(default_factory=lambda: list(DEFAULT_ZONES))
     interval: Duration = 900.0
-    resolver: list[str] = Field(default_factory=list)  # ip[:port]; empty: the system's
     timeout: Duration = 5.0
 
     _zones = field_validator("zones")(classmethod(lambda cls, v: [_domain(z) for z in v]))
-
-    _resolvers = field_validator("resolver")(classmethod(lambda cls, v: _resolvers(v)))
-
-    def resolver_addresses(self) -> list[tuple[str, int]]:
-        return [_hostport(item, 53) for item in self.resolver]
 
 
 class State(_Model):

@@ -17,6 +17,7 @@ import dkim
 from dkim.crypto import parse_pem_private_key
 
 from mailgw.config import DKIMKey
+from mailgw.relay.headers import header_section
 
 _FROM = re.compile(rb"^From:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE)
 # signed when present; From is always signed (RFC 6376 5.4)
@@ -42,13 +43,8 @@ def _load_key(key: DKIMKey) -> bytes:
     return pem
 
 
-def _header_section(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
-
-
 def from_domain(message: bytes) -> str | None:
-    m = _FROM.search(_header_section(message))
+    m = _FROM.search(header_section(message))
     if not m:
         return None
     _, address = parseaddr(m.group(1).decode("utf-8", "replace").replace("\r\n", ""))
@@ -70,7 +66,7 @@ class DkimSigner:
             return b""
         selector, pem = self._keys[domain]
         present = {line.split(b":", 1)[0].strip().lower()
-                   for line in _header_section(message).split(b"\r\n") if b":" in line}
+                   for line in header_section(message).split(b"\r\n") if b":" in line}
         headers = [h for h in _SIGNED if h in present or h == b"from"]
         return dkim.sign(message, selector, domain.encode(), pem,
                          canonicalize=(b"relaxed", b"relaxed"), include_headers=headers,

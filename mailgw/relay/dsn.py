@@ -19,6 +19,7 @@ from email.utils import format_datetime, make_msgid
 import jinja2
 
 from mailgw.clock import Clock
+from mailgw.relay.headers import header_section
 from mailgw.relay.spool import Meta, Recipient
 
 _ENHANCED = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b")
@@ -35,11 +36,6 @@ def _status(r: Recipient, reason: str) -> str:
     if m:
         return m.group(1)
     return "5.0.0" if (r.code or 0) >= 500 else "4.0.0"
-
-
-def _headers_of(original: bytes) -> bytes:
-    end = original.find(b"\r\n\r\n")
-    return original if end < 0 else original[: end + 2]
 
 
 def _rfc5322_date(ts: float) -> str:
@@ -110,7 +106,7 @@ def build_dsn(
     ).encode()
     # the original's header bytes go in as they came (RFC 6532 allows 8-bit
     # headers; re-encoding them could only lose information)
-    return head + _headers_of(original) + f"\r\n--{boundary}--\r\n".encode()
+    return head + header_section(original) + f"\r\n--{boundary}--\r\n".encode()
 
 
 class Bouncer:

@@ -37,7 +37,3 @@ class Outcome:
     @classmethod
     def temporary(cls, response: str, code: int = 451, remote: str | None = None) -> Outcome:
         return cls(Kind.TEMPORARY, code, response, remote)
-
-    @classmethod
-    def permanent(cls, response: str, code: int = 550, remote: str | None = None) -> Outcome:
-        return cls(Kind.PERMANENT, code, response, remote)
