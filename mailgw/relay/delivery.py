@@ -183,6 +183,8 @@ class Delivery:
                 await self._crashed(meta, body)
             finally:
                 self._bytes -= len(body)
+        except FileNotFoundError:  # nothing but an attempt moves a claimed message
+            log.error("%s: left the spool while it was being delivered", queue_id)
         except asyncio.CancelledError:
             with contextlib.suppress(FileNotFoundError):  # unless already settled
                 self.spool.unclaim(queue_id)
@@ -286,6 +288,8 @@ class Delivery:
         while True:
             try:
                 result = await step()
+            except FileNotFoundError:
+                raise  # not the disk: the message is gone, no retry brings it back
             except (OSError, SpoolError) as e:
                 self.spool.disk.failed(e, "outcomes of delivery wait in memory and are "
                                        "recorded when it has room")
