@@ -34,7 +34,7 @@ def run_on_redis(url: str, prefix: str, engine: Engine,
     """Like Engine.observe over `events`, with the counts from Redis."""
 
     async def go() -> list[tuple[int, Decision]]:
-        windows = RedisWindows(url, prefix, engine.windows)
+        windows = RedisWindows(url, prefix, engine.windows, metrics=engine.metrics)
         decisions = []
         try:
             for i, event in enumerate(events):
