@@ -1,7 +1,9 @@
 """Every metric a rule can read, named once: the events that move it, how
-its windows count it, and what one event adds to it. The engine's tallies
-and the windows backends (in process and Redis) derive from `METRICS`; an
-Engine may be given a table of its own.
+its windows count it, and what one event adds to it. Nothing else lists
+metrics: the engine's tallies, the windows backends (in process and Redis)
+and the config's check of a rule's `metric` and `per` derive from
+`METRICS`, so a new metric is one entry here. An Engine may be given a
+table of its own.
 
 A metric is summed (each event adds a number: a constant, or one the event
 gives) or counted per key (each event counts some keys: recipient domains,
