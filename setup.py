@@ -8,8 +8,8 @@ import os
 
 from setuptools import setup
 
-ENGINE = ["mailgw/anomaly/tally.py", "mailgw/anomaly/windows.py", "mailgw/anomaly/rules.py",
-          "mailgw/anomaly/engine.py"]
+ENGINE = ["mailgw/anomaly/metrics.py", "mailgw/anomaly/tally.py", "mailgw/anomaly/windows.py",
+          "mailgw/anomaly/rules.py", "mailgw/anomaly/engine.py"]
 
 ext_modules = []
 if os.environ.get("MAILGW_COMPILE") == "1":

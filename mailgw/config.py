@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +25,7 @@ from pydantic import (
 )
 
 from mailgw import hashing
+from mailgw.anomaly.metrics import METRICS
 from mailgw.units import parse_duration, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -204,10 +206,13 @@ class Delivery(_Resolving):
         return [_domain(d) for d in v]
 
 
-MetricName = Literal[
-    "messages", "recipients", "bytes", "perm_failures", "deferrals", "attempts", "rejections",
-    "recipient_domains", "top_recipient", "blocklist_rejections",
-]
+def _metric(value: str) -> str:
+    if value not in METRICS:
+        raise ValueError(f"expected one of the metrics {', '.join(METRICS)}")
+    return value
+
+
+MetricName = Annotated[str, AfterValidator(_metric)]
 
 
 class AnomalyRule(_Model):
@@ -226,10 +231,10 @@ class AnomalyRule(_Model):
             raise ValueError("a ratio rule needs `per` (the divisor); other rules have none")
         if self.window <= 0:
             raise ValueError("window must be longer than 0")
-        if self.kind == "spike" and (self.window != 3600 or self.metric in
-                                     ("recipient_domains", "top_recipient")):
+        if self.kind == "spike" and (self.window != 3600 or METRICS[self.metric].how != "sum"):
             raise ValueError("a spike rule compares a count over 1h with its hour-of-week "
-                             "baseline: window = \"1h\" and a counted metric")
+                             "baseline: window = \"1h\" and a summed metric, not one "
+                             "counted per key")
         return self
 
 

@@ -22,7 +22,6 @@ from mailgw import config as config_mod
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Rule
-from mailgw.anomaly.tally import Window
 from mailgw.blocklist_guard.dnsbl import DnsblWatch, dnsbl_resolver
 from mailgw.blocklist_guard.egress import Egress
 from mailgw.blocklist_guard.hold import Hold
@@ -111,7 +110,7 @@ class Gateway:
         self.events.subscribe(self.metrics.count)
         engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
                         {s.id: s.anomaly for s in cfg.systems if s.anomaly})
-        self._open_state(engine.windows)
+        self._open_state(engine)
         self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
         self.events.subscribe(self.egress.count)
         templates = _templates(cfg)
@@ -187,7 +186,7 @@ class Gateway:
             self.events.emit("set_aside", aside.meta.system if aside.meta else None,
                              queue_id=aside.id, reason=aside.why)
 
-    def _open_state(self, windows: list[Window]) -> None:
+    def _open_state(self, engine: Engine) -> None:
         cfg = self.config
         self.store = open_store(cfg)
         self.store_access = StoreAccess(
@@ -199,7 +198,8 @@ class Gateway:
             # the embedded store is itself local and durable
             self.journal = Journal(cfg.gateway.spool_dir)
             self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
-                                        windows, on_error=self.metrics.backend_error)
+                                        engine.windows, metrics=engine.metrics,
+                                        on_error=self.metrics.backend_error)
 
     def _delivery(self, outbox: Outbox, templates: jinja2.Environment) -> Delivery:
         cfg = self.config.delivery

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.metrics import METRICS, per_key, summed
 from mailgw.anomaly.rules import Rule
 from mailgw.anomaly.windows import KEY_CAP, Counter, KeyCounter
 from mailgw.config import DEFAULT_RULES
@@ -201,6 +202,27 @@ def test_a_refusal_counts_as_a_blocklist_one_only_if_it_names_a_blocklist():
     listed = outcome(T0 + 1, "deferred", response="451 4.7.1 your IP is listed on SORBS")
     (d,) = engine.observe(listed)
     assert d.rule == "bl" and d.observed == 1
+
+
+# metrics the gateway does not have, each one entry in a table of the test's own
+EXTENDED = {
+    **METRICS,
+    "large_messages": summed("accepted", adds=lambda e: float(e.get("size", 0) > 10 << 20)),
+    "senders": per_key("accepted", keys=lambda e: (e["sender"].lower(),), read="distinct"),
+}
+
+
+@pytest.mark.parametrize("rule,events,crossing", [
+    (Rule("large_10m", "ceiling", "large_messages", 600, 2),
+     [accepted(T0 + i, ["x@e.com"], size=(20 if i % 2 else 1) << 20) for i in range(10)],
+     5),  # the third large one
+    (Rule("senders_10m", "ceiling", "senders", 600, 3),
+     [{**accepted(T0 + i, ["x@e.com"]), "sender": f"U{i % 5}@mfa.gov.kz"} for i in range(10)],
+     3),  # the fourth sender
+])
+def test_a_new_metric_is_one_entry_in_the_metrics_table(run, rule, events, crossing):
+    engine = Engine([rule], metrics=EXTENDED)
+    assert [i for i, _ in run(engine, events)] == [crossing]
 
 
 def test_replay_prints_the_engines_decisions(tmp_path):

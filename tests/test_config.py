@@ -9,8 +9,20 @@ import sys
 import pytest
 
 from mailgw import config, hashing
+from mailgw.anomaly.metrics import METRICS
 from mailgw.systems import SystemDirectory
 from tests.conftest import REPO
+
+RULE = """
+[[anomaly.rules]]
+name = "bounce_rate"
+kind = "ratio"
+metric = "perm_failures"
+per = "attempts"
+window = "1h"
+threshold = 0.1
+"""
+METRIC_NAMES = ", ".join(METRICS)
 
 SYSTEM = """
 [[systems]]
@@ -39,6 +51,8 @@ sender_domains = ["mfa.gov.kz"]
     (SYSTEM.replace("[[systems]]", "[[systems]]\nbogus = 1"), "systems[0].bogus: unknown key"),
     ("[gateway\n", "TOML syntax error"),
     ("[gateway]\nreuse_port = true\n", "gateway.reuse_port: gateways sharing a port must count and suspend together"),
+    (RULE.replace('"perm_failures"', '"bounces"'), f"anomaly.rules[0].metric: expected one of the metrics {METRIC_NAMES} (got 'bounces')"),
+    (RULE.replace('"attempts"', '"tries"'), f"anomaly.rules[0].per: expected one of the metrics {METRIC_NAMES} (got 'tries')"),
 ])
 def test_config_errors_name_file_key_and_expectation(tmp_path, text, expected):
     path = tmp_path / "bad.toml"
@@ -62,13 +76,17 @@ def test_example_config_is_valid_and_check_config_prints_it():
     assert "OK, 1 systems" in out.stdout and "max_queue_lifetime = 432000.0" in out.stdout
 
 
-def test_check_config_exits_1_with_the_error(tmp_path):
+@pytest.mark.parametrize("text,key", [
+    ("[limits]\nmax_errors = 0\n", "limits.max_errors"),
+    (RULE.replace('"perm_failures"', '"bounces"'), "anomaly.rules[0].metric"),
+])
+def test_check_config_exits_1_with_the_error(tmp_path, text, key):
     path = tmp_path / "c.toml"
-    path.write_text("[limits]\nmax_errors = 0\n")
+    path.write_text(text)
     out = subprocess.run([sys.executable, "-m", "mailgw", "check-config", "--config", str(path)],
                          capture_output=True, text=True)
     assert out.returncode == 1
-    assert f"{path}: limits.max_errors:" in out.stderr
+    assert f"{path}: {key}:" in out.stderr
 
 
 def test_units_and_relative_paths(tmp_path):

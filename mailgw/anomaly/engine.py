@@ -17,72 +17,71 @@ clears its windows. `tally` changes no state.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from mailgw.anomaly.metrics import HISTORY, METRICS, Amount, Metric
 from mailgw.anomaly.rules import Decision, Rule
-from mailgw.anomaly.tally import KEYED, Counts, Tally, Window
+from mailgw.anomaly.tally import Counts, Tally, Window
 from mailgw.anomaly.windows import Baseline, LocalWindows
-
-# the metrics each kind of event moves; only rules reading them are judged
-_MOVES = {
-    "accepted": {"messages", "recipients", "bytes", "recipient_domains", "top_recipient"},
-    "delivered": {"attempts"},
-    "bounced": {"attempts", "perm_failures", "blocklist_rejections"},
-    "deferred": {"attempts", "deferrals", "blocklist_rejections"},
-    "rejected": {"rejections"},
-}
-
-# a remote refusal that names a blocklist: the message (or its sender) looks
-# like spam to the world, the surest sign that a system is a danger to the
-# gateway's addresses; "listed" alone would also match "user not listed"
-BLOCKLIST = re.compile(
-    r"blocked using|(?<!not )listed (?:in|on|at|by)"
-    r"|\b(?:dnsbl|rbl|block ?list(?:ed)?|black ?list(?:ed)?|spamhaus|spamcop"
-    r"|barracuda(?:central)?|sorbs|uceprotect|psbl|surbl|uribl)\b",
-    re.IGNORECASE)
 
 
 class Engine:
     def __init__(
         self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None,
-        history: bool = True,
+        history: bool = True, metrics: Mapping[str, Metric] = METRICS,
     ):
         """`overrides`: system id -> rule name -> threshold for that system;
-        `history`: keep each system's 24-hour traffic (the status page)."""
+        `history`: keep each system's 24-hour traffic (the status page);
+        `metrics`: what the rules' metrics count (metrics.py)."""
         self.rules = rules
         self.overrides = overrides or {}
+        self.metrics = metrics
         # every (metric, seconds) a rule reads; a window's id is its index here
         self.windows: list[Window] = sorted(
             {(m, r.window) for r in rules for m in (r.metric, r.per) if m})
         ids = {w: i for i, w in enumerate(self.windows)}
-        self.local = LocalWindows(self.windows, history)
+        self.local = LocalWindows(self.windows, history, metrics)
         self.suspended: set[str] = set()
         self.learned: dict[str, dict[str, Baseline]] = {}  # system -> metric -> baseline
         self._spiked = sorted({r.metric for r in rules if r.kind == "spike"})
+        # the metrics each kind of event moves; only rules reading them are judged
+        moves = {kind: {name for name, m in metrics.items() if kind in m.events}
+                 for metric in metrics.values() for kind in metric.events}
         # per kind of event: the windows it adds to, the rules it may cross
         # (with the windows each reads), and all the windows those read
         self._sums = {kind: [(i, m) for i, (m, _) in enumerate(self.windows)
-                             if m in moved and m not in KEYED] for kind, moved in _MOVES.items()}
-        self._keys = {kind: [(i, m) for i, (m, _) in enumerate(self.windows)
-                             if m in moved and m in KEYED] for kind, moved in _MOVES.items()}
+                             if m in moved and metrics[m].how == "sum"]
+                      for kind, moved in moves.items()}
+        self._keys = {kind: tuple((i, keys) for i, (m, _) in enumerate(self.windows)
+                                  if m in moved and (keys := metrics[m].keys) is not None)
+                      for kind, moved in moves.items()}
         self._judged = {kind: [(r, ids[(r.metric, r.window)],
                                 ids[(r.per, r.window)] if r.per else None)
                                for r in rules if r.metric in moved or r.per in moved]
-                        for kind, moved in _MOVES.items()}
+                        for kind, moved in moves.items()}
         self._reads = {kind: tuple(dict.fromkeys(i for _, v, per in judged
                                                  for i in (v, per) if i is not None))
                        for kind, judged in self._judged.items()}
-        # every kind but "accepted" adds 1 to each metric it moves (a blocklist
-        # refusal also to blocklist_rejections): its tally's sums are fixed
-        self._units = {}
-        for kind, moved in _MOVES.items():
-            for blocked in (False, True):
-                ones = moved if blocked else moved - {"blocklist_rejections"}
-                self._units[kind, blocked] = (
-                    tuple((i, 1.0) for i, m in self._sums[kind] if m in ones),
-                    tuple((m, 1.0) for m in self._spiked if m in ones))
+        # what each kind adds to the summed metrics its tally carries (to a
+        # window, a learned baseline's hour, the history): the same amount
+        # every time, or one worked out from the event
+        carried = {m for m, _ in self.windows} | set(self._spiked) | {HISTORY}
+        self._constant: dict[str, dict[str, float]] = {kind: {} for kind in moves}
+        self._computed: dict[str, list[tuple[str, Amount]]] = {kind: [] for kind in moves}
+        for kind, moved in moves.items():
+            for m in moved & carried:
+                adds = metrics[m].adds
+                if metrics[m].how != "sum":
+                    continue  # counted per key: `_keys`
+                if callable(adds):
+                    self._computed[kind].append((m, adds))
+                else:
+                    self._constant[kind][m] = adds
+        # a kind that adds only constant amounts makes the same sums every
+        # time: built once here, not per event
+        self._fixed = {kind: self._added(kind, self._constant[kind]) for kind in moves
+                       if not self._keys[kind] and not self._computed[kind]}
         domains = [i for i, (m, _) in enumerate(self.windows) if m == "recipient_domains"]
         # where the suspension record's top recipient domains come from: the widest
         self.top_domains_window: int | None = domains[-1] if domains else None
@@ -122,24 +121,28 @@ class Engine:
         if system is None or event.get("origin", "system") != "system":
             return None
         ts = float(event["ts"])
-        if kind == "accepted":
-            recipients = event.get("recipients") or []
-            amounts = {"messages": 1.0, "recipients": float(len(recipients)),
-                       "bytes": float(event.get("size", 0))}
-            keys = tuple((i, tuple(r.rpartition("@")[2].lower() for r in recipients)
-                          if metric == "recipient_domains" else
-                          tuple(r.lower() for r in recipients))
-                         for i, metric in self._keys["accepted"])
-            return Tally(system, ts, kind,
-                         tuple((i, amounts[m]) for i, m in self._sums["accepted"]), keys,
-                         tuple((m, amounts[m]) for m in self._spiked if m in amounts),
-                         self._reads[kind], 1.0)
-        if kind not in _MOVES or (kind == "rejected" and event.get("reason") == "suspended"):
+        if kind not in self._constant or (
+                kind == "rejected" and event.get("reason") == "suspended"):
             return None
-        blocked = kind in ("bounced", "deferred") and BLOCKLIST.search(
-            str(event.get("response", ""))) is not None
-        sums, hours = self._units[kind, blocked]
-        return Tally(system, ts, kind, sums, (), hours, self._reads[kind])
+        fixed = self._fixed.get(kind)
+        if fixed is not None:
+            sums, hours, traffic = fixed
+            return Tally(system, ts, kind, sums, (), hours, self._reads[kind], traffic)
+        amounts = self._constant[kind].copy()
+        for m, amount in self._computed[kind]:
+            amounts[m] = amount(event)
+        sums, hours, traffic = self._added(kind, amounts)
+        return Tally(system, ts, kind, sums,
+                     tuple((i, keys(event)) for i, keys in self._keys[kind]),
+                     hours, self._reads[kind], traffic)
+
+    def _added(self, kind: str, amounts: dict[str, float]
+               ) -> tuple[tuple[tuple[int, float], ...], tuple[tuple[str, float], ...], float]:
+        """An event of `kind`'s sums, hours and history, from what it adds to
+        each metric."""
+        return (tuple((i, amounts[m]) for i, m in self._sums[kind]),
+                tuple((m, amounts[m]) for m in self._spiked if m in amounts),
+                amounts.get(HISTORY, 0.0))
 
     def reading(self, system: str, ts: float) -> Tally:
         """A tally that adds nothing and reads every window: the system's

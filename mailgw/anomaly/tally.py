@@ -15,11 +15,6 @@ from typing import NamedTuple, Protocol
 
 Window = tuple[str, float]  # (metric, seconds)
 
-# metrics counted per key (recipient, domain) rather than summed, and how
-# they read: distinct keys, or the largest count of one key
-KEYED: dict[str, str] = {"recipient_domains": "distinct", "top_recipient": "top"}
-
-
 # the status page's chart: a system's messages per 10 minutes over 24 hours
 HISTORY_STEP = 600
 HISTORY_STEPS = 144

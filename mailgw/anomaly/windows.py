@@ -16,10 +16,11 @@ same code serves live traffic and `mailgw replay`. Time must not go back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, KEYED, Counts, Tally, Window
+from mailgw.anomaly.metrics import METRICS, Metric
+from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 
 BUCKETS = 12
 KEY_CAP = 4096
@@ -199,13 +200,13 @@ class SystemWindows:
 
     __slots__ = ("sums", "keyed", "readers", "hours", "history")
 
-    def __init__(self, windows: Sequence[Window]) -> None:
+    def __init__(self, windows: Sequence[Window], metrics: Mapping[str, Metric]) -> None:
         self.sums: dict[int, Counter] = {}
         self.keyed: dict[int, KeyCounter] = {}
         self.readers: list[Callable[[float], float]] = []
         for i, (metric, seconds) in enumerate(windows):
-            how = KEYED.get(metric)
-            if how is None:
+            how = metrics[metric].how
+            if how == "sum":
                 counter = self.sums[i] = Counter(seconds)
                 self.readers.append(counter.total)
             else:
@@ -219,18 +220,20 @@ class LocalWindows:
     """The in-process backend: every system's windows in this process. The
     embedded default, `mailgw replay`, and the fallback while Redis is away."""
 
-    def __init__(self, windows: Sequence[Window], history: bool = True) -> None:
+    def __init__(self, windows: Sequence[Window], history: bool = True,
+                 metrics: Mapping[str, Metric] = METRICS) -> None:
         self.windows = windows
+        self.metrics = metrics
         self.keep_history = history
         self.systems: dict[str, SystemWindows] = {}
         # keyed window -> read as distinct keys (else as the top count)
-        self._distinct = {i: KEYED[m] == "distinct" for i, (m, _) in enumerate(windows)
-                          if m in KEYED}
+        self._distinct = {i: metrics[m].how == "distinct" for i, (m, _) in enumerate(windows)
+                          if metrics[m].how != "sum"}
 
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
         if w is None:
-            w = self.systems[t.system] = SystemWindows(self.windows)
+            w = self.systems[t.system] = SystemWindows(self.windows, self.metrics)
         ts, sums, keyed = t.ts, w.sums, w.keyed
         # a window the event adds to is one its rules read (engine.py)
         values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
@@ -273,5 +276,5 @@ class LocalWindows:
         still what it sent)."""
         w = self.systems.pop(system, None)
         if w is not None:
-            self.systems[system] = fresh = SystemWindows(self.windows)
+            self.systems[system] = fresh = SystemWindows(self.windows, self.metrics)
             fresh.history = w.history

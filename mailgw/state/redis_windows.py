@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,8 @@ import orjson
 import redis.asyncio
 from redis.exceptions import NoScriptError, RedisError
 
-from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, KEYED, Counts, Tally, Window
+from mailgw.anomaly.metrics import METRICS, Metric
+from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, KEY_CAP
 from mailgw.outage import Outage
 
@@ -196,9 +197,9 @@ return 1
 """
 
 
-def _name(window: Window) -> str:
+def _name(window: Window, how: str) -> str:
     metric, seconds = window
-    return f"{'k' if metric in KEYED else 's'}:{metric}:{seconds:g}"
+    return f"{'s' if how == 'sum' else 'k'}:{metric}:{seconds:g}"
 
 
 def _ttl(seconds: float) -> int:
@@ -221,9 +222,11 @@ class RedisWindows:
     RETRY = 1.0  # seconds without Redis after it failed
 
     def __init__(self, url: str, prefix: str, windows: Sequence[Window],
-                 on_error: Callable[[str], None] = lambda operation: None):
+                 on_error: Callable[[str], None] = lambda operation: None,
+                 metrics: Mapping[str, Metric] = METRICS):
         """`windows`: the engine's windows (a tally names them by index);
-        `on_error(operation)`: told of each failed call (metrics)."""
+        `on_error(operation)`: told of each failed call (metrics);
+        `metrics`: the engine's, which say how each window counts."""
         # redis-py types every reply as "maybe awaitable"
         self.r: Any = redis.asyncio.Redis.from_url(url, socket_timeout=2,
                                                    socket_connect_timeout=2)
@@ -232,11 +235,13 @@ class RedisWindows:
         self._reset = self.r.register_script(_RESET)
         self._loaded = False  # both scripts are in Redis's script cache
         # each window as the scripts know it: key, bucket width, time to live, how read
-        self._window = [(_name(w), w[1] / BUCKETS, _ttl(w[1])) for w in windows]
-        self._how = [KEYED.get(m, "sum") for m, _ in windows]
+        self._how = [metrics[m].how for m, _ in windows]
+        self._window = [(_name(w, how), w[1] / BUCKETS, _ttl(w[1]))
+                        for w, how in zip(windows, self._how, strict=True)]
+        named = list(zip((key for key, _, _ in self._window), self._how, strict=True))
         self._reset_spec = {"n": BUCKETS,
-                            "sums": [_name(w) for w in windows if w[0] not in KEYED],
-                            "keys": [_name(w) for w in windows if w[0] in KEYED]}
+                            "sums": [key for key, how in named if how == "sum"],
+                            "keys": [key for key, how in named if how != "sum"]}
         self._queue: deque[_Pending | tuple[str, str]] = deque()  # (system, once): a reset
         self._resets: list[tuple[str, str]] = []  # not yet through
         self._wake = asyncio.Event()

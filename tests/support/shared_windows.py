@@ -36,7 +36,7 @@ def run_on_redis(url: str, prefix: str, engine: Engine,
     it, with the counts from Redis; each event judged before the next."""
 
     async def go() -> list[tuple[int, Decision]]:
-        windows = RedisWindows(url, prefix, engine.windows)
+        windows = RedisWindows(url, prefix, engine.windows, metrics=engine.metrics)
         decided: list[Decision] = []
         judge = Judge(engine, decide=decided.append, shared=windows)
         decisions = []

@@ -1,0 +1,86 @@
+"""Every metric a rule can read, named once: the events that move it, how
+its windows count it, and what one event adds to it. Nothing else lists
+metrics: the engine's tallies, the windows backends (in process and Redis)
+and the config's check of a rule's `metric` and `per` derive from
+`METRICS`, so a new metric is one entry here. An Engine may be given a
+table of its own.
+
+A metric is summed (each event adds a number: a constant, or one the event
+gives) or counted per key (each event counts some keys: recipient domains,
+addresses), a per-key window reading as its distinct keys or as the count
+of its most frequent one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Event = Mapping[str, Any]
+Amount = Callable[[Event], float]
+Keys = Callable[[Event], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    events: frozenset[str]  # the kinds of event that move it
+    how: str  # "sum"; per key: "distinct" (how many keys) or "top" (the top key's count)
+    adds: float | Amount = 1.0  # summed: what one event adds, the same for all or its own
+    keys: Keys | None = None  # per key: the keys one event counts
+
+
+def summed(*events: str, adds: float | Amount = 1.0) -> Metric:
+    return Metric(frozenset(events), "sum", adds if callable(adds) else float(adds))
+
+
+def per_key(*events: str, keys: Keys, read: Literal["distinct", "top"]) -> Metric:
+    return Metric(frozenset(events), read, keys=keys)
+
+
+# a remote refusal that names a blocklist: the message (or its sender) looks
+# like spam to the world, the surest sign that a system is a danger to the
+# gateway's addresses; "listed" alone would also match "user not listed"
+BLOCKLIST = re.compile(
+    r"blocked using|(?<!not )listed (?:in|on|at|by)"
+    r"|\b(?:dnsbl|rbl|block ?list(?:ed)?|black ?list(?:ed)?|spamhaus|spamcop"
+    r"|barracuda(?:central)?|sorbs|uceprotect|psbl|surbl|uribl)\b",
+    re.IGNORECASE)
+
+
+def recipient_count(event: Event) -> float:
+    return float(len(event.get("recipients") or ()))
+
+
+def size(event: Event) -> float:
+    return float(event.get("size", 0))
+
+
+def names_a_blocklist(event: Event) -> float:
+    return 1.0 if BLOCKLIST.search(str(event.get("response", ""))) is not None else 0.0
+
+
+def recipient_domains(event: Event) -> tuple[str, ...]:
+    return tuple(r.rpartition("@")[2].lower() for r in event.get("recipients") or ())
+
+
+def recipient_addresses(event: Event) -> tuple[str, ...]:
+    return tuple(r.lower() for r in event.get("recipients") or ())
+
+
+METRICS: dict[str, Metric] = {
+    "messages": summed("accepted"),
+    "recipients": summed("accepted", adds=recipient_count),
+    "bytes": summed("accepted", adds=size),
+    "attempts": summed("delivered", "bounced", "deferred"),  # delivery attempts
+    "perm_failures": summed("bounced"),
+    "deferrals": summed("deferred"),
+    "blocklist_rejections": summed("bounced", "deferred", adds=names_a_blocklist),
+    "rejections": summed("rejected"),  # the gateway's refusals
+    "recipient_domains": per_key("accepted", keys=recipient_domains, read="distinct"),
+    "top_recipient": per_key("accepted", keys=recipient_addresses, read="top"),
+}
+
+# the metric of each system's 24-hour history (the status page's chart)
+HISTORY = "messages"
