@@ -23,12 +23,10 @@ attempt marks are the exception: one small write each).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import random
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Literal
 
 from mailgw.outage import Outage
 from mailgw.relay.attempts import AttemptLog
+from mailgw.relay.files import DirSync, SpoolLock, write_new
 from mailgw.relay.queue_file import UNREADABLE, Meta, Recipient, decode, encode, read_meta, update
 
 __all__ = ["STATES", "Meta", "Recipient", "Recovered", "SetAside", "Spool", "SpoolError",
@@ -81,88 +80,6 @@ class Recovered:
     set_aside: list[SetAside] = field(default_factory=list)
 
 
-class SpoolLock:
-    """Held by the gateway that owns a spool, for as long as it runs (a
-    second gateway on the same spool refuses to start), or by the CLI while
-    it changes the spool of a gateway that is not running."""
-
-    def __init__(self, root: Path):
-        self.path = root / "lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the lock
-            self._fd = None
-
-
-class _DirSync:
-    """fsync of one directory, shared by concurrent callers (group commit).
-
-    A caller needs a sync that *started* after its rename; if one is under
-    way it waits for the next, which then covers every caller that queued
-    behind it. Under load one fsync serves many messages."""
-
-    def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        self.cond = threading.Condition()
-        self.started = 0  # syncs begun
-        self.done = 0  # syncs finished (the number of the last one)
-        self.running = False
-        self.error: OSError | None = None
-
-    def sync(self) -> None:
-        with self.cond:
-            need = self.started + 1
-            while self.done < need:
-                if self.running:
-                    self.cond.wait()
-                    continue
-                self.running = True
-                self.started += 1
-                ticket = self.started
-                self.cond.release()
-                try:
-                    os.fsync(self.fd)
-                    error = None
-                except OSError as e:
-                    error = e
-                finally:
-                    self.cond.acquire()
-                self.running = False
-                self.done = ticket
-                self.error = error
-                self.cond.notify_all()
-            if self.error is not None:
-                raise self.error
-
-
-def _write_new(path: str, *parts: bytes) -> None:
-    """A new file holding `parts`, fsynced and closed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        todo = [memoryview(p) for p in parts if p]
-        while todo:
-            written = os.writev(fd, todo)
-            while todo and written >= len(todo[0]):
-                written -= len(todo.pop(0))
-            if written:
-                todo[0] = todo[0][written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     def __init__(self, root: Path, max_crashes: int = 5, disk: Outage | None = None):
         """`disk`: told when the spool's disk fails a write and when it works again."""
@@ -172,7 +89,7 @@ class Spool:
         self.tmp = root / "tmp"
         for d in (self.tmp, *(root / s for s in STATES)):
             d.mkdir(parents=True, exist_ok=True)
-        self._dirsync = {s: _DirSync(root / s) for s in STATES}
+        self._dirsync = {s: DirSync(root / s) for s in STATES}
         # paths as strings: a message's path is built several times on its
         # way, and pathlib costs more than the system calls it feeds
         self._prefix = {s: f"{root / s}{os.sep}" for s in ("tmp", *STATES)}
@@ -193,7 +110,7 @@ class Spool:
         fsynced. On failure the temporary file is removed."""
         tmp = self._path("tmp", meta.id)
         try:
-            _write_new(tmp, *encode(meta, data))
+            write_new(tmp, *encode(meta, data))
             os.rename(tmp, self._path(dst, meta.id))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -440,7 +357,7 @@ class Spool:
                 data_path = old / f"{meta_path.stem}.eml"
                 if data_path.exists():
                     tmp = self._path("tmp", meta_path.stem)
-                    _write_new(tmp, meta_path.read_bytes().rstrip(b"\n"), b"\n",
+                    write_new(tmp, meta_path.read_bytes().rstrip(b"\n"), b"\n",
                                data_path.read_bytes())
                     os.rename(tmp, self._path(state, meta_path.stem))
                     self._dirsync[state].sync()
