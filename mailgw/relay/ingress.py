@@ -283,7 +283,11 @@ class Ingress:
 
 
 _HANDLER_HOOKS = sorted(n for n in vars(Ingress) if n.startswith("handle_"))
-_SIMPLE_ADDRESS = re.compile(r"^<([A-Za-z0-9._+=-]+@[A-Za-z0-9.-]+)>(?: +(.*))?$")
+# the plain form most MTAs send (dot-atoms, no quoting, no source route);
+# aiosmtpd's parser finds the same address and parameters in it
+_DOT_ATOM_ADDRESS = re.compile(
+    r"^<([A-Za-z0-9_+=-]+(?:\.[A-Za-z0-9_+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?: +(.*))?$"
+)
 
 
 def _capture(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
@@ -384,11 +388,11 @@ class GatewaySMTP(SMTP):
         return await super().handle_exception(error)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every address with the email package's full RFC 5322
-        # parser; the plain form most MTAs send takes a regex
-        m = _SIMPLE_ADDRESS.match(arg)
-        if m:
-            return m.group(1), m.group(2) or ""
+        # aiosmtpd parses every address with the email package's full RFC
+        # 5322 parser; the plain form takes a regex
+        plain = _DOT_ATOM_ADDRESS.match(arg)
+        if plain:
+            return plain.group(1), plain.group(2) or ""
         return super()._getaddr(arg)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
