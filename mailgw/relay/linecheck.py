@@ -17,16 +17,29 @@ from mailgw.relay.policy import Rejection
 from mailgw.relay.smtp_edge import StreamBuffer
 
 
-class BareLineEnding(Exception):
+class RefusedLine(Exception):
+    """A command line the reader refused, and how it is answered."""
+
+    rejection: Rejection
+
+
+class BareLineEnding(RefusedLine):
     """A command line ended in a bare LF or held a bare CR."""
 
+    rejection = Rejection.of(replies.BARE_LINE_ENDING_COMMAND, "bare_line_ending")
 
-class ControlCharacters(Exception):
+
+class ControlCharacters(RefusedLine):
     """A command line held NUL or another control character."""
 
+    rejection = Rejection.of(replies.CONTROL_CHARACTERS, "control_characters")
 
-class LineTooLong(Exception):
-    """A command line overran the reader's limit; it was dropped through its LF."""
+
+class LineTooLong(RefusedLine):
+    """A command line overran the reader's limit; it was dropped through its
+    LF. Answered as aiosmtpd answers a line it held whole and found too long."""
+
+    rejection = Rejection.of(replies.LINE_TOO_LONG, "line_too_long")
 
 
 _CONTROL = bytes(range(0x20)) + b"\x7f"
