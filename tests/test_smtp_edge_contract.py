@@ -404,7 +404,7 @@ def test_the_lists_here_name_only_replies_aiosmtpd_still_writes():
 @pytest.mark.parametrize("text", sorted(AIOSMTPD_REFUSALS))
 def test_a_translated_refusal_has_an_enhanced_code_of_its_class(text):
     reply, reason = AIOSMTPD_REFUSALS[text]
-    assert text[0] in "45", "a refusal of aiosmtpd's is a 4xx or 5xx"
+    assert text[0] in "45", "only a 4xx or 5xx is looked up (EdgeSMTP.push)"
     assert re.fullmatch(r"[45]\.\d{1,3}\.\d{1,3}", reply.enhanced), reply
     assert reply.enhanced[0] == str(reply.code)[0], reply
     assert reason

@@ -26,7 +26,7 @@ import asyncio
 import re
 import string
 from collections import defaultdict
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from aiosmtpd.smtp import SMTP, Session, syntax
 
@@ -129,8 +129,6 @@ _VARYING = [(_pattern(text), text) for text in AIOSMTPD_REFUSALS if "{" in text]
 def aiosmtpd_refusal(text: str) -> tuple[str, dict[str, str]] | None:
     """The entry of AIOSMTPD_REFUSALS that `text` is, with its varying
     parts; None for any other text."""
-    if not text.startswith(("4", "5")):  # what passes on (2xx, 3xx) is looked up no further
-        return None
     if text in _FIXED:
         return text, {}
     for pattern, entry in _VARYING:
@@ -150,24 +148,23 @@ def as_ours(text: str, **values: object) -> Rejection | None:
     return Rejection.of(reply, reason, **values, **parts)
 
 
-_NAMED: dict[tuple[type, tuple[str, ...]], list[str]] = {}
-
-
 def _named(cls: type, prefixes: tuple[str, ...]) -> list[str]:
-    """The names of `cls` with those prefixes, listed once per class."""
-    names = _NAMED.get((cls, prefixes))
-    if names is None:
-        names = _NAMED[cls, prefixes] = sorted(n for n in dir(cls) if n.startswith(prefixes))
-    return names
+    return sorted(name for name in dir(cls) if name.startswith(prefixes))
 
 
 class EdgeHandler:
     """The base of the handler. aiosmtpd scans the handler with dir() on
-    every connection to find its handle_ hooks; listing only those keeps a
-    connection cheap."""
+    every connection to find its handle_ hooks; listing only those, as
+    found once when a subclass is made, keeps a connection cheap."""
+
+    _edge_names: ClassVar[list[str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._edge_names = _named(cls, ("handle_",))
 
     def __dir__(self) -> list[str]:
-        return _named(type(self), ("handle_",))
+        return self._edge_names
 
 
 # the plain form most MTAs send (dot-atoms, no quoting, no source route);
@@ -184,6 +181,12 @@ class EdgeSMTP(SMTP, Generic[R]):
     with command lines of at most `max_command_length` octets with CRLF
     (MAIL 26 more for SIZE, RFC 1870). Subclasses give `refuse` (and may
     give `new_session`); the other arguments are SMTP's."""
+
+    _edge_names: ClassVar[list[str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._edge_names = _named(cls, ("smtp_", "auth_"))  # as EdgeHandler's, for the protocol
 
     def __init__(self, handler: EdgeHandler, *, reader_class: type[R], max_command_length: int,
                  **smtp: Any):
@@ -204,7 +207,7 @@ class EdgeSMTP(SMTP, Generic[R]):
         self._then_close: Reply | None = None
 
     def __dir__(self) -> list[str]:
-        return _named(type(self), ("smtp_", "auth_"))  # as EdgeHandler's, for the protocol
+        return self._edge_names
 
     @property
     def reader(self) -> R:
@@ -254,9 +257,11 @@ class EdgeSMTP(SMTP, Generic[R]):
         if self._reply_lines:
             text = "\r\n".join([*self._reply_lines, text])
             self._reply_lines.clear()
-        ours = as_ours(text, limit=self.data_size_limit)  # the size refusal names the limit
-        if ours is not None:
-            text = self.refuse(ours)
+        # only a 4xx or 5xx can be a refusal: most replies are not looked up
+        if text.startswith(("4", "5")):
+            ours = as_ours(text, limit=self.data_size_limit)  # the size refusal names the limit
+            if ours is not None:
+                text = self.refuse(ours)
         await self.send(text)
 
     async def send(self, text: str) -> None:
