@@ -3,6 +3,7 @@ wrong credentials get 535 and a rejected event."""
 
 from __future__ import annotations
 
+import base64
 import json
 import smtplib
 import ssl
@@ -74,3 +75,26 @@ def test_an_overlong_auth_response_is_refused_as_too_long_and_the_session_goes_o
         assert c.docmd("eA==" * 2000) == (500, b"5.5.2 Line too long")
         assert c.noop()[0] == 250
     assert "internal error" not in caplog.text
+
+
+def test_refusals_of_the_auth_dialogue_have_enhanced_codes_and_rejected_events(tls_gateway):
+    gw, ctx = tls_gateway
+    plain = base64.b64encode(b"\0mfa-relay\0s3cret").decode()
+    with smtplib.SMTP("127.0.0.1", gw.port) as c:
+        c.ehlo("x.test")
+        c.starttls(context=ctx)
+        c.ehlo("x.test")
+        assert c.docmd("AUTH") == (501, b"5.5.4 Syntax: AUTH mechanism [initial-response]")
+        assert c.docmd("AUTH", "PLAIN a b") == (501, b"5.5.4 Syntax: AUTH mechanism [initial-response]")
+        assert c.docmd("AUTH", "CRAM-MD5") == (504, b"5.5.4 Unrecognized authentication type")
+        assert c.docmd("AUTH", "PLAIN") == (334, b"")
+        assert c.docmd("*") == (501, b"5.7.0 Authentication aborted")
+        assert c.docmd("AUTH", "PLAIN !!") == (501, b"5.5.2 Cannot decode base64")
+        assert c.docmd("AUTH", "PLAIN " + base64.b64encode(b"no nul").decode()) == (
+            501, b"5.5.2 Cannot split the authentication value")
+        assert c.docmd("AUTH", "PLAIN " + plain)[0] == 235
+        assert c.docmd("AUTH", "PLAIN " + plain) == (503, b"5.5.1 Error: already authenticated")
+    log = gw.gateway.config.gateway.event_log.read_text().splitlines()
+    assert [(e["reason"], e["code"]) for e in map(json.loads, log) if e["event"] == "rejected"] == [
+        ("bad_syntax", 501), ("bad_syntax", 501), ("unknown_auth_mechanism", 504),
+        ("auth_aborted", 501), ("bad_syntax", 501), ("bad_syntax", 501), ("bad_sequence", 503)]

@@ -51,9 +51,10 @@ def test_client_outside_networks_and_not_authenticated_is_denied_at_rcpt(gateway
     with session(gateway.port, source="127.0.0.2") as c:
         assert c.cmd("MAIL FROM:<a@mfa.gov.kz>").startswith("250")
         assert c.cmd("RCPT TO:<x@example.com>").startswith("550 5.7.1 Relaying denied")
-        assert c.cmd("DATA").startswith("503")
+        assert c.cmd("DATA").startswith("503 5.5.1")
     rejected = events(gateway.gateway.config, "rejected")
-    assert rejected[-1]["reason"] == "relay_denied" and rejected[-1]["system"] is None
+    assert [(e["reason"], e["system"]) for e in rejected] == [
+        ("relay_denied", None), ("bad_sequence", None)]
 
 
 @pytest.mark.parametrize("sender", [

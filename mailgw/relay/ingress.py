@@ -15,11 +15,11 @@ import re
 import ssl
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
@@ -29,16 +29,10 @@ from mailgw.config import Limits, System
 from mailgw.events import EventSink
 from mailgw.relay import replies
 from mailgw.relay.batching import Batcher
-from mailgw.relay.linecheck import (
-    BareLineEnding,
-    ControlCharacters,
-    LineTooLong,
-    StrictLineReader,
-    check_data,
-    unstuff,
-)
+from mailgw.relay.linecheck import RefusedLine, StrictLineReader, check_data, unstuff
 from mailgw.relay.policy import Rejection, check_recipient, check_sender
 from mailgw.relay.received import received_header
+from mailgw.relay.smtp_edge import EdgeHandler, EdgeSMTP
 from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
@@ -46,21 +40,6 @@ from mailgw.systems import SystemDirectory
 log = logging.getLogger("mailgw.ingress")
 
 _HELO = re.compile(r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.IPv]+\])$")
-
-# aiosmtpd's own refusals carry no enhanced status code; give them ours.
-_BUILTIN_REPLIES = {
-    "552 Error: message size exceeds fixed maximum message size": replies.MESSAGE_TOO_LARGE,
-    "500 Command line too long": replies.LINE_TOO_LONG,
-    "502 5.5.1 Too many unrecognized commands, goodbye.": replies.TOO_MANY_ERRORS,
-    "500 Error: strict ASCII mode": replies.NON_ASCII,
-}
-
-_BUILTIN_REASONS = {
-    replies.MESSAGE_TOO_LARGE: "message_too_large",
-    replies.LINE_TOO_LONG: "line_too_long",
-    replies.TOO_MANY_ERRORS: "too_many_errors",
-    replies.NON_ASCII: "non_ascii",
-}
 
 
 # room for what is added on the way to the spool: a DKIM signature and the
@@ -71,6 +50,15 @@ _ROOM_PER_MESSAGE, _ROOM_PER_RECIPIENT = 4096, 256
 def client_ip(session: Session) -> str:
     peer = session.peer
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+class GatewaySession(Session):
+    """A client's SMTP session and the connected system it is: known by its
+    IP when the session begins, by its login after AUTH; None for neither."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, system: System | None):
+        super().__init__(loop)
+        self.system = system
 
 
 class Signer(Protocol):
@@ -101,7 +89,7 @@ async def _nothing_pending(system: str) -> None:
     return None
 
 
-class Ingress:
+class Ingress(EdgeHandler):
     """Holds what every connection shares; `protocol()` makes one per client."""
 
     def __init__(
@@ -127,11 +115,6 @@ class Ingress:
     def protocol(self) -> GatewaySMTP:
         return GatewaySMTP(self)
 
-    def __dir__(self) -> list[str]:
-        # aiosmtpd scans the handler with dir() on every connection to find
-        # its hooks; listing only the hooks keeps a connection cheap
-        return _HANDLER_HOOKS
-
     def room_for(self, size: int) -> bool:
         """Whether the spool can take `size` bytes more and keep
         `min_free_disk` free, counting the messages on their way to it. Looked
@@ -140,14 +123,6 @@ class Ingress:
         gateway's own, for what it must write to move the queue on."""
         free = self.spool.free_bytes() - self._incoming - size
         return free >= self.limits.min_free_disk
-
-    def reject(self, session: Session, rejection: Rejection, **fields: Any) -> str:
-        system: System | None = getattr(session, "system", None)
-        self.events.emit(
-            "rejected", system.id if system else None, reason=rejection.reason,
-            code=rejection.reply.code, client=client_ip(session), **fields,
-        )
-        return rejection.text
 
     async def drain(self, timeout: float) -> None:
         """Stop taking mail: idle sessions get 421 now, sessions inside a
@@ -163,17 +138,16 @@ class Ingress:
 
     # --- aiosmtpd handler hooks -------------------------------------------
 
-    async def handle_MAIL(self, server: GatewaySMTP, session: Session, envelope: Envelope,
-                          address: str, mail_options: list[str]) -> str:
+    async def handle_MAIL(self, server: GatewaySMTP, session: GatewaySession,
+                          envelope: Envelope, address: str, mail_options: list[str]) -> str:
         declared = next((int(o[5:]) for o in mail_options if o.startswith("SIZE=")), 0)
         if not self.room_for(declared):
-            return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
-        system = session.system  # type: ignore[attr-defined]
+            return server.refuse(Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
+        system = session.system
         if system is not None:
             await self.decided(system.id)  # its last message may be crossing a rule now
-        suspension = self.suspended(system.id) if system is not None else None
-        if suspension is not None:
-            return self.reject(session, Rejection.of(
+        if system is not None and (suspension := self.suspended(system.id)) is not None:
+            return server.refuse(Rejection.of(
                 replies.SUSPENDED, "suspended", system=system.id,
                 since=datetime.fromtimestamp(suspension.since, UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 why=f"rule {suspension.rule}" if suspension.rule else "operator decision",
@@ -183,28 +157,29 @@ class Ingress:
         # envelope, where an empty string would read as "no MAIL yet"
         _, rejection = check_sender(system, "" if address == "<>" else address)
         if rejection:
-            return self.reject(session, rejection, sender=address)
+            return server.refuse(rejection, sender=address)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return str(replies.SENDER_OK)
 
-    async def handle_RCPT(self, server: GatewaySMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
-        system = session.system  # type: ignore[attr-defined]
+    async def handle_RCPT(self, server: GatewaySMTP, session: GatewaySession,
+                          envelope: Envelope, address: str, rcpt_options: list[str]) -> str:
         parsed, rejection = check_recipient(
-            system, address, len(envelope.rcpt_tos), self.limits.max_recipients
+            session.system, address, len(envelope.rcpt_tos), self.limits.max_recipients
         )
         if rejection:
-            return self.reject(session, rejection, recipient=address)
+            return server.refuse(rejection, recipient=address)
         assert parsed is not None
         envelope.rcpt_tos.append(str(parsed))
         envelope.rcpt_options.extend(rcpt_options)
         return str(replies.RECIPIENT_OK)
 
-    async def handle_DATA(self, server: GatewaySMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: GatewaySMTP, session: GatewaySession,
+                          envelope: Envelope) -> str:
         data = envelope.original_content
         assert isinstance(data, bytes)
-        system: System = session.system  # type: ignore[attr-defined]
+        system = session.system
+        assert system is not None  # RCPT took a recipient
         now = self.clock.now()
         queue_id = new_queue_id()
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
@@ -226,13 +201,13 @@ class Ingress:
         message = header + data
         size = len(message) + _ROOM_PER_MESSAGE + _ROOM_PER_RECIPIENT * len(recipients)
         if not self.room_for(size):
-            return self.reject(session, Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
+            return server.refuse(Rejection.of(replies.INSUFFICIENT_STORAGE, "disk_low"))
         self._incoming += size
         try:
             message = await self._stores.run((meta, message))
         except SpoolError as e:
             log.error("spool write failed for %s: %s", queue_id, e)
-            return self.reject(session, Rejection.of(replies.STORE_FAILED, "store_failed"))
+            return server.refuse(Rejection.of(replies.STORE_FAILED, "store_failed"))
         finally:
             self._incoming -= size
         log.info("%s: accepted from=<%s> system=%s nrcpt=%d size=%d client=%s", queue_id, sender,
@@ -240,6 +215,8 @@ class Ingress:
         self.events.emit("accepted", system.id, queue_id=queue_id, sender=sender,
                          recipients=recipients, size=len(message))
         self.on_queued(meta, message)
+        if self.draining:  # the transaction in progress is done: now the session ends
+            server.close_after_reply(replies.SHUTTING_DOWN)
         return replies.QUEUED.format(queue_id=queue_id)
 
     def _signed(self, meta: Meta, message: bytes) -> bytes:
@@ -263,14 +240,6 @@ class Ingress:
         errors = iter(self.spool.put_many(signed))
         return [(next(errors) or r) if isinstance(r, bytes) else r for r in results]
 
-    async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, BareLineEnding):
-            return str(replies.BARE_LINE_ENDING_COMMAND)
-        if isinstance(error, ControlCharacters):
-            return str(replies.CONTROL_CHARACTERS)
-        log.exception("internal error in SMTP session", exc_info=error)
-        return str(replies.INTERNAL_ERROR)
-
     async def verify_login(self, login: bytes, password: bytes) -> System | None:
         found = self.directory.login(login.decode("utf-8", "replace"))
         if found is None:
@@ -282,10 +251,6 @@ class Ingress:
         return system if ok else None
 
 
-_HANDLER_HOOKS = sorted(n for n in vars(Ingress) if n.startswith("handle_"))
-_SIMPLE_ADDRESS = re.compile(r"^<([A-Za-z0-9._+=-]+@[A-Za-z0-9.-]+)>(?: +(.*))?$")
-
-
 def _capture(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
              auth_data: Any) -> AuthResult:
     """aiosmtpd's authenticator is synchronous; it only hands the credentials
@@ -293,41 +258,54 @@ def _capture(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
     return AuthResult(success=True, auth_data=auth_data)
 
 
-class GatewaySMTP(SMTP):
-    """One client connection: aiosmtpd plus the limits and the line discipline."""
+class GatewaySMTP(EdgeSMTP[StrictLineReader]):
+    """One client connection: aiosmtpd through the edge (relay/smtp_edge.py),
+    plus the limits and the line discipline."""
+
+    session: GatewaySession | None
 
     def __init__(self, ingress: Ingress):
         self.ingress = ingress
         limits = ingress.limits
-        # read by SMTP.__init__ when it builds the stream reader: the most of a
-        # command line held before it is known too long (LineTooLong)
-        self.line_length_limit = 2 * limits.max_command_length
         super().__init__(
-            ingress, hostname=ingress.hostname, ident="mailgw",
+            ingress, reader_class=StrictLineReader, max_command_length=limits.max_command_length,
+            hostname=ingress.hostname, ident="mailgw",
             data_size_limit=limits.max_message_size, timeout=limits.idle_timeout,
             tls_context=ingress.tls_context, auth_require_tls=True, authenticator=_capture,
             auth_exclude_mechanism=["CRAM-MD5"], loop=asyncio.get_running_loop(),
         )
-        # aiosmtpd measures a command line without its CRLF, and keeps its
-        # limits per command (MAIL gets 26 octets more for SIZE, RFC 1870) in
-        # a table that every session shares: each gets its own
-        command_limit = limits.max_command_length - 2
-        self.command_size_limit = command_limit
-        self.command_size_limits = defaultdict(lambda: command_limit)
-        self._continued: list[str] = []
         self.errors = 0
         self._ip = ""
         self._admitted = False
         self._deadline: asyncio.TimerHandle | None = None
 
-    def __dir__(self) -> list[str]:
-        return _PROTOCOL_METHODS  # see Ingress.__dir__
+    def new_session(self) -> GatewaySession:
+        return GatewaySession(self.loop, self.ingress.directory.by_ip(self._ip))
+
+    def refuse(self, rejection: Rejection, **fields: Any) -> str:
+        """A refusal: its `rejected` event, and a 5xx counts towards
+        max_errors, the last of which closes the session after its reply."""
+        self._record(rejection, **fields)
+        if rejection.reply.permanent:
+            self.errors += 1
+            if self.errors == self.ingress.limits.max_errors:
+                self._record(Rejection.of(replies.TOO_MANY_ERRORS, "too_many_errors"))
+                self.close_after_reply(replies.TOO_MANY_ERRORS)
+        return rejection.text
+
+    def _record(self, rejection: Rejection, **fields: Any) -> None:
+        assert self.session is not None
+        system = self.session.system
+        self.ingress.events.emit(
+            "rejected", system.id if system else None, reason=rejection.reason,
+            code=rejection.reply.code, client=client_ip(self.session), **fields,
+        )
 
     # HELO/EHLO are vetted here rather than in handler hooks: aiosmtpd
     # inspects an EHLO hook's signature on every connection, which is costly
     async def _helo_ok(self, hostname: str) -> bool:
         if hostname and not _HELO.match(hostname):
-            await self.push(str(replies.BAD_HELO))
+            await self.send(self.refuse(Rejection.of(replies.BAD_HELO, "bad_helo")))
             return False
         return True
 
@@ -339,62 +317,43 @@ class GatewaySMTP(SMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         if await self._helo_ok(hostname):
-            self.command_size_limits.clear()  # aiosmtpd adds SIZE's 26 octets at each EHLO
             await super().smtp_EHLO(hostname)
 
     @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:
+    async def smtp_DATA(self, arg: str | None) -> None:
         """aiosmtpd's DATA, with the message read whole (see read_message)
         and checked whole (see check_data)."""
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+        if await self.check_helo_needed():
             return
-        assert self.envelope is not None
+        assert self.session is not None and self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.send(self.refuse(Rejection.of(replies.NEED_RCPT, "bad_sequence")))
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.send(self.refuse(Rejection.of(replies.SYNTAX, "bad_syntax", usage="DATA")))
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        reader = cast(StrictLineReader, self._reader)  # swapped in by connection_made
-        try:
-            data = await reader.read_message(self.data_size_limit or sys.maxsize)
-        except asyncio.CancelledError:
-            self._writer.close()  # type: ignore[attr-defined]  # reset during DATA
-            raise
-        assert self.session is not None
+        await self.send(str(replies.START_DATA))
+        data = await self.reader.read_message(self.data_size_limit or sys.maxsize)
         if data is None:
-            status = self.ingress.reject(self.session, Rejection.of(
+            status = self.refuse(Rejection.of(
                 replies.MESSAGE_TOO_LARGE, "message_too_large", limit=self.data_size_limit))
         elif (rejection := check_data(data, self.ingress.limits.max_line_length)) is not None:
-            status = self.ingress.reject(self.session, rejection)
+            status = self.refuse(rejection)
         else:
             self.envelope.content = self.envelope.original_content = unstuff(data)
-            status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push(status)
+            status = await self.ingress.handle_DATA(self, self.session, self.envelope)
+        self.end_transaction()
+        await self.send(status)
 
     async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, LineTooLong):
-            # a line too long to hold: as one aiosmtpd read whole and refused
-            # as too long (see push), the same reply and event
-            assert self.session is not None
-            return self.ingress.reject(
-                self.session, Rejection.of(replies.LINE_TOO_LONG, "line_too_long"))
-        return await super().handle_exception(error)
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every address with the email package's full RFC 5322
-        # parser; the plain form most MTAs send takes a regex
-        m = _SIMPLE_ADDRESS.match(arg)
-        if m:
-            return m.group(1), m.group(2) or ""
-        return super()._getaddr(arg)
+        if isinstance(error, RefusedLine):
+            return self.refuse(error.rejection)
+        log.exception("internal error in SMTP session", exc_info=error)
+        return self.refuse(Rejection.of(replies.INTERNAL_ERROR, "internal_error"))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._admitted:  # the TLS layer after STARTTLS: a new session begins
             super().connection_made(transport)
-            self._identify()
             return
         peer = transport.get_extra_info("peername")
         self._ip = peer[0] if peer else "?"
@@ -413,17 +372,10 @@ class GatewaySMTP(SMTP):
             return
         self._admitted = True
         self.ingress.sessions.add(self)
-        # the reader class is fixed inside StreamReaderProtocol; swap in ours
-        self._stream_reader.__class__ = StrictLineReader  # type: ignore[attr-defined]
         super().connection_made(transport)
-        self._identify()
         self._deadline = self.loop.call_later(
             self.ingress.limits.session_timeout, self.close_with, replies.SESSION_TOO_LONG
         )
-
-    def _identify(self) -> None:
-        assert self.session is not None
-        self.session.system = self.ingress.directory.by_ip(self._ip)  # type: ignore[attr-defined]
 
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:
@@ -435,38 +387,8 @@ class GatewaySMTP(SMTP):
             self._deadline.cancel()
         super().connection_lost(error)
 
-    def _timeout_cb(self) -> None:
-        self.close_with(replies.IDLE_TIMEOUT)
-
-    def close_with(self, reply: replies.Reply) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
-            self.transport.close()
-
     def close_if_idle(self) -> None:
         if self.envelope is None or not self.envelope.mail_from:
-            self.close_with(replies.SHUTTING_DOWN)
-
-    async def push(self, status: str | bytes) -> None:
-        text = status.decode() if isinstance(status, bytes) else status
-        if text[3:4] == "-":
-            # lines of a multi-line reply (EHLO) leave in one write, not one each
-            self._continued.append(text)
-            return
-        if self._continued:
-            text = "\r\n".join([*self._continued, text])
-            self._continued.clear()
-        if text in _BUILTIN_REPLIES:
-            reply = _BUILTIN_REPLIES[text]
-            text = reply.format(limit=self.ingress.limits.max_message_size)
-            assert self.session is not None
-            self.ingress.reject(self.session, Rejection(reply, _BUILTIN_REASONS[reply], text))
-        await super().push(text)
-        if text.startswith("5"):
-            self.errors += 1
-            if self.errors >= self.ingress.limits.max_errors:
-                self.close_with(replies.TOO_MANY_ERRORS)
-        elif text.startswith("250 2.0.0") and self.ingress.draining:
             self.close_with(replies.SHUTTING_DOWN)
 
     async def _verified(self, result: AuthResult) -> AuthResult:
@@ -477,10 +399,10 @@ class GatewaySMTP(SMTP):
         assert isinstance(creds, LoginPassword)
         system = await self.ingress.verify_login(creds.login, creds.password)
         if system is None:
-            self.ingress.reject(self.session, Rejection.of(replies.AUTH_FAILED, "auth_failed"),
-                                login=creds.login.decode("utf-8", "replace"))
-            return AuthResult(success=False, handled=False)
-        self.session.system = system  # type: ignore[attr-defined]
+            text = self.refuse(Rejection.of(replies.AUTH_FAILED, "auth_failed"),
+                               login=creds.login.decode("utf-8", "replace"))
+            return AuthResult(success=False, handled=False, message=text)
+        self.session.system = system
         return AuthResult(success=True, auth_data=LoginPassword(creds.login, b""))
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
@@ -488,6 +410,3 @@ class GatewaySMTP(SMTP):
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._verified(await super().auth_LOGIN(_, args))
-
-
-_PROTOCOL_METHODS = sorted(n for n in dir(GatewaySMTP) if n.startswith(("smtp_", "auth_")))

@@ -14,18 +14,32 @@ import asyncio
 
 from mailgw.relay import replies
 from mailgw.relay.policy import Rejection
+from mailgw.relay.smtp_edge import StreamBuffer
 
 
-class BareLineEnding(Exception):
+class RefusedLine(Exception):
+    """A command line the reader refused, and how it is answered."""
+
+    rejection: Rejection
+
+
+class BareLineEnding(RefusedLine):
     """A command line ended in a bare LF or held a bare CR."""
 
+    rejection = Rejection.of(replies.BARE_LINE_ENDING_COMMAND, "bare_line_ending")
 
-class ControlCharacters(Exception):
+
+class ControlCharacters(RefusedLine):
     """A command line held NUL or another control character."""
 
+    rejection = Rejection.of(replies.CONTROL_CHARACTERS, "control_characters")
 
-class LineTooLong(Exception):
-    """A command line overran the reader's limit; it was dropped through its LF."""
+
+class LineTooLong(RefusedLine):
+    """A command line overran the reader's limit; it was dropped through its
+    LF. Answered as aiosmtpd answers a line it held whole and found too long."""
+
+    rejection = Rejection.of(replies.LINE_TOO_LONG, "line_too_long")
 
 
 _CONTROL = bytes(range(0x20)) + b"\x7f"
@@ -34,7 +48,7 @@ _CONTROL = bytes(range(0x20)) + b"\x7f"
 _END = b"\r\n.\r\n"
 
 
-class StrictLineReader(asyncio.StreamReader):
+class StrictLineReader(StreamBuffer):
     """A StreamReader whose command lines (read up to LF) must be clean.
 
     DATA is read whole by `read_message` and is checked as a whole by
@@ -51,17 +65,16 @@ class StrictLineReader(asyncio.StreamReader):
         aiosmtpd reads DATA a line at a time in Python: about a tenth of a
         gateway's CPU for 2 KiB messages, and a long stall of the event loop
         for a big one. This looks for the end in whatever has arrived, with
-        bytes.find. It works on this reader's buffer as
-        StreamReader.readuntil does (and as aiosmtpd does after STARTTLS):
-        what follows the end line stays there for the next command.
+        bytes.find, in the bytes as they lie (StreamBuffer.unread): what
+        follows the end line stays there for the next command.
         """
-        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
         # the CRLF that ended the DATA line starts the message: an empty one is ".\r\n"
         if await self._starts_empty():
             return b""
         data = bytearray()
         too_big = False
         while True:
+            buffer = self.unread
             end = buffer.find(_END)
             if end >= 0:  # the message ends with the CRLF that starts _END
                 take, consumed = end + 2, end + len(_END)
@@ -72,29 +85,18 @@ class StrictLineReader(asyncio.StreamReader):
                 too_big = len(data) > max_size
                 if too_big:
                     data = bytearray()
-            del buffer[:consumed]
-            self._maybe_resume_transport()  # type: ignore[attr-defined]
+            self.consume(consumed)
             if end >= 0:
                 return None if too_big else bytes(data)
-            await self._more()
+            await self.more()
 
     async def _starts_empty(self) -> bool:
-        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
-        while len(buffer) < 3 and b".\r\n".startswith(buffer):
-            await self._more()
-        if buffer[:3] == b".\r\n":
-            del buffer[:3]
-            self._maybe_resume_transport()  # type: ignore[attr-defined]
+        while len(self.unread) < 3 and b".\r\n".startswith(self.unread):
+            await self.more()
+        if self.unread[:3] == b".\r\n":
+            self.consume(3)
             return True
         return False
-
-    async def _more(self) -> None:
-        error = self.exception()
-        if error is not None:
-            raise error
-        if self._eof:  # type: ignore[attr-defined]
-            raise asyncio.IncompleteReadError(bytes(self._buffer), None)  # type: ignore[attr-defined]
-        await self._wait_for_data("read_message")  # type: ignore[attr-defined]
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
         if separator != b"\n":
@@ -115,13 +117,10 @@ class StrictLineReader(asyncio.StreamReader):
 
     async def _drop_line(self) -> None:
         """Drop bytes as they arrive, through the next LF."""
-        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
-        while (end := buffer.find(b"\n")) < 0:
-            buffer.clear()
-            self._maybe_resume_transport()  # type: ignore[attr-defined]
-            await self._more()
-        del buffer[:end + 1]
-        self._maybe_resume_transport()  # type: ignore[attr-defined]
+        while (end := self.unread.find(b"\n")) < 0:
+            self.consume(len(self.unread))
+            await self.more()
+        self.consume(end + 1)
 
 
 def check_data(data: bytes, max_line_length: int) -> Rejection | None:

@@ -17,7 +17,8 @@ class Reply:
     text: str
 
     def format(self, **values: object) -> str:
-        return f"{self.code} {self.enhanced} {self.text.format(**values)}"
+        code = f"{self.code} {self.enhanced}" if self.enhanced else str(self.code)
+        return f"{code} {self.text.format(**values)}"
 
     def __str__(self) -> str:
         return self.format()
@@ -31,6 +32,7 @@ class Reply:
 QUEUED = Reply(250, "2.0.0", "Ok: queued as {queue_id}")
 SENDER_OK = Reply(250, "2.1.0", "Ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Ok")
+START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")  # 3xx: no enhanced code (RFC 2034)
 
 # Who may relay (decided in relay/policy.py)
 RELAY_DENIED = Reply(550, "5.7.1", "Relaying denied: this client is not a connected mail system")
@@ -71,6 +73,40 @@ NUL_IN_DATA = Reply(550, "5.6.2", "Message rejected: NUL (zero byte) in message 
 CONTROL_CHARACTERS = Reply(501, "5.5.2", "Syntax error: control characters are not allowed")
 NON_ASCII = Reply(553, "5.6.7", "Non-ASCII in commands or addresses is not accepted (no SMTPUTF8)")
 BAD_HELO = Reply(501, "5.5.2", "Syntax error: invalid HELO/EHLO hostname")
+
+# The SMTP dialogue. aiosmtpd decides these and writes them without an enhanced
+# code; relay/smtp_edge.py (AIOSMTPD_REFUSALS) sends ours instead. Codes as
+# RFC 3463 and Postfix use them: 5.5.1 out of sequence or not implemented,
+# 5.5.2 a command not understood, 5.5.4 arguments not accepted.
+NEED_HELO = Reply(503, "5.5.1", "Error: send {command} first")
+NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
+NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
+NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
+ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Error: already authenticated")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
+BAD_SYNTAX = Reply(500, "5.5.2", "Error: bad syntax")
+UNRECOGNIZED_COMMAND = Reply(500, "5.5.2", "Error: command not recognized")
+SYNTAX = Reply(501, "5.5.4", "Syntax: {usage}")
+AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+NO_HELP = Reply(501, "5.5.4", "No help for that; supported commands: {commands}")
+BAD_BODY = Reply(501, "5.5.4", "Error: BODY can only be one of 7BIT, 8BITMIME")
+NO_SMTPUTF8 = Reply(501, "5.5.4", "Error: SMTPUTF8 is not offered")
+UNKNOWN_MAIL_PARAMETERS = Reply(
+    555, "5.5.4", "MAIL FROM parameters not recognized or not implemented"
+)
+UNKNOWN_RCPT_PARAMETERS = Reply(
+    555, "5.5.4", "RCPT TO parameters not recognized or not implemented"
+)
+MALFORMED_ADDRESS = Reply(553, "5.1.3", "Error: malformed address")
+VRFY_MALFORMED = Reply(502, "5.1.3", "Could not VRFY: malformed address")
+TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
+ENCRYPTION_REQUIRED = Reply(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
+UNKNOWN_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
+AUTH_ABORTED = Reply(501, "5.7.0", "Authentication aborted")
+BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode base64")
+BAD_AUTH_VALUE = Reply(501, "5.5.2", "Cannot split the authentication value")
 
 # Storage (decided in relay/spool.py's callers in relay/ingress.py)
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage; try again later")
