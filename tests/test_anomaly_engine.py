@@ -321,3 +321,15 @@ def test_learned_baselines_survive_a_restart_through_the_state_store(tmp_path):
     after.restore_baselines(EmbeddedStore(tmp_path / "state.db").load_baselines())
     (i, d), = observe(after, night_burst(22, 250))
     assert d.rule == "spike_1h" and i == 200
+
+
+def test_refusals_of_the_gateways_own_making_are_not_the_systems_rejections():
+    rule = Rule("rejections_10m", "ceiling", "rejections", 600, 2)
+    engine = Engine([rule])
+    theirs = [{"ts": T0 + i, "system": "mfa", "event": "rejected", "reason": reason}
+              for i, reason in enumerate(["suspended", "internal_error", "store_failed",
+                                          "disk_low", "shutting_down", "too_many_connections"])]
+    assert observe(engine, theirs) == []
+    mine = [{"ts": T0 + 10 + i, "system": "mfa", "event": "rejected", "reason": "sender_domain"}
+            for i in range(3)]
+    assert [i for i, _ in observe(engine, mine)] == [2]

@@ -9,8 +9,9 @@ backend (`mailgw replay`); the judge (judge.py) may instead send the tally
 to a shared backend and call `judge` when the counts come back.
 
 It counts only a system's own traffic: events about the gateway's own mail
-(DSNs, notices: `origin` other than "system") and the gateway's refusals of
-a suspended system (reason "suspended") are not the system's activity.
+(DSNs, notices: `origin` other than "system") and refusals that say nothing
+of what the system does (its suspension, the gateway's own trouble:
+metrics.NOT_THE_SYSTEMS) are not the system's activity.
 A system is suspended at most once until it is lifted (`lift`), which also
 clears its windows. `tally` changes no state.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mailgw.anomaly.metrics import HISTORY, METRICS, Amount, Metric
+from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric
 from mailgw.anomaly.rules import Decision, Rule
 from mailgw.anomaly.tally import Counts, Tally, Window
 from mailgw.anomaly.windows import Baseline, LocalWindows
@@ -122,7 +123,7 @@ class Engine:
             return None
         ts = float(event["ts"])
         if kind not in self._constant or (
-                kind == "rejected" and event.get("reason") == "suspended"):
+                kind == "rejected" and event.get("reason") in NOT_THE_SYSTEMS):
             return None
         fixed = self._fixed.get(kind)
         if fixed is not None:

@@ -69,6 +69,11 @@ def recipient_addresses(event: Event) -> tuple[str, ...]:
     return tuple(r.lower() for r in event.get("recipients") or ())
 
 
+# refusals that say nothing of what the system does: its own suspension, and
+# the gateway's trouble (a fault, a full disk, a stop, its connection caps)
+NOT_THE_SYSTEMS = frozenset({"suspended", "internal_error", "store_failed", "disk_low",
+                             "shutting_down", "too_many_connections"})
+
 METRICS: dict[str, Metric] = {
     "messages": summed("accepted"),
     "recipients": summed("accepted", adds=recipient_count),
