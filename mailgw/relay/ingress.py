@@ -18,13 +18,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from mailgw import hashing
-from mailgw.clock import Clock
+from mailgw.clock import Clock, utc_time
 from mailgw.config import Limits, System
 from mailgw.events import EventSink
 from mailgw.relay import replies
@@ -149,7 +148,7 @@ class Ingress(EdgeHandler):
         if system is not None and (suspension := self.suspended(system.id)) is not None:
             return server.refuse(Rejection.of(
                 replies.SUSPENDED, "suspended", system=system.id,
-                since=datetime.fromtimestamp(suspension.since, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                since=utc_time(suspension.since),
                 why=f"rule {suspension.rule}" if suspension.rule else "operator decision",
                 url=self.status_url.format(system=system.id),
             ), sender=address)
