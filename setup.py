@@ -9,6 +9,7 @@ import os
 from setuptools import setup
 
 ENGINE = ["mailgw/anomaly/metrics.py", "mailgw/anomaly/tally.py", "mailgw/anomaly/windows.py",
+          "mailgw/anomaly/evidence.py",
           "mailgw/anomaly/rules.py", "mailgw/anomaly/engine.py"]
 
 ext_modules = []

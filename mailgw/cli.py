@@ -121,34 +121,20 @@ def check_config(config_path: Path, as_json: bool) -> None:
 @click.argument("events", type=click.File("rb"))
 def replay(config_path: Path, events: BinaryIO) -> None:
     """Run the configured anomaly rules on an event log (ts ascending), with
-    the clock taken from the events; print one JSON line per decision."""
-    import orjson  # parses an event about twice as fast as json: replay reads millions
-
+    the clock taken from the events; print one JSON line per decision, and
+    a summary per rule and per system on stderr."""
     from mailgw.anomaly.engine import Engine
     from mailgw.anomaly.rules import Rule
+    from mailgw.replay import BadLog, Replay
 
     cfg = _load(config_path)
     engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
                     {s.id: s.anomaly for s in cfg.systems if s.anomaly}, history=False)
-    out = sys.stdout
-    last = float("-inf")
-    for number, line in enumerate(events, 1):
-        if not line.strip():
-            continue
-        try:
-            event = orjson.loads(line)
-            ts = float(event["ts"])
-        except (ValueError, KeyError, TypeError):
-            click.echo(f"error: {events.name}:{number}: not an event (a JSON object with ts)",
-                       err=True)
-            sys.exit(1)
-        if ts < last:
-            click.echo(f"error: {events.name}:{number}: ts goes backwards; replay needs the "
-                       f"events in time order", err=True)
-            sys.exit(1)
-        last = ts
-        for decision in engine.observe(event):
-            out.write(json.dumps(decision.as_dict()) + "\n")
+    try:
+        Replay(engine, sys.stdout, sys.stderr).run(events, events.name)
+    except BadLog as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 def _store(cfg: config_mod.Config) -> Store:

@@ -215,15 +215,29 @@ def _metric(value: str) -> str:
 MetricName = Annotated[str, AfterValidator(_metric)]
 
 
+Chance = Annotated[float, Field(gt=0, lt=1)]
+
+
 class AnomalyRule(_Model):
+    """A rule (mailgw/anomaly/rules.py says what each field does per kind)."""
+
     name: str
     kind: Literal["ceiling", "ratio", "spike"]
     metric: MetricName
     window: Duration
-    threshold: float = Field(ge=0)  # spike: the factor over the learned baseline
+    # ceiling: the most allowed; ratio: the least abnormal share; spike: times the usual
+    threshold: float = Field(ge=0)
     per: MetricName | None = None
-    min_sample: float = Field(default=0, ge=0)  # spike: the absolute floor
-    min_history: Duration = 14 * 86400.0  # spike: history needed before it judges
+    min_sample: float = Field(default=0, ge=0)  # ratio: least divisor; spike: least floor
+    min_history: Duration = 14 * 86400.0  # spike: history before its hour-of-week usual
+    min_count: float = Field(default=0, ge=0)  # least count of the metric to act on
+    baseline: Duration | None = None  # where the system's usual is learned
+    factor: float = Field(default=0, ge=0)  # ratio: times the system's usual share
+    prior: float = Field(default=0, ge=0, le=1)  # ratio: the usual share with no history
+    floor: float = Field(default=0, ge=0)  # spike: times the average count per window
+    watch: Chance | None = None  # alert the operators at this chance or below
+    suspend: Chance | None = None  # suspend at this chance or below
+    respond: Literal["suspend", "watch"] = "suspend"  # a rule without chances
 
     @model_validator(mode="after")
     def _consistent(self) -> AnomalyRule:
@@ -231,18 +245,23 @@ class AnomalyRule(_Model):
             raise ValueError("a ratio rule needs `per` (the divisor); other rules have none")
         if self.window <= 0:
             raise ValueError("window must be longer than 0")
-        if self.kind == "spike" and (self.window != 3600 or METRICS[self.metric].how != "sum"):
-            raise ValueError("a spike rule compares a count over 1h with its hour-of-week "
-                             "baseline: window = \"1h\" and a summed metric, not one "
-                             "counted per key")
+        if self.kind == "spike" and METRICS[self.metric].how != "sum":
+            raise ValueError("a spike rule compares a count with its hour-of-week usual: a "
+                             "summed metric, not one counted per key")
+        if self.baseline is not None and self.baseline <= self.window:
+            raise ValueError("baseline must be longer than window: the usual is learned "
+                             "over more than the window judged")
+        if self.kind == "ceiling" and (self.watch or self.suspend):
+            raise ValueError("a ceiling is a hard cap: it takes `respond`, not chances")
+        if self.watch is not None and self.suspend is not None and self.suspend >= self.watch:
+            raise ValueError("suspend must be a smaller chance than watch: stronger evidence")
         return self
 
 
 def _rule(name: str, kind: str, metric: str, window: str, threshold: float,
-          per: str | None = None, min_sample: float = 0) -> AnomalyRule:
+          **more: object) -> AnomalyRule:
     return AnomalyRule.model_validate({"name": name, "kind": kind, "metric": metric,
-                                       "window": window, "threshold": threshold, "per": per,
-                                       "min_sample": min_sample})
+                                       "window": window, "threshold": threshold, **more})
 
 
 # a spike: ten times the system's usual rate for that hour of the week, and
@@ -259,10 +278,13 @@ DEFAULT_RULES = (
     _rule("recipient_domains_10m", "ceiling", "recipient_domains", "10m", 300),
     _rule("one_recipient_10m", "ceiling", "top_recipient", "10m", 300),
     _rule("rejections_10m", "ceiling", "rejections", "10m", 50),
-    _rule("bounce_rate_1h", "ratio", "perm_failures", "1h", 0.10, "attempts", 50),
-    _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.50, "attempts", 200),
+    _rule("bounce_rate_1h", "ratio", "perm_failures", "1h", 0.10, per="attempts",
+          min_sample=50),
+    _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.50, per="attempts",
+          min_sample=200),
     # remote refusals naming a blocklist: sooner than the plain bounce rate
-    _rule("blocklist_rate_1h", "ratio", "blocklist_rejections", "1h", 0.05, "attempts", 20),
+    _rule("blocklist_rate_1h", "ratio", "blocklist_rejections", "1h", 0.05, per="attempts",
+          min_sample=20),
     _rule("spike_1h", "spike", "messages", "1h", 10, min_sample=200),
 )
 

@@ -27,6 +27,7 @@ from mailgw.blocklist_guard.egress import Egress
 from mailgw.blocklist_guard.hold import Hold
 from mailgw.blocklist_guard.notices import NoticeDispatcher, Notifier
 from mailgw.blocklist_guard.suspensions import Suspensions
+from mailgw.blocklist_guard.watch import Watcher
 from mailgw.clock import Clock, SystemClock
 from mailgw.config import Config, TLSFiles
 from mailgw.events import EventBus, EventLog
@@ -117,8 +118,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         outbox = Outbox(self.spool, clock, submit=lambda meta, data: loop.call_soon_threadsafe(
             self.delivery.submit, meta, data))
-        self.judge = Judge(engine, decide=lambda d: self.suspensions.decided(d),
-                           shared=self.windows)
+        self.judge = Judge(engine, suspend=lambda d: self.suspensions.decided(d),
+                           watch=lambda d: self.watcher.watched(d), shared=self.windows)
         self.hold = Hold(spool=self.spool, events=self.events, run_io=run_io,
                          suspended=lambda system: self.suspensions.suspended(system) is not None,
                          schedule=lambda queue_id, at: self.delivery.schedule(queue_id, at))
@@ -140,6 +141,9 @@ class Gateway:
             templates=templates, outbox=outbox, hostname=cfg.gateway.hostname,
             sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
             operators=cfg.gateway.operators, status_url=cfg.gateway.status_url)
+        self.watcher = Watcher(events=self.events, notifier=notifier,
+                               audit=self.suspensions.audit, run_io=run_io,
+                               spawn=self.suspensions.spawn)
         notices = NoticeDispatcher(notifier=notifier, store=self.store_access,
                                    directory=self.directory, held=self._held, run_io=run_io)
         await self._listen()

@@ -72,7 +72,7 @@ class Metrics:
             self.rejected.labels(str(event.get("reason", "other"))).inc()
         elif kind in ("delivered", "bounced", "deferred"):
             self.outcomes.labels(kind).inc()
-        elif kind in ("suspended", "lifted", "held", "released", "purged", "set_aside",
+        elif kind in ("suspended", "lifted", "watch", "held", "released", "purged", "set_aside",
                        "dnsbl_listed", "dnsbl_delisted"):
             self.events.labels(kind).inc()
 

@@ -236,6 +236,12 @@ def test_replay_prints_the_engines_decisions(tmp_path):
     decision = json.loads(line)
     assert decision["system"] == "mfa" and decision["action"] == "suspend"
     assert decision["rule"] == "one_recipient_10m" and decision["observed"] == 301
+    # what an operator backtesting a config reads at the end
+    summary = out.stderr.splitlines()
+    assert summary[0].startswith("replay: 2,000 events from 2024-11-24 00:00 UTC")
+    assert "one_recipient_10m        1      0" in summary
+    assert any(line.startswith("mfa") and "suspended 2024-11-24" in line
+               and "(one_recipient_10m)" in line for line in summary)
 
 
 def test_replay_refuses_events_out_of_order(tmp_path):

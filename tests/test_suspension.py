@@ -136,3 +136,21 @@ def test_deferred_mail_goes_to_hold_at_the_suspension_not_at_its_next_try(make_c
                                for i in spool.ids("queue")), what="the notice spooled")
         assert gw.gateway.hold.count("mfa") == 2
         assert [e["queue_id"] for e in events(gw, "held")] == ids
+
+
+def test_weak_evidence_watches_alerts_the_operators_once_and_stops_nothing(make_config, dest):
+    rule = {**FOUR_CROSS[0], "respond": "watch"}
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
+                      anomaly={"rules": [rule]}, gateway={"operators": ["noc@gateway.gov.kz"]})
+    with GatewayThread(cfg) as gw:
+        assert [send_as_mfa(gw.port, n)[0] for n in range(6)] == [250] * 6  # nothing stopped
+        wait_until(lambda: any(m.rcpt_tos == ["noc@gateway.gov.kz"] for m in dest.messages),
+                   what="the operators' alert")
+        (watch,) = events(gw, "watch")  # once a window, not at every message past the line
+        assert (watch["system"], watch["rule"], watch["observed"]) == ("mfa", "messages_10m", 4)
+        assert not events(gw, "suspended") and gw.gateway.suspensions.suspended("mfa") is None
+        (alert,) = [email.message_from_bytes(m.data, policy=email.policy.default)
+                    for m in dest.messages if m.rcpt_tos == ["noc@gateway.gov.kz"]]
+        assert "unusual traffic from mfa" in alert["Subject"]
+        wait_until(lambda: [h.action for h in gw.gateway.store.history("mfa")] == ["watch"],
+                   what="the watch in the audit trail")

@@ -19,12 +19,20 @@ clears its windows. `tally` changes no state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric
-from mailgw.anomaly.rules import Decision, Rule
+from mailgw.anomaly.rules import Decision, Reading, Rule
 from mailgw.anomaly.tally import Counts, Tally, Window
 from mailgw.anomaly.windows import Baseline, LocalWindows
+
+
+class _Reads(NamedTuple):
+    """The windows one rule reads, by id; -1: none."""
+    value: int
+    per: int
+    long_value: int
+    long_per: int
 
 
 class Engine:
@@ -38,12 +46,16 @@ class Engine:
         self.rules = rules
         self.overrides = overrides or {}
         self.metrics = metrics
-        # every (metric, seconds) a rule reads; a window's id is its index here
+        # every (metric, seconds) a rule reads, over its window and over its
+        # baseline; a window's id is its index here
         self.windows: list[Window] = sorted(
-            {(m, r.window) for r in rules for m in (r.metric, r.per) if m})
+            {(m, w) for r in rules for m in (r.metric, r.per) if m
+             for w in (r.window, r.baseline) if w})
         ids = {w: i for i, w in enumerate(self.windows)}
         self.local = LocalWindows(self.windows, history, metrics)
         self.suspended: set[str] = set()
+        # (system, rule) -> when it last watched: once a window, not at every event
+        self.watched: dict[tuple[str, str], float] = {}
         self.learned: dict[str, dict[str, Baseline]] = {}  # system -> metric -> baseline
         self._spiked = sorted({r.metric for r in rules if r.kind == "spike"})
         # the metrics each kind of event moves; only rules reading them are judged
@@ -57,12 +69,14 @@ class Engine:
         self._keys = {kind: tuple((i, keys) for i, (m, _) in enumerate(self.windows)
                                   if m in moved and (keys := metrics[m].keys) is not None)
                       for kind, moved in moves.items()}
-        self._judged = {kind: [(r, ids[(r.metric, r.window)],
-                                ids[(r.per, r.window)] if r.per else None)
-                               for r in rules if r.metric in moved or r.per in moved]
-                        for kind, moved in moves.items()}
-        self._reads = {kind: tuple(dict.fromkeys(i for _, v, per in judged
-                                                 for i in (v, per) if i is not None))
+        self._judged = {kind: [(r, _Reads(
+            ids[(r.metric, r.window)], ids[(r.per, r.window)] if r.per else -1,
+            ids[(r.metric, r.baseline)] if r.baseline else -1,
+            ids[(r.per, r.baseline)] if r.per and r.baseline else -1))
+            for r in rules if r.metric in moved or r.per in moved]
+            for kind, moved in moves.items()}
+        self._reads = {kind: tuple(dict.fromkeys(i for _, reads in judged for i in reads
+                                                 if i >= 0))
                        for kind, judged in self._judged.items()}
         # what each kind adds to the summed metrics its tally carries (to a
         # window, a learned baseline's hour, the history): the same amount
@@ -152,7 +166,9 @@ class Engine:
 
     def judge(self, tally: Tally, counts: Counts) -> list[Decision]:
         """The rules on the counts that `tally` led to: a suspension if one
-        is crossed and the system is not suspended already."""
+        is crossed and the system is not suspended already (at most one),
+        else a watch for each rule whose evidence is weaker (each rule once a
+        window)."""
         system, ts = tally.system, tally.ts
         learned = self.learned.get(system)
         for metric, count in counts.hours.items():
@@ -166,24 +182,37 @@ class Engine:
             return []
         mine = self.overrides.get(system)
         values = counts.values
-        for rule, value_window, per_window in self._judged[tally.kind]:
+        watches: list[Decision] = []
+        for rule, reads in self._judged[tally.kind]:
             threshold = mine.get(rule.name, rule.threshold) if mine else rule.threshold
-            if rule.kind == "ceiling":
-                if values[value_window] <= threshold:
-                    continue  # the common case, decided without a call
-                other = None
-            elif rule.kind == "spike":
+            value = values[reads.value]
+            if rule.kind == "ceiling" and value <= threshold:
+                continue  # the common case, decided without a call
+            usual = None
+            if rule.kind == "spike":
                 baseline = learned.get(rule.metric) if learned else None
-                other = baseline.expected(ts, rule.min_history) if baseline else None
-            else:
-                other = values[per_window] if per_window is not None else None
-            observed = rule.judge(values[value_window], other, threshold)
-            if observed is not None:
+                usual = baseline.expected(ts, rule.min_history) if baseline else None
+            verdict = rule.judge(Reading(
+                value, values[reads.per] if reads.per >= 0 else 0.0,
+                values[reads.long_value] if reads.long_value >= 0 else 0.0,
+                values[reads.long_per] if reads.long_per >= 0 else 0.0, usual), threshold)
+            if verdict is None:
+                continue
+            if verdict.action == "watch":
+                last = self.watched.get((system, rule.name))
+                if last is not None and ts - last < rule.window:
+                    continue
+                self.watched[(system, rule.name)] = ts
+            decision = Decision(
+                ts, system, rule.name, verdict.observed, threshold, rule.window,
+                evidence={f"{m}/{w:g}s": v for (m, w), v in self.named(counts).items()},
+                action=verdict.action, usual=verdict.usual, expected=verdict.expected,
+                surprise=verdict.surprise)
+            if verdict.action == "suspend":
                 self.suspended.add(system)
-                evidence = {f"{m}/{w:g}s": v for (m, w), v in self.named(counts).items()}
-                return [Decision(ts, system, rule.name, observed, threshold, rule.window,
-                                 evidence=evidence)]
-        return []
+                return [decision]
+            watches.append(decision)
+        return watches
 
     def observe(self, event: Mapping[str, Any]) -> list[Decision]:
         """Tally, count in process, judge: `mailgw replay`, where the recorded

@@ -21,10 +21,12 @@ from mailgw.events import Event
 
 
 class Judge:
-    def __init__(self, engine: Engine, decide: Callable[[Decision], None],
-                 shared: SharedWindows | None = None):
-        """`decide(decision)`: a rule was crossed (on the event loop)."""
-        self.engine, self.decide, self.shared = engine, decide, shared
+    def __init__(self, engine: Engine, *, suspend: Callable[[Decision], None],
+                 watch: Callable[[Decision], None], shared: SharedWindows | None = None):
+        """`suspend(decision)`, `watch(decision)`: a rule was crossed, with
+        strong or weak evidence (on the event loop)."""
+        self.engine, self.shared = engine, shared
+        self.suspend, self.watch = suspend, watch
 
     def observe(self, event: Event) -> None:
         """A subscriber of the event bus: count the event if it is a system's
@@ -40,7 +42,7 @@ class Judge:
 
     def _judge(self, tally: Tally, counts: Counts) -> None:
         for decision in self.engine.judge(tally, counts):
-            self.decide(decision)
+            (self.suspend if decision.action == "suspend" else self.watch)(decision)
 
     async def settled(self, system: str) -> None:
         """Return once the system's events so far are judged: with shared

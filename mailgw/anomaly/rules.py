@@ -1,15 +1,26 @@
-"""Anomaly rules: what a system may do per window before it is suspended.
+"""Anomaly rules: what a system may do per window before the gateway acts.
 
-Three kinds, each named and tunable per system:
-- ceiling: a metric over a window above `threshold` (messages, recipients,
-  bytes, remote permanent failures, deferrals, gateway rejections, distinct
-  recipient domains, messages to the busiest single recipient);
-- ratio: one metric divided by another above `threshold`, judged only once
-  the divisor reaches `min_sample` (a bounce storm: permanent failures per
-  delivery attempt, as SES and cPanel judge senders);
-- spike: a count over the last hour above `threshold` times the system's own
-  usual count for that hour of the week, and above the floor `min_sample`;
-  silent until the system has `min_history` of history.
+Three kinds, each named and tunable per system (`threshold`):
+- ceiling: a metric over a window above `threshold`, a hard cap whatever
+  the system's history (distinct recipient domains, messages to the
+  busiest single recipient, refusals);
+- ratio: a metric as a share of another (permanent failures per delivery
+  attempt), judged only once the divisor reaches `min_sample` and the
+  metric `min_count`. Abnormal is above `threshold` and above `factor`
+  times the system's own usual share, learned over the `baseline` window
+  (a week), starting from `prior` for a system without history;
+- spike: a count over the window above `threshold` times the system's own
+  usual count for that hour of the week (learned; the `baseline` window's
+  average while it has less than `min_history`), plus a floor: `min_sample`,
+  and `floor` times its average count per window over the baseline, so
+  that a big system's batch is not a small one's.
+
+A rule with chances set (`watch`, `suspend`) weighs evidence: the count
+against what the abnormal line would let through, scored by its surprise
+(evidence.py); it alerts the operators at the `watch` chance and suspends
+the system at the `suspend` chance, so weak evidence watches and strong
+evidence stops. A rule without them acts on the bare comparison: a ceiling
+suspends (or watches, with `respond = "watch"`) as soon as it is crossed.
 """
 
 from __future__ import annotations
@@ -17,39 +28,121 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mailgw.anomaly.evidence import chance, nats, surprise
 from mailgw.config import AnomalyRule
+
+Action = Literal["suspend", "watch"]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the engine read for one rule on one event."""
+    value: float  # the metric over the window
+    per: float = 0.0  # ratio: the divisor over the window
+    long_value: float = 0.0  # ratio and spike: the metric over the baseline window
+    long_per: float = 0.0  # ratio: the divisor over the baseline window
+    usual: float | None = None  # spike: the usual count for this hour of the week
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    observed: float  # what the rule reports: a count, or a share for a ratio
+    usual: float | None  # the system's usual, in the same unit
+    expected: float  # the most the abnormal line lets through, in the unit of the count
+    surprise: float  # nats (0 for a bare comparison)
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str
     kind: Literal["ceiling", "ratio", "spike"]
-    metric: str  # a name in metrics.METRICS
+    metric: str
     window: float  # seconds
     threshold: float
     per: str | None = None  # the divisor of a ratio rule
-    min_sample: float = 0.0  # ratio: least divisor; spike: least count
-    min_history: float = 0.0  # spike: seconds of history before it judges
+    min_sample: float = 0.0  # ratio: least divisor; spike: least floor
+    min_history: float = 0.0  # spike: seconds of history before its hour-of-week usual
+    min_count: float = 0.0  # least count of the metric before the rule may act
+    baseline: float | None = None  # seconds over which the system's usual is learned
+    factor: float = 0.0  # ratio: times the system's usual share
+    prior: float = 0.0  # ratio: the usual share of a system without history
+    floor: float = 0.0  # spike: times the system's average count per window
+    watch: float | None = None  # the chance at or below which the operators are alerted
+    suspend: float | None = None  # the chance at or below which the system is suspended
+    respond: Action = "suspend"  # a bare comparison's action
 
     @classmethod
     def from_config(cls, r: AnomalyRule) -> Rule:
         return cls(r.name, r.kind, r.metric, r.window, r.threshold, r.per, r.min_sample,
-                   r.min_history)
+                   r.min_history, r.min_count, r.baseline, r.factor, r.prior, r.floor,
+                   r.watch, r.suspend, r.respond)
 
-    def judge(self, value: float, other: float | None, threshold: float) -> float | None:
-        """The observed value when this rule is crossed at `threshold` (the
-        rule's own, or a system's override), else None. `other` is a ratio's
-        divisor, or a spike's baseline (None: not learned yet)."""
-        if self.kind == "ceiling":
-            return value if value > threshold else None
-        if self.kind == "spike":
-            if other is None:
-                return None
-            return value if value > max(self.min_sample, threshold * other) else None
-        if other is None or other < max(self.min_sample, 1):
+    @property
+    def weighs(self) -> bool:
+        """Whether it acts on evidence (chances set) rather than a comparison."""
+        return self.watch is not None or self.suspend is not None
+
+    def judge(self, reading: Reading, threshold: float) -> Verdict | None:
+        """The verdict when this rule is crossed at `threshold` (the rule's
+        own, or a system's override), else None."""
+        x = reading.value
+        if x < self.min_count or x <= 0:
             return None
-        ratio = value / other
-        return round(ratio, 4) if ratio >= threshold else None
+        if self.kind == "ceiling":
+            return Verdict(self.respond, x, None, threshold, 0.0) if x > threshold else None
+        if self.kind == "ratio":
+            n = reading.per
+            if n < max(self.min_sample, 1.0):
+                return None
+            usual = self._usual_share(reading)
+            line = max(threshold, self.factor * usual) if usual is not None else threshold
+            if not self.weighs:  # a share of exactly the threshold counts
+                return Verdict(self.respond, round(x / n, 4), usual, line * n, 0.0) \
+                    if x >= line * n else None
+            verdict = self._weigh(x, line * n)
+            if verdict is None:
+                return None
+            return Verdict(verdict[0], round(x / n, 4), usual, line * n, verdict[1])
+        usual_count = self._usual_count(reading)
+        if usual_count is None:
+            return None  # nothing learned to compare with: silent (the ceilings apply)
+        average = reading.long_value * self.window / self.baseline if self.baseline else 0.0
+        line = threshold * usual_count + max(self.min_sample, self.floor * average)
+        verdict = self._weigh(x, line)
+        if verdict is None:
+            return None
+        return Verdict(verdict[0], x, usual_count, line, verdict[1])
+
+    def _weigh(self, x: float, line: float) -> tuple[Action, float] | None:
+        if not self.weighs:
+            return (self.respond, 0.0) if x > line else None
+        s = surprise(x, line)
+        if s <= 0.0:
+            return None
+        if self.suspend is not None and s >= nats(self.suspend):
+            return "suspend", s
+        if self.watch is not None and s >= nats(self.watch):
+            return "watch", s
+        return None
+
+    def _usual_share(self, r: Reading) -> float | None:
+        """The system's usual share before this window, its history weighed
+        against the prior as if the prior were `PRIOR_WEIGHT` attempts."""
+        if self.baseline is None:
+            return None
+        seen, of = r.long_value - r.value, r.long_per - r.per
+        return (seen + PRIOR_WEIGHT * self.prior) / (of + PRIOR_WEIGHT)
+
+    def _usual_count(self, r: Reading) -> float | None:
+        if r.usual is not None:
+            return r.usual * self.window / 3600
+        if self.baseline is not None:  # too little history yet: its average so far
+            return r.long_value * self.window / self.baseline
+        return None
+
+
+PRIOR_WEIGHT = 200.0  # the prior share counts as this many attempts of the system's own
 
 
 @dataclass(frozen=True)
@@ -61,8 +154,18 @@ class Decision:
     threshold: float
     window: float
     evidence: dict[str, float] = field(default_factory=dict, compare=False)  # windows read
-    action: str = "suspend"
+    action: Action = "suspend"
+    usual: float | None = None  # the system's usual, in the unit of `observed`
+    expected: float | None = None  # the abnormal line, as a count
+    surprise: float = 0.0  # nats; 0 for a bare comparison
 
     def as_dict(self) -> dict[str, object]:
-        return {"ts": self.ts, "system": self.system, "action": self.action, "rule": self.rule,
-                "observed": self.observed, "threshold": self.threshold, "window": self.window}
+        out: dict[str, object] = {
+            "ts": self.ts, "system": self.system, "action": self.action, "rule": self.rule,
+            "observed": self.observed, "threshold": self.threshold, "window": self.window}
+        if self.usual is not None:
+            out["usual"] = round(self.usual, 4)
+        if self.surprise:
+            out["expected"] = round(self.expected or 0.0, 2)
+            out["chance"] = float(f"{chance(self.surprise):.3g}")
+        return out

@@ -99,10 +99,11 @@ class Suspensions:
                     d.observed, d.window, d.threshold)
         self.events.emit("suspended", d.system, rule=d.rule, observed=d.observed,
                          threshold=d.threshold, window=d.window, by="auto")
-        self._spawn(self.hold(d.system))
-        self._spawn(self._record(record))
+        self.spawn(self.hold(d.system))
+        self.spawn(self._record(record))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background; `settle` waits for it at a stop."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -164,7 +165,7 @@ class Suspensions:
     def audit(self, entry: AuditEntry) -> None:
         """Into the audit trail; while the store is away, into the journal's
         outbox, to be written when it is back."""
-        self._spawn(self._write_audit(entry))
+        self.spawn(self._write_audit(entry))
 
     async def _write_audit(self, entry: AuditEntry) -> None:
         journal = self.journal
@@ -231,14 +232,14 @@ class Suspensions:
                              rule=record.rule)
             log.warning("%s suspended by %s: %s", record.system, record.by,
                         record.reason or record.rule)
-            self._spawn(self.hold(record.system))
+            self.spawn(self.hold(record.system))
         for record in lifted:
             self.judge.lifted(record.system, once=str(record.id))
             self.events.emit("lifted", record.system, by=record.lifted_by,
                              reason=record.lift_reason)
             log.warning("suspension of %s lifted by %s: %s", record.system, record.lifted_by,
                         record.lift_reason)
-            self._spawn(self.release(record.system, record.purge))
+            self.spawn(self.release(record.system, record.purge))
 
     async def _release_lifted_away(self) -> None:
         for system in list(self._lifted_away):

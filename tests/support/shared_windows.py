@@ -38,7 +38,7 @@ def run_on_redis(url: str, prefix: str, engine: Engine,
     async def go() -> list[tuple[int, Decision]]:
         windows = RedisWindows(url, prefix, engine.windows, metrics=engine.metrics)
         decided: list[Decision] = []
-        judge = Judge(engine, decide=decided.append, shared=windows)
+        judge = Judge(engine, suspend=decided.append, watch=decided.append, shared=windows)
         decisions = []
         try:
             for i, event in enumerate(events):
