@@ -94,7 +94,8 @@ def _false(d: dict[str, Any], systems: dict[str, Any],
             "daily": s.get("daily"), "rule": d.get("rule"), "action": d.get("action", "suspend"),
             "sender": d.get("sender"), "observed": d.get("observed"),
             "threshold": d.get("threshold"), "ts": d["ts"],
-            "reason": _reason(d, s, cases)}
+            "reason": (f"sender {d.get('sender')}; " if d.get("action") == "restrict" else "")
+            + _reason(d, s, cases)}
 
 
 def _reason(d: dict[str, Any], system: dict[str, Any], cases: list[dict[str, Any]]) -> str:

@@ -85,8 +85,11 @@ class _Replay:
         capacity = fcntl.fcntl(self.fd_in, F_GETPIPE_SZ)
         # longer than the pipe and replay's read buffer (8 KiB) together
         self.blank = b" " * (capacity + (1 << 16)) + b"\n"
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.fd_out, selectors.EVENT_READ)
+        self.output = selectors.DefaultSelector()
+        self.output.register(self.fd_out, selectors.EVENT_READ)
+        self.either = selectors.DefaultSelector()  # room for input, or output to read
+        self.either.register(self.fd_in, selectors.EVENT_WRITE)
+        self.either.register(self.fd_out, selectors.EVENT_READ)
         self.partial = b""
         self.lines: list[bytes] = []  # decisions read, not yet taken
 
@@ -96,11 +99,7 @@ class _Replay:
             try:
                 view = view[os.write(self.fd_in, view):]
             except BlockingIOError:
-                # room for input or output to read, whichever comes first
-                with selectors.DefaultSelector() as sel:
-                    sel.register(self.fd_in, selectors.EVENT_WRITE)
-                    sel.register(self.fd_out, selectors.EVENT_READ)
-                    sel.select()
+                self.either.select()  # replay may be waiting for us to read
                 self.read()
             except BrokenPipeError:
                 raise SystemExit(self.failure()) from None
@@ -120,9 +119,10 @@ class _Replay:
 
     def finish(self) -> None:
         assert self.proc.stdin is not None
+        self.either.unregister(self.fd_in)
         self.proc.stdin.close()
         while self.read():
-            self.sel.select()
+            self.output.select()
         if self.proc.wait() != 0:
             raise SystemExit(self.failure())
 
