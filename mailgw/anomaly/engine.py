@@ -67,8 +67,16 @@ class Engine:
                              if m in moved and metrics[m].how == "sum"]
                       for kind, moved in moves.items()}
         self._keys = {kind: tuple((i, keys) for i, (m, _) in enumerate(self.windows)
-                                  if m in moved and (keys := metrics[m].keys) is not None)
+                                  if m in moved and (keys := metrics[m].keys) is not None
+                                  and metrics[m].how != "novel")
                       for kind, moved in moves.items()}
+        # a novel metric: its keys, and every window of it that adds their count
+        self._novel = {kind: tuple(
+            (m, keys, tuple(i for i, (wm, _) in enumerate(self.windows) if wm == m))
+            for m in sorted(moved) if metrics[m].how == "novel"
+            and (keys := metrics[m].keys) is not None
+            and any(wm == m for wm, _ in self.windows))
+            for kind, moved in moves.items()}
         self._judged = {kind: [(r, _Reads(
             ids[(r.metric, r.window)], ids[(r.per, r.window)] if r.per else -1,
             ids[(r.metric, r.baseline)] if r.baseline else -1,
@@ -96,7 +104,8 @@ class Engine:
         # a kind that adds only constant amounts makes the same sums every
         # time: built once here, not per event
         self._fixed = {kind: self._added(kind, self._constant[kind]) for kind in moves
-                       if not self._keys[kind] and not self._computed[kind]}
+                       if not self._keys[kind] and not self._computed[kind]
+                       and not self._novel[kind]}
         domains = [i for i, (m, _) in enumerate(self.windows) if m == "recipient_domains"]
         # where the suspension record's top recipient domains come from: the widest
         self.top_domains_window: int | None = domains[-1] if domains else None
@@ -149,7 +158,8 @@ class Engine:
         sums, hours, traffic = self._added(kind, amounts)
         return Tally(system, ts, kind, sums,
                      tuple((i, keys(event)) for i, keys in self._keys[kind]),
-                     hours, self._reads[kind], traffic)
+                     hours, self._reads[kind], traffic,
+                     tuple((m, keys(event), windows) for m, keys, windows in self._novel[kind]))
 
     def _added(self, kind: str, amounts: dict[str, float]
                ) -> tuple[tuple[tuple[int, float], ...], tuple[tuple[str, float], ...], float]:

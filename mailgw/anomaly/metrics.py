@@ -8,7 +8,9 @@ table of its own.
 A metric is summed (each event adds a number: a constant, or one the event
 gives) or counted per key (each event counts some keys: recipient domains,
 addresses), a per-key window reading as its distinct keys or as the count
-of its most frequent one.
+of its most frequent one; or it counts the keys the system never sent to
+before ("novel": its windows sum them, the system's memory of the keys it
+has seen being windows.Seen).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ Keys = Callable[[Event], tuple[str, ...]]
 @dataclass(frozen=True)
 class Metric:
     events: frozenset[str]  # the kinds of event that move it
-    how: str  # "sum"; per key: "distinct" (how many keys) or "top" (the top key's count)
+    # "sum"; per key: "distinct" (how many keys), "top" (the top key's
+    # count) or "novel" (how many keys never seen before: a summed window)
+    how: str
     adds: float | Amount = 1.0  # summed: what one event adds, the same for all or its own
     keys: Keys | None = None  # per key: the keys one event counts
 
@@ -35,8 +39,13 @@ def summed(*events: str, adds: float | Amount = 1.0) -> Metric:
     return Metric(frozenset(events), "sum", adds if callable(adds) else float(adds))
 
 
-def per_key(*events: str, keys: Keys, read: Literal["distinct", "top"]) -> Metric:
+def per_key(*events: str, keys: Keys, read: Literal["distinct", "top", "novel"]) -> Metric:
     return Metric(frozenset(events), read, keys=keys)
+
+
+def summed_windows(how: str) -> bool:
+    """Whether a metric's windows hold a running sum (else keys)."""
+    return how in ("sum", "novel")
 
 
 # a remote refusal that names a blocklist: the message (or its sender) looks
@@ -85,6 +94,9 @@ METRICS: dict[str, Metric] = {
     "rejections": summed("rejected"),  # the gateway's refusals
     "recipient_domains": per_key("accepted", keys=recipient_domains, read="distinct"),
     "top_recipient": per_key("accepted", keys=recipient_addresses, read="top"),
+    # recipient domains this system never mailed before: spam to a harvested
+    # list reaches a new domain with most messages, a system's own mail rarely
+    "new_domains": per_key("accepted", keys=recipient_domains, read="novel"),
 }
 
 # the metric of each system's 24-hour history (the status page's chart)

@@ -29,6 +29,8 @@ class Tally(NamedTuple):
     hours: tuple[tuple[str, float], ...]  # (metric, amount) to add to this clock hour's count
     reads: tuple[int, ...]  # windows the rules judging this event read
     traffic: float = 0.0  # messages to add to the system's 24-hour history
+    # (metric, keys, windows): the keys' count never seen before, to add to the windows
+    novel: tuple[tuple[str, tuple[str, ...], tuple[int, ...]], ...] = ()
 
 
 class Counts(NamedTuple):

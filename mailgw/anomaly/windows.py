@@ -16,10 +16,11 @@ same code serves live traffic and `mailgw replay`. Time must not go back.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from mailgw.anomaly.metrics import METRICS, Metric
+from mailgw.anomaly.metrics import METRICS, Metric, summed_windows
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 
 BUCKETS = 12
@@ -195,18 +196,64 @@ class Baseline:
         return b
 
 
+class Seen:
+    """The keys (recipient domains) a system has sent to, remembered for one
+    to two GENERATION periods in 8 KiB per period: a Bloom filter of 65,536
+    bits, three probes a key, the positions the first three 16-bit words of
+    the key's SHA-1 (as the Redis backend's script takes them). A period
+    learns at most CAP keys (about 1% false "seen" there): past it a flood
+    of new keys stays new rather than filling the filter. A key seen in the
+    last period is carried into this one when it comes again, so a system's
+    correspondents are never forgotten while it writes to them.
+    """
+
+    __slots__ = ("gen", "cur", "prev", "count")
+    GENERATION = 30 * 86400
+    BITS = 1 << 16
+    CAP = 6000
+
+    def __init__(self) -> None:
+        self.gen = -1
+        self.cur = bytearray(self.BITS // 8)
+        self.prev = bytearray(self.BITS // 8)
+        self.count = 0
+
+    def novel(self, ts: float, keys: Iterable[str]) -> int:
+        """How many of `keys` were never seen; they are remembered now."""
+        gen = int(ts // self.GENERATION)
+        if gen != self.gen:
+            # a new period: the last one is kept, anything older forgotten
+            self.prev = self.cur if gen == self.gen + 1 else bytearray(self.BITS // 8)
+            self.cur, self.count, self.gen = bytearray(self.BITS // 8), 0, gen
+        cur, prev = self.cur, self.prev
+        new = 0
+        for key in keys:
+            d = hashlib.sha1(key.encode()).digest()
+            probes = ((d[0] << 8) | d[1], (d[2] << 8) | d[3], (d[4] << 8) | d[5])
+            if all(cur[p >> 3] & (1 << (p & 7)) for p in probes):
+                continue
+            if not all(prev[p >> 3] & (1 << (p & 7)) for p in probes):
+                new += 1
+            if self.count < self.CAP:
+                self.count += 1
+                for p in probes:
+                    cur[p >> 3] |= 1 << (p & 7)
+        return new
+
+
 class SystemWindows:
     """One system's windows, indexed as the engine's list of windows."""
 
-    __slots__ = ("sums", "keyed", "readers", "hours", "history")
+    __slots__ = ("sums", "keyed", "readers", "hours", "history", "seen")
 
     def __init__(self, windows: Sequence[Window], metrics: Mapping[str, Metric]) -> None:
         self.sums: dict[int, Counter] = {}
         self.keyed: dict[int, KeyCounter] = {}
         self.readers: list[Callable[[float], float]] = []
+        self.seen: dict[str, Seen] = {}  # novel metric -> what the system has sent to
         for i, (metric, seconds) in enumerate(windows):
             how = metrics[metric].how
-            if how == "sum":
+            if summed_windows(how):
                 counter = self.sums[i] = Counter(seconds)
                 self.readers.append(counter.total)
             else:
@@ -228,7 +275,7 @@ class LocalWindows:
         self.systems: dict[str, SystemWindows] = {}
         # keyed window -> read as distinct keys (else as the top count)
         self._distinct = {i: metrics[m].how == "distinct" for i, (m, _) in enumerate(windows)
-                          if metrics[m].how != "sum"}
+                          if not summed_windows(metrics[m].how)}
 
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
@@ -240,6 +287,13 @@ class LocalWindows:
         for window, keys in t.keys:
             distinct, top = keyed[window].add(ts, keys)
             values[window] = distinct if self._distinct[window] else top
+        for metric, keys, windows in t.novel:
+            seen = w.seen.get(metric)
+            if seen is None:
+                seen = w.seen[metric] = Seen()
+            new = seen.novel(ts, keys)
+            for window in windows:
+                values[window] = sums[window].add(ts, new)
         hours: dict[str, float] = {}
         if t.hours:
             hour = int(ts // 3600)
@@ -272,9 +326,9 @@ class LocalWindows:
         return {s: n for s, n in w.history.items() if s > first} if w else {}
 
     def reset(self, system: str) -> None:
-        """Clear a system's windows; its history stays (what it sent is
-        still what it sent)."""
+        """Clear a system's windows; its history and what it has sent to stay
+        (what it sent is still what it sent)."""
         w = self.systems.pop(system, None)
         if w is not None:
             self.systems[system] = fresh = SystemWindows(self.windows, self.metrics)
-            fresh.history = w.history
+            fresh.history, fresh.seen = w.history, w.seen

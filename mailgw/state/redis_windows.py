@@ -33,9 +33,9 @@ import orjson
 import redis.asyncio
 from redis.exceptions import NoScriptError, RedisError
 
-from mailgw.anomaly.metrics import METRICS, Metric
+from mailgw.anomaly.metrics import METRICS, Metric, summed_windows
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
-from mailgw.anomaly.windows import BUCKETS, KEY_CAP
+from mailgw.anomaly.windows import BUCKETS, KEY_CAP, Seen
 from mailgw.outage import Outage
 
 log = logging.getLogger("mailgw.windows")
@@ -146,6 +146,42 @@ for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}}
     if size ~= was_size or top ~= was_top then redis.call('HSET', meta, z, size, 'top', top) end
   end
 end
+-- a novel metric, as windows.Seen: per period a bitmap of 65,536 bits and a
+-- count of keys learned; a key is new unless all three of its probes are set
+-- in this period's bitmap or the last's; the new keys' count goes to its windows
+local function probes(member)
+  local h = redis.sha1hex(member)
+  return {tonumber(h:sub(1, 4), 16), tonumber(h:sub(5, 8), 16), tonumber(h:sub(9, 12), 16)}
+end
+local function all_set(key, ps)
+  for _, p in ipairs(ps) do
+    if redis.call('GETBIT', key, p) == 0 then return false end
+  end
+  return true
+end
+for _, nv in ipairs(spec.novel) do  -- {name, {keys}, {{name, width, ttl}, ...}}
+  local cur, prev = base .. nv[1] .. ':' .. spec.gen, base .. nv[1] .. ':' .. (spec.gen - 1)
+  local new = 0
+  for _, member in ipairs(nv[2]) do
+    local ps = probes(member)
+    if not all_set(cur, ps) then
+      if not all_set(prev, ps) then new = new + 1 end
+      if redis.call('INCR', cur .. ':n') <= spec.seen_cap then
+        for _, p in ipairs(ps) do redis.call('SETBIT', cur, p, 1) end
+        redis.call('EXPIRE', cur, spec.seen_ttl)
+        redis.call('EXPIRE', cur .. ':n', spec.seen_ttl)
+      end
+    end
+  end
+  for _, s in ipairs(nv[3]) do
+    local key = base .. s[1]
+    local epoch, e = sum_window(key, s[2], s[3])
+    if epoch > e - n then
+      redis.call('HINCRBYFLOAT', key, epoch % n, new)
+      sums[s[1]] = tonumber(redis.call('HINCRBYFLOAT', key, 'r', new))
+    end
+  end
+end
 local hours = {}
 for i, h in ipairs(spec.hours) do  -- {metric, amount}
   local key = base .. 'h:' .. h[1] .. ':' .. math.floor(ts / 3600)
@@ -199,7 +235,7 @@ return 1
 
 def _name(window: Window, how: str) -> str:
     metric, seconds = window
-    return f"{'s' if how == 'sum' else 'k'}:{metric}:{seconds:g}"
+    return f"{'s' if summed_windows(how) else 'k'}:{metric}:{seconds:g}"
 
 
 def _ttl(seconds: float) -> int:
@@ -234,8 +270,10 @@ class RedisWindows:
         self._count = self.r.register_script(_COUNT)
         self._reset = self.r.register_script(_RESET)
         self._loaded = False  # both scripts are in Redis's script cache
-        # each window as the scripts know it: key, bucket width, time to live, how read
-        self._how = [metrics[m].how for m, _ in windows]
+        # each window as the scripts know it: key, bucket width, time to live, how
+        # read (a novel metric's windows hold sums)
+        self._how = ["sum" if summed_windows(metrics[m].how) else metrics[m].how
+                     for m, _ in windows]
         self._window = [(_name(w, how), w[1] / BUCKETS, _ttl(w[1]))
                         for w, how in zip(windows, self._how, strict=True)]
         named = list(zip((key for key, _, _ in self._window), self._how, strict=True))
@@ -384,6 +422,10 @@ class RedisWindows:
             "ts": t.ts, "n": BUCKETS, "cap": KEY_CAP,
             "sums": [(*window[i], a) for i, a in t.sums],
             "keys": [(*window[i], keys) for i, keys in t.keys],
+            "novel": [(f"seen:{metric}", keys, [window[i] for i in windows])
+                      for metric, keys, windows in t.novel],
+            "gen": int(t.ts // Seen.GENERATION), "seen_cap": Seen.CAP,
+            "seen_ttl": 2 * Seen.GENERATION,
             "hours": t.hours,
             "reads": [(*window[i], how[i]) for i in t.reads],
             "traffic": t.traffic, "step": HISTORY_STEP, "steps": HISTORY_STEPS,
