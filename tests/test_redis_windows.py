@@ -23,7 +23,8 @@ RULES = [Rule.from_config(r) for r in DEFAULT_RULES] + [
     Rule("domains_1m", "ceiling", "recipient_domains", 60, 1e9),
     Rule("deferred_domains", "ratio", "deferrals", 600, 1e9, per="recipient_domains"),
     # never-seen domains, over a window and a week, across the filters' periods
-    Rule("new_domains", "ratio", "new_domains", 600, 1e9, per="messages", baseline=604_800),
+    Rule("new_domains", "ratio", "to_new_domains", 600, 1e9, per="messages",
+         baseline=604_800),
 ]
 
 

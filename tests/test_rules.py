@@ -95,7 +95,7 @@ def test_a_spike_is_judged_against_the_hour_and_a_floor_that_grows_with_the_syst
     # usual 60 an hour at this hour of the week: 10 per ten minutes; a week of
     # 7000 messages: 6.9 per ten minutes on average
     def at(x: float) -> Reading:
-        return Reading(x, long_value=7000, usual=60)
+        return Reading(x, long_value=7000, usual=60, span=7 * 86400)
 
     line = 3 * 10 + 20  # three times the usual, then the floor (min_sample above the average)
     assert SPIKE.judge(at(line), 3) is None
@@ -104,14 +104,26 @@ def test_a_spike_is_judged_against_the_hour_and_a_floor_that_grows_with_the_syst
     assert watch is not None and watch.action == "watch" and watch.expected == line
     suspend = SPIKE.judge(at(line + 80), 3)
     assert suspend is not None and suspend.action == "suspend"
-    big = Reading(line + 80, long_value=700_000, usual=60)  # a big system: its floor is 694
+    big = Reading(line + 80, long_value=700_000, usual=60, span=7 * 86400)  # its floor: 694
     assert SPIKE.judge(big, 3) is None
 
 
-def test_a_spike_without_history_uses_its_average_so_far_and_without_that_is_silent():
-    assert SPIKE.judge(Reading(500, long_value=0), 3) is not None  # floor of 20 only
-    assert Rule("s", "spike", "messages", 3600, 10, min_sample=200).judge(
-        Reading(5000), 10) is None
+def test_a_spike_is_silent_until_its_hour_of_week_usual_is_learned():
+    assert SPIKE.judge(Reading(5000, long_value=5000, span=3600), 3) is None
+
+
+LOOP = Rule("loop", "spike", "top_pair", 3600, 10, min_sample=20, baseline=7 * 86400, floor=1,
+            min_count=20, watch=1e-3, suspend=1e-7, per_key=True)
+
+
+def test_a_per_key_spike_compares_with_its_average_over_the_history_it_has():
+    # a pair mailed 120 times in the day of history it has: 5 an hour on average
+    day = Reading(70, long_value=120, span=86400)
+    assert LOOP.judge(day, 10) is None  # 70 is not over ten times 5, plus 20
+    week = Reading(70, long_value=120, span=7 * 86400)  # the same, spread over a week
+    verdict = LOOP.judge(week, 10)
+    assert verdict is not None and verdict.action == "suspend"
+    assert verdict.expected == pytest.approx(10 * 120 / 168 + 20)
 
 
 def test_a_ceiling_acts_above_its_threshold_and_may_only_watch():

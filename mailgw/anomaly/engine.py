@@ -56,8 +56,13 @@ class Engine:
         self.suspended: set[str] = set()
         # (system, rule) -> when it last watched: once a window, not at every event
         self.watched: dict[tuple[str, str], float] = {}
+        # when each system was first counted: how much history its windows hold
+        self.first_seen: dict[str, float] = {}
         self.learned: dict[str, dict[str, Baseline]] = {}  # system -> metric -> baseline
-        self._spiked = sorted({r.metric for r in rules if r.kind == "spike"})
+        # the summed metrics spike rules judge by hour of the week (learned
+        # baselines); a per-key one compares with its baseline window only
+        self._spiked = sorted({r.metric for r in rules
+                               if r.kind == "spike" and metrics[r.metric].how == "sum"})
         # the metrics each kind of event moves; only rules reading them are judged
         moves = {kind: {name for name, m in metrics.items() if kind in m.events}
                  for metric in metrics.values() for kind in metric.events}
@@ -136,6 +141,7 @@ class Engine:
         was learned of the system's usual traffic is kept."""
         self.suspended.discard(system)
         self.local.reset(system)
+        self.first_seen.pop(system, None)  # its windows hold no history now
 
     def tally(self, event: Mapping[str, Any]) -> Tally | None:
         """What `event` adds to its system's windows, or None if it is not
@@ -188,6 +194,7 @@ class Engine:
             if baseline is None:
                 baseline = learned[metric] = Baseline()
             baseline.seen(ts, count)
+        first = self.first_seen.setdefault(system, ts)
         if system in self.suspended:
             return []
         mine = self.overrides.get(system)
@@ -205,7 +212,8 @@ class Engine:
             verdict = rule.judge(Reading(
                 value, values[reads.per] if reads.per >= 0 else 0.0,
                 values[reads.long_value] if reads.long_value >= 0 else 0.0,
-                values[reads.long_per] if reads.long_per >= 0 else 0.0, usual), threshold)
+                values[reads.long_per] if reads.long_per >= 0 else 0.0, usual, ts - first),
+                threshold)
             if verdict is None:
                 continue
             if verdict.action == "watch":

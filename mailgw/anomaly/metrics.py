@@ -9,8 +9,8 @@ A metric is summed (each event adds a number: a constant, or one the event
 gives) or counted per key (each event counts some keys: recipient domains,
 addresses), a per-key window reading as its distinct keys or as the count
 of its most frequent one; or it counts the keys the system never sent to
-before ("novel": its windows sum them, the system's memory of the keys it
-has seen being windows.Seen).
+before ("novel": its windows count the events that bring at least one
+such key, the system's memory of the keys it has seen being windows.Seen).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ Keys = Callable[[Event], tuple[str, ...]]
 class Metric:
     events: frozenset[str]  # the kinds of event that move it
     # "sum"; per key: "distinct" (how many keys), "top" (the top key's
-    # count) or "novel" (how many keys never seen before: a summed window)
+    # count) or "novel" (events with a key never seen before: a summed window)
     how: str
     adds: float | Amount = 1.0  # summed: what one event adds, the same for all or its own
     keys: Keys | None = None  # per key: the keys one event counts
@@ -78,6 +78,11 @@ def recipient_addresses(event: Event) -> tuple[str, ...]:
     return tuple(r.lower() for r in event.get("recipients") or ())
 
 
+def sender_to_recipient(event: Event) -> tuple[str, ...]:
+    sender = str(event.get("sender", "")).lower()
+    return tuple(f"{sender} {r.lower()}" for r in event.get("recipients") or ())
+
+
 # refusals that say nothing of what the system does: its own suspension, and
 # the gateway's trouble (a fault, a full disk, a stop, its connection caps)
 NOT_THE_SYSTEMS = frozenset({"suspended", "internal_error", "store_failed", "disk_low",
@@ -94,9 +99,14 @@ METRICS: dict[str, Metric] = {
     "rejections": summed("rejected"),  # the gateway's refusals
     "recipient_domains": per_key("accepted", keys=recipient_domains, read="distinct"),
     "top_recipient": per_key("accepted", keys=recipient_addresses, read="top"),
-    # recipient domains this system never mailed before: spam to a harvested
-    # list reaches a new domain with most messages, a system's own mail rarely
-    "new_domains": per_key("accepted", keys=recipient_domains, read="novel"),
+    # messages from one mailbox to one address: a mail loop (a forwarding rule
+    # and an autoresponder) repeats one pair; a rush of reports to one
+    # address, or a backlog flushed, comes from many mailboxes
+    "top_pair": per_key("accepted", keys=sender_to_recipient, read="top"),
+    # messages to a domain the system never mailed before: spam to a harvested
+    # list reaches a new domain with most messages, a system's own mail
+    # rarely; a circular to 300 addresses is one message, however many new
+    "to_new_domains": per_key("accepted", keys=recipient_domains, read="novel"),
 }
 
 # the metric of each system's 24-hour history (the status page's chart)

@@ -10,10 +10,11 @@ Three kinds, each named and tunable per system (`threshold`):
   times the system's own usual share, learned over the `baseline` window
   (a week), starting from `prior` for a system without history;
 - spike: a count over the window above `threshold` times the system's own
-  usual count for that hour of the week (learned; the `baseline` window's
-  average while it has less than `min_history`), plus a floor: `min_sample`,
-  and `floor` times its average count per window over the baseline, so
-  that a big system's batch is not a small one's.
+  usual count for that hour of the week (learned; silent while it has less
+  than `min_history`; a metric counted per key has no hour of the week: its
+  usual is its average per window over the `baseline` window), plus a
+  floor: `min_sample`, and `floor` times that average, so that a big
+  system's batch is not a small one's.
 
 A rule with chances set (`watch`, `suspend`) weighs evidence: the count
 against what the abnormal line would let through, scored by its surprise
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mailgw.anomaly.evidence import chance, nats, surprise
+from mailgw.anomaly.metrics import METRICS
 from mailgw.config import AnomalyRule
 
 Action = Literal["suspend", "watch"]
@@ -42,6 +44,7 @@ class Reading:
     long_value: float = 0.0  # ratio and spike: the metric over the baseline window
     long_per: float = 0.0  # ratio: the divisor over the baseline window
     usual: float | None = None  # spike: the usual count for this hour of the week
+    span: float = 0.0  # seconds of the system's history the baseline window holds
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,13 @@ class Rule:
     watch: float | None = None  # the chance at or below which the operators are alerted
     suspend: float | None = None  # the chance at or below which the system is suspended
     respond: Action = "suspend"  # a bare comparison's action
+    per_key: bool = False  # spike: its metric is counted per key (no hour-of-week usual)
 
     @classmethod
     def from_config(cls, r: AnomalyRule) -> Rule:
         return cls(r.name, r.kind, r.metric, r.window, r.threshold, r.per, r.min_sample,
                    r.min_history, r.min_count, r.baseline, r.factor, r.prior, r.floor,
-                   r.watch, r.suspend, r.respond)
+                   r.watch, r.suspend, r.respond, METRICS[r.metric].how != "sum")
 
     @property
     def weighs(self) -> bool:
@@ -106,8 +110,8 @@ class Rule:
             return Verdict(verdict[0], round(x / n, 4), usual, line * n, verdict[1])
         usual_count = self._usual_count(reading)
         if usual_count is None:
-            return None  # nothing learned to compare with: silent (the ceilings apply)
-        average = reading.long_value * self.window / self.baseline if self.baseline else 0.0
+            return None  # nothing learned to compare with yet: silent
+        average = self._average(reading)
         line = threshold * usual_count + max(self.min_sample, self.floor * average)
         verdict = self._weigh(x, line)
         if verdict is None:
@@ -135,11 +139,20 @@ class Rule:
         return (seen + PRIOR_WEIGHT * self.prior) / (of + PRIOR_WEIGHT)
 
     def _usual_count(self, r: Reading) -> float | None:
+        """The hour-of-week usual of a summed metric (None until learned);
+        a per-key metric has none: its average over the baseline window."""
         if r.usual is not None:
             return r.usual * self.window / 3600
-        if self.baseline is not None:  # too little history yet: its average so far
-            return r.long_value * self.window / self.baseline
+        if self.per_key:
+            return self._average(r)
         return None
+
+    def _average(self, r: Reading) -> float:
+        """The metric's average per window over the history the baseline
+        window holds (a window not yet full would understate it)."""
+        if self.baseline is None:
+            return 0.0
+        return r.long_value * self.window / max(min(self.baseline, r.span), self.window)
 
 
 PRIOR_WEIGHT = 200.0  # the prior share counts as this many attempts of the system's own

@@ -291,7 +291,7 @@ class LocalWindows:
             seen = w.seen.get(metric)
             if seen is None:
                 seen = w.seen[metric] = Seen()
-            new = seen.novel(ts, keys)
+            new = 1.0 if seen.novel(ts, keys) else 0.0
             for window in windows:
                 values[window] = sums[window].add(ts, new)
         hours: dict[str, float] = {}

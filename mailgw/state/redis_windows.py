@@ -148,7 +148,8 @@ for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}}
 end
 -- a novel metric, as windows.Seen: per period a bitmap of 65,536 bits and a
 -- count of keys learned; a key is new unless all three of its probes are set
--- in this period's bitmap or the last's; the new keys' count goes to its windows
+-- in this period's bitmap or the last's; an event with a new key adds 1 to its
+-- windows
 local function probes(member)
   local h = redis.sha1hex(member)
   return {tonumber(h:sub(1, 4), 16), tonumber(h:sub(5, 8), 16), tonumber(h:sub(9, 12), 16)}
@@ -165,7 +166,7 @@ for _, nv in ipairs(spec.novel) do  -- {name, {keys}, {{name, width, ttl}, ...}}
   for _, member in ipairs(nv[2]) do
     local ps = probes(member)
     if not all_set(cur, ps) then
-      if not all_set(prev, ps) then new = new + 1 end
+      if not all_set(prev, ps) then new = 1 end
       if redis.call('INCR', cur .. ':n') <= spec.seen_cap then
         for _, p in ipairs(ps) do redis.call('SETBIT', cur, p, 1) end
         redis.call('EXPIRE', cur, spec.seen_ttl)
