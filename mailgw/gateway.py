@@ -41,7 +41,7 @@ from mailgw.relay.dsn import Bouncer
 from mailgw.relay.ingress import Ingress
 from mailgw.relay.outbox import Outbox
 from mailgw.relay.routing import Router
-from mailgw.relay.spool import STATES, Recovered, Spool, SpoolLock
+from mailgw.relay.spool import Recovered, Spool, SpoolLock
 from mailgw.state.access import StoreAccess
 from mailgw.state.journal import Journal
 from mailgw.state.records import AuditEntry
@@ -171,9 +171,10 @@ class Gateway:
         if not self.spool_lock.acquire():
             raise StartError(f"another gateway runs on the spool {cfg.gateway.spool_dir}")
         self.metrics = Metrics(
-            queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
+            queue=lambda: self.spool.census(), free_disk=lambda: self.spool.free_bytes(),
+            min_free_disk=cfg.limits.min_free_disk,
             suspended=lambda: len(self.suspensions.in_force()),
-            listings=lambda: self.store.dnsbl_listings())
+            listings=lambda: self.store.dnsbl_listings(), clock=self.clock)
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes,
                            disk=Outage(log, "the spool's disk", self.metrics.spool_error,
                                        quiet=10.0))
