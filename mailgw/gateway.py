@@ -19,6 +19,7 @@ import jinja2
 from aiohttp import web
 
 from mailgw import config as config_mod
+from mailgw import templating
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Rule
@@ -69,14 +70,6 @@ class StartError(Exception):
     """The gateway cannot start as configured; the message says why."""
 
 
-def _templates(cfg: Config) -> jinja2.Environment:
-    """The templates of DSNs, owner notices, alerts and the status page."""
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
-        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-
-
 async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
     while True:
         await asyncio.sleep(seconds)
@@ -113,7 +106,7 @@ class Gateway:
         self._open_state(engine)
         self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
         self.events.subscribe(self.egress.count)
-        templates = _templates(cfg)
+        templates = templating.environment(cfg.gateway.templates_dir)
         loop = asyncio.get_running_loop()
         outbox = Outbox(self.spool, clock, submit=lambda meta, data: loop.call_soon_threadsafe(
             self.delivery.submit, meta, data))

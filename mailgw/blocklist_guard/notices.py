@@ -1,6 +1,6 @@
 """Owner notices: a suspension and its lift told to the system's owners
 (operators in Cc), in Kazakh, Russian and English, plain text and HTML, from
-the Jinja2 templates in templates/; and alerts to the operators.
+the Jinja2 templates notice_*; and alerts to the operators.
 
 A notice goes out through the outbox (relay/outbox.py, origin "notice"), so
 it survives a crash and is retried, and it is never counted as the system's
