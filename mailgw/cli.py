@@ -107,8 +107,17 @@ async def _serve(cfg: config_mod.Config) -> None:
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
 def check_config(config_path: Path, as_json: bool) -> None:
-    """Validate the config and print the effective config (defaults filled in)."""
+    """Validate the config and print the effective config (defaults filled in);
+    render every template once (DSNs, notices, alerts, the pages)."""
+    from mailgw import templating
+
     cfg = _load(config_path)
+    found = asyncio.run(templating.problems(templating.environment(cfg.gateway.templates_dir),
+                                            cfg))
+    for problem in found:
+        click.echo(f"error: {config_path}: {problem}", err=True)
+    if found:
+        sys.exit(1)
     data = cfg.model_dump(mode="json", exclude={"source"}, exclude_none=True)
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
