@@ -61,8 +61,8 @@ def explain(record: Suspension) -> dict[str, str]:
 
 
 class Post(Protocol):
-    """Where notices and alerts go: the outbox (relay/outbox.py), or what
-    `check-config` keeps of them."""
+    """Where notices and alerts go: the outbox (relay/outbox.py); in
+    `check-config`, nowhere (templating.py)."""
 
     def post(self, *, origin: Origin, system: str | None, sender: str,
              recipients: list[str], data: bytes) -> object: ...
