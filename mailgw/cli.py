@@ -26,6 +26,7 @@ import tomli_w
 from mailgw import config as config_mod
 from mailgw import hashing
 from mailgw.clock import utc_time
+from mailgw.relay.spool import STATE_NAMES
 
 if TYPE_CHECKING:
     from mailgw.relay.queue_file import Meta
@@ -106,8 +107,17 @@ async def _serve(cfg: config_mod.Config) -> None:
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
 def check_config(config_path: Path, as_json: bool) -> None:
-    """Validate the config and print the effective config (defaults filled in)."""
+    """Validate the config and print the effective config (defaults filled in);
+    render every template once (DSNs, notices, alerts, the pages)."""
+    from mailgw import templating
+
     cfg = _load(config_path)
+    found = asyncio.run(templating.problems(templating.environment(cfg.gateway.templates_dir),
+                                            cfg))
+    for problem in found:
+        click.echo(f"error: {config_path}: {problem}", err=True)
+    if found:
+        sys.exit(1)
     data = cfg.model_dump(mode="json", exclude={"source"}, exclude_none=True)
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -272,10 +282,6 @@ def queue() -> None:
     """Look at the spool; release or purge held and deferred mail."""
 
 
-_STATE_NAMES = {"queue": "queued", "hold": "held", "active": "delivering",
-                "corrupt": "set aside"}
-
-
 def _spool(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
     from mailgw.relay.spool import Spool
 
@@ -286,7 +292,7 @@ def _spool(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
 @CONFIG_OPTION
 @JSON_OPTION
 @click.option("--system", help="Only this system's mail.")
-@click.option("--state", "states", multiple=True, type=click.Choice(list(_STATE_NAMES.values())),
+@click.option("--state", "states", multiple=True, type=click.Choice(list(STATE_NAMES.values())),
               help="Only mail in this state (repeatable).")
 def queue_list(config_path: Path, as_json: bool, system: str | None,
                states: tuple[str, ...]) -> None:
@@ -302,7 +308,7 @@ def queue_list(config_path: Path, as_json: bool, system: str | None,
     spool = _spool(cfg)
     rows: list[tuple[str, str, Meta | None]] = []
     for state in STATES:
-        if states and _STATE_NAMES[state] not in states:
+        if states and STATE_NAMES[state] not in states:
             continue
         for queue_id in spool.ids(state):
             try:
@@ -311,10 +317,10 @@ def queue_list(config_path: Path, as_json: bool, system: str | None,
                 continue  # moved on meanwhile
             except UNREADABLE:
                 if system is None:
-                    rows.append((queue_id, _STATE_NAMES[state], None))
+                    rows.append((queue_id, STATE_NAMES[state], None))
                 continue
             if system is None or meta.system == system:
-                rows.append((queue_id, _STATE_NAMES[state], meta))
+                rows.append((queue_id, STATE_NAMES[state], meta))
     if as_json:
         click.echo(json.dumps([{"state": st, **asdict(m)} if m else
                                {"state": st, "id": i, "unreadable": True} for i, st, m in rows],
@@ -356,10 +362,10 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
     shown = {k: str(headers[k]) for k in ("From", "To", "Subject", "Date", "Message-ID")
              if headers[k] is not None}
     if as_json:
-        click.echo(json.dumps({"state": _STATE_NAMES[state], **asdict(meta),
+        click.echo(json.dumps({"state": STATE_NAMES[state], **asdict(meta),
                                "headers": shown}, indent=2, ensure_ascii=False))
         return
-    click.echo(f"{meta.id}  {_STATE_NAMES[state]}  system {meta.system or '-'} "
+    click.echo(f"{meta.id}  {STATE_NAMES[state]}  system {meta.system or '-'} "
                f"({meta.origin})  {meta.size} bytes  received {_when(meta.received_at)}")
     click.echo(f"from <{meta.sender}>  attempts {meta.attempts}"
                + (f"  next try {_when(meta.next_try)}" if meta.attempts else "")

@@ -134,7 +134,7 @@ class Gateway(_Model):
     spool_dir: Path = Path("spool")
     event_log: Path = Path("events.jsonl")
     state_file: Path = Path("state.db")  # suspensions and audit trail (embedded state)
-    templates_dir: Path = Path("templates")
+    templates_dir: Path | None = None  # the operator's own versions of some templates
     status_url: str = "http://localhost:8025/v1/systems/{system}/status"
     operators: list[str] = Field(default_factory=list)  # Cc of owner notices
     notice_from: str | None = None  # sender of notices; default postmaster@hostname
@@ -498,7 +498,7 @@ class Config(_Model):
                 "spool_dir": rel(gw.spool_dir),
                 "event_log": rel(gw.event_log),
                 "state_file": rel(gw.state_file),
-                "templates_dir": rel(gw.templates_dir),
+                "templates_dir": gw.templates_dir and rel(gw.templates_dir),
                 "tls": tls,
             }
         )

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from mailgw.clock import Clock
 from mailgw.outage import Outage
+from mailgw.relay.files import SHARED
 
 log = logging.getLogger("mailgw.events")
 
@@ -61,7 +62,7 @@ class EventBus:
 class EventLog:
     def __init__(self, path: Path, line_buffered: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SHARED)
         self._line_buffered = line_buffered
         self._lines: list[str] = []
         self._torn = False  # the last write stopped inside a line

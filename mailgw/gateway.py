@@ -19,6 +19,7 @@ import jinja2
 from aiohttp import web
 
 from mailgw import config as config_mod
+from mailgw import templating
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Rule
@@ -42,7 +43,7 @@ from mailgw.relay.dsn import Bouncer
 from mailgw.relay.ingress import Ingress
 from mailgw.relay.outbox import Outbox
 from mailgw.relay.routing import Router
-from mailgw.relay.spool import STATES, Recovered, Spool, SpoolLock
+from mailgw.relay.spool import Recovered, Spool, SpoolLock
 from mailgw.state.access import StoreAccess
 from mailgw.state.journal import Journal
 from mailgw.state.records import AuditEntry
@@ -68,14 +69,6 @@ def _tls_context(files: TLSFiles | None) -> ssl.SSLContext | None:
 
 class StartError(Exception):
     """The gateway cannot start as configured; the message says why."""
-
-
-def _templates(cfg: Config) -> jinja2.Environment:
-    """The templates of DSNs, owner notices, alerts and the status page."""
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(cfg.gateway.templates_dir),
-        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
@@ -114,7 +107,7 @@ class Gateway:
         self._open_state(engine)
         self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
         self.events.subscribe(self.egress.count)
-        templates = _templates(cfg)
+        templates = templating.environment(cfg.gateway.templates_dir)
         loop = asyncio.get_running_loop()
         outbox = Outbox(self.spool, clock, submit=lambda meta, data: loop.call_soon_threadsafe(
             self.delivery.submit, meta, data))
@@ -175,9 +168,10 @@ class Gateway:
         if not self.spool_lock.acquire():
             raise StartError(f"another gateway runs on the spool {cfg.gateway.spool_dir}")
         self.metrics = Metrics(
-            queue=lambda: {state: len(self.spool.ids(state)) for state in STATES},
+            queue=lambda: self.spool.census(), free_disk=lambda: self.spool.free_bytes(),
+            min_free_disk=cfg.limits.min_free_disk,
             suspended=lambda: len(self.suspensions.in_force()),
-            listings=lambda: self.store.dnsbl_listings())
+            listings=lambda: self.store.dnsbl_listings(), clock=self.clock)
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes,
                            disk=Outage(log, "the spool's disk", self.metrics.spool_error,
                                        quiet=10.0))

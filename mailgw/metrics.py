@@ -1,6 +1,7 @@
 """Prometheus metrics (`GET /metrics`). Counters follow the event stream (the
-metrics are an EventSink beside the event log); queue sizes and active
-suspensions are read when scraped."""
+metrics are an EventSink beside the event log); the spool's states and free
+space, and active suspensions, are read when scraped. Spool states are
+labelled as the CLI names them (queued, delivering, held, set aside)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,37 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mailgw.clock import Clock
 from mailgw.events import Event
+from mailgw.relay.spool import STATE_NAMES, State
+
+Census = Mapping[State, tuple[int, float | None]]
 
 
 class _Scraped(Collector):
-    def __init__(self, queue: Callable[[], Mapping[str, int]], suspended: Callable[[], int],
-                 listings: Callable[[], list[dict[str, Any]]]):
-        self.queue, self.suspended, self.listings = queue, suspended, listings
+    def __init__(self, queue: Callable[[], Census], free_disk: Callable[[], int],
+                 min_free_disk: int, suspended: Callable[[], int],
+                 listings: Callable[[], list[dict[str, Any]]], clock: Clock):
+        self.queue, self.free_disk, self.min_free_disk = queue, free_disk, min_free_disk
+        self.suspended, self.listings, self.clock = suspended, listings, clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         sizes = GaugeMetricFamily("mailgw_queue_messages", "Messages in the spool by state",
                                   labels=["state"])
-        for state, n in self.queue().items():
-            sizes.add_metric([state], n)
+        # "mail waits too long" is alertable only on the age of the oldest
+        ages = GaugeMetricFamily("mailgw_queue_oldest_message_age_seconds",
+                                 "Since the message longest in each state was accepted "
+                                 "(0: none there)", labels=["state"])
+        now = self.clock.now()
+        for state, (n, first) in self.queue().items():
+            sizes.add_metric([STATE_NAMES[state]], n)
+            ages.add_metric([STATE_NAMES[state]], 0.0 if first is None else max(now - first, 0.0))
         yield sizes
+        yield ages
+        yield GaugeMetricFamily("mailgw_spool_free_bytes", "Free space on the spool's disk",
+                                value=self.free_disk())
+        yield GaugeMetricFamily("mailgw_spool_min_free_bytes", "limits.min_free_disk: below "
+                                "this, mail is refused (452 4.3.1)", value=self.min_free_disk)
         yield GaugeMetricFamily("mailgw_suspensions_active", "Systems suspended now",
                                 value=self.suspended())
         listed = GaugeMetricFamily("mailgw_dnsbl_listed", "1 while an egress address is "
@@ -38,10 +56,13 @@ class _Scraped(Collector):
 
 
 class Metrics:
-    def __init__(self, queue: Callable[[], Mapping[str, int]], suspended: Callable[[], int],
-                 listings: Callable[[], list[dict[str, Any]]]):
-        """`queue()`: messages per spool state (blocking); `suspended()`:
-        the number of systems suspended; `listings()`: the DNSBL states."""
+    def __init__(self, *, queue: Callable[[], Census], free_disk: Callable[[], int],
+                 min_free_disk: int, suspended: Callable[[], int],
+                 listings: Callable[[], list[dict[str, Any]]], clock: Clock):
+        """`queue()`: per spool state, its messages and when the oldest
+        arrived (blocking); `free_disk()`: the spool's free bytes;
+        `suspended()`: the number of systems suspended; `listings()`: the
+        DNSBL states."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.accepted = Counter("mailgw_messages_accepted", "Messages accepted (250)",
@@ -61,7 +82,7 @@ class Metrics:
                               registry=r)
         self.spool_errors = Counter("mailgw_spool_write_errors", "Spool writes that failed "
                                     "(a full or failing disk); each is tried again", registry=r)
-        r.register(_Scraped(queue, suspended, listings))
+        r.register(_Scraped(queue, free_disk, min_free_disk, suspended, listings, clock))
 
     def count(self, event: Event) -> None:
         """A subscriber of the event bus."""

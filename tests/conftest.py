@@ -43,7 +43,6 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
                 "listen": ["127.0.0.1:0"],
                 "spool_dir": str(tmp_path / "spool"),
                 "event_log": str(tmp_path / "events.jsonl"),
-                "templates_dir": str(REPO / "templates"),
                 "event_loop": "asyncio",
                 "flush_interval": 0,  # tests read the event log as it is written
             },

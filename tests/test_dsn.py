@@ -8,9 +8,9 @@ import email.policy
 import jinja2
 import pytest
 
+from mailgw import templating
 from mailgw.relay.dsn import build_dsn, should_notify
 from mailgw.relay.spool import Meta, Recipient
-from tests.conftest import REPO
 
 ORIGINAL = (
     b"Received: from mail.mfa.gov.kz ([127.0.0.1])\r\n\tby gw.test (mailgw) with ESMTP id Q1;\r\n"
@@ -22,8 +22,7 @@ ORIGINAL = (
 
 @pytest.fixture
 def templates() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(REPO / "templates"),
-                              autoescape=False, undefined=jinja2.StrictUndefined)
+    return templating.environment(None)  # the templates the package carries
 
 
 def meta(sender="clerk@mfa.gov.kz", origin="system") -> Meta:

@@ -205,7 +205,7 @@ def test_metrics_count_what_happened(gw):
     assert float(lines['mailgw_messages_accepted_total{origin="system"}']) == 4
     assert float(lines["mailgw_suspensions_active"]) == 1
     assert float(lines["mailgw_suspension_delay_seconds_count"]) == 1
-    assert 'mailgw_queue_messages{state="queue"}' in lines
+    assert 'mailgw_queue_messages{state="queued"}' in lines
     send_as_mfa(gw.port, 9)  # refused: suspended
     _, text = get(gw.http + "/metrics")
     assert 'mailgw_rejections_total{reason="suspended"} 1.0' in text

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.support.client import RawClient
 from tests.support.destination import Destination
 from tests.support.process import ServeProcess, free_port
@@ -33,7 +32,6 @@ listen = ["127.0.0.1:{port}"]
 spool_dir = "{data / 'spool'}"
 event_log = "{data / 'events.jsonl'}"
 state_file = "{data / 'state.db'}"
-templates_dir = "{REPO / 'templates'}"
 {gateway}
 
 {anomaly}

@@ -1,6 +1,6 @@
 """Owner notices: a suspension and its lift told to the system's owners
 (operators in Cc), in Kazakh, Russian and English, plain text and HTML, from
-the Jinja2 templates in templates/; and alerts to the operators.
+the Jinja2 templates notice_*; and alerts to the operators.
 
 A notice goes out through the outbox (relay/outbox.py, origin "notice"), so
 it survives a crash and is retried, and it is never counted as the system's
@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 
 from mailgw.clock import utc_time
 from mailgw.config import System
 from mailgw.outage import Outage
-from mailgw.relay.outbox import Outbox
+from mailgw.relay.queue_file import Origin
 from mailgw.state.access import StoreAccess, Unavailable
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
@@ -60,8 +60,16 @@ def explain(record: Suspension) -> dict[str, str]:
     return {lang: text.format(**values) for lang, text in table.items()}
 
 
+class Post(Protocol):
+    """Where notices and alerts go: the outbox (relay/outbox.py); in
+    `check-config`, nowhere (templating.py)."""
+
+    def post(self, *, origin: Origin, system: str | None, sender: str,
+             recipients: list[str], data: bytes) -> object: ...
+
+
 class Notifier:
-    def __init__(self, *, templates: jinja2.Environment, outbox: Outbox, hostname: str,
+    def __init__(self, *, templates: jinja2.Environment, outbox: Post, hostname: str,
                  sender: str, operators: list[str], status_url: str):
         self.templates, self.outbox, self.hostname = templates, outbox, hostname
         self.sender, self.operators, self.status_url = sender, operators, status_url

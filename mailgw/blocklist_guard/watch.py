@@ -23,6 +23,18 @@ from mailgw.state.records import AuditEntry
 log = logging.getLogger("mailgw.watch")
 
 
+def watch_fields(d: Decision) -> dict[str, Any]:
+    """What a watch records: in its event and its audit entry."""
+    return {"rule": d.rule, "observed": d.observed, "threshold": d.threshold,
+            "window": d.window, "usual": d.usual, "expected": d.expected,
+            "chance": d.as_dict().get("chance")}
+
+
+def alert_context(d: Decision) -> dict[str, Any]:
+    """What the operators' alert of a watch is rendered with."""
+    return {"system": d.system, "since": utc_time(d.ts), **watch_fields(d)}
+
+
 class Watcher:
     def __init__(self, *, events: EventSink, notifier: Notifier,
                  audit: Callable[[AuditEntry], None],
@@ -35,9 +47,7 @@ class Watcher:
         self._alerting = Outage(log, "alerting the operators of watches")
 
     def watched(self, d: Decision) -> None:
-        fields = {"rule": d.rule, "observed": d.observed, "threshold": d.threshold,
-                  "window": d.window, "usual": d.usual, "expected": d.expected,
-                  "chance": d.as_dict().get("chance")}
+        fields = watch_fields(d)
         log.warning("watching %s: %s observed %s over %gs (usual %s), not suspended",
                     d.system, d.rule, d.observed, d.window, d.usual)
         self.events.emit("watch", d.system, **fields)
@@ -46,8 +56,7 @@ class Watcher:
 
     async def _alert(self, d: Decision, fields: dict[str, Any]) -> None:
         try:
-            await self.run_io(self.notifier.alert, "watch",
-                              {"system": d.system, "since": utc_time(d.ts), **fields})
+            await self.run_io(self.notifier.alert, "watch", alert_context(d))
         except Exception as e:  # the spool's disk, a broken template: the event stands
             self._alerting.failed(e, "watches are in the event log and the audit trail")
             return

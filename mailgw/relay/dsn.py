@@ -3,7 +3,7 @@
 Guarantees:
 - `should_notify` is false for the null sender (the message is a bounce
   itself) and for anything the gateway made (DSNs, notices): no DSN loops;
-- the DSN has three parts: a human explanation from `templates/dsn.txt.j2`,
+- the DSN has three parts: a human explanation from the template `dsn.txt.j2`,
   the machine-readable message/delivery-status, and the original's header
   section only (never its body: that is the sender's own and may be large);
 - CRLF line endings throughout, ready to spool and send from <>.

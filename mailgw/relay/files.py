@@ -1,6 +1,11 @@
 """Durable-file primitives of the spool: a new file written whole and
 fsynced, a directory fsync shared by concurrent callers (group commit), and
 the lock a running gateway holds on its spool.
+
+Files the gateway and the operators' CLI both use (the spool's, the event
+log, the SQLite files) are made with SHARED: the owner's and the group's to
+read and write, as far as the umask allows (the service's 0007 allows it;
+README, "Deploying"), never the world's.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ import fcntl
 import os
 import threading
 from pathlib import Path
+
+SHARED = 0o660
 
 
 class SpoolLock:
@@ -21,7 +28,7 @@ class SpoolLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, SHARED)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -79,7 +86,7 @@ class DirSync:
 
 def write_new(path: str, *parts: bytes) -> None:
     """A new file holding `parts`, fsynced and closed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SHARED)
     try:
         todo = [memoryview(p) for p in parts if p]
         while todo:

@@ -37,13 +37,16 @@ from mailgw.relay.attempts import AttemptLog
 from mailgw.relay.files import DirSync, SpoolLock, write_new
 from mailgw.relay.queue_file import UNREADABLE, Meta, Recipient, decode, encode, read_meta, update
 
-__all__ = ["STATES", "Meta", "Recipient", "Recovered", "SetAside", "Spool", "SpoolError",
-           "SpoolLock", "State", "new_queue_id"]
+__all__ = ["STATES", "STATE_NAMES", "Meta", "Recipient", "Recovered", "SetAside", "Spool",
+           "SpoolError", "SpoolLock", "State", "new_queue_id"]
 
 log = logging.getLogger("mailgw.spool")
 
 State = Literal["queue", "active", "hold", "corrupt"]
 STATES: tuple[State, ...] = ("queue", "active", "hold", "corrupt")
+# the states as operators read them, in the CLI's tables and the metrics' labels
+STATE_NAMES: dict[State, str] = {"queue": "queued", "hold": "held", "active": "delivering",
+                                 "corrupt": "set aside"}
 SUFFIX = ".msg"
 # head and update records beyond which an update rewrites the file whole
 # (when it can): a message deferred for days stays about its own size
@@ -160,6 +163,23 @@ class Spool:
 
     def ids(self, state: State) -> list[str]:
         return sorted(p.stem for p in (self.root / state).glob(f"*{SUFFIX}"))
+
+    def census(self) -> dict[State, tuple[int, float | None]]:
+        """Per state: how many messages, and when the one there longest
+        arrived (None: none there). Ids go in time order, so that is the
+        first one whose metadata reads."""
+        out: dict[State, tuple[int, float | None]] = {}
+        for state in STATES:
+            ids = self.ids(state)
+            first = None
+            for queue_id in ids:
+                try:
+                    first = self.read(state, queue_id).received_at
+                    break
+                except (FileNotFoundError, *UNREADABLE):
+                    continue  # moved on meanwhile, or set aside for its metadata
+            out[state] = (len(ids), first)
+        return out
 
     def _metas(self, state: State) -> list[Meta]:
         """Metadata of every message in a state; one that moves on while this

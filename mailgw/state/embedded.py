@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailgw.state.records import RESTORED, AuditEntry, Suspension
+from mailgw.state.sqlite import open_shared
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS suspensions (
@@ -104,12 +105,7 @@ def _locked(method: F) -> F:
 class EmbeddedStore:
     def __init__(self, path: Path):
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_shared(path, _SCHEMA)
 
     @_locked
     def close(self) -> None:

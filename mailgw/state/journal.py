@@ -18,7 +18,6 @@ of the same spool both use it (WAL mode, one writer at a time).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import uuid
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mailgw.state.records import AuditEntry, Suspension
+from mailgw.state.sqlite import open_shared
 from mailgw.state.store import Store
 
 _SCHEMA = """
@@ -46,12 +46,7 @@ class Journal:
     def __init__(self, spool_dir: Path):
         self.path = spool_dir / "journal.db"
         self._lock = threading.Lock()  # one connection, used by several I/O threads
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_shared(self.path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -183,15 +183,21 @@ class WebApp:
             return self._html("error.html.j2", status=system.status,
                               message="You cannot see this system with your token."
                               if system.status == 403 else "There is no such system.")
-        status = await self.status.status(system)
-        start, counts = await self.status.history(system.id)
-        ten_minutes = next((lim["limit"] for lim in status["limits"]
-                            if lim["kind"] == "ceiling" and lim["metric"] == "messages"
-                            and lim["window"] == 600), None)
-        suspension = status["suspension"]
-        drawn = chart.build(start, counts, ten_minutes, suspension and suspension["since"])
-        return self._html("status.html.j2", s=status, chart=drawn,
-                          when=utc_time)
+        text = status_page(self.templates, await self.status.status(system),
+                           *await self.status.history(system.id))
+        return web.Response(text=text, content_type="text/html")
+
+
+def status_page(templates: jinja2.Environment, status: dict[str, Any], start: float,
+                counts: list[float]) -> str:
+    """A system's page: its status (StatusService.status) and its messages
+    per 10 minutes over 24 hours from `start` (StatusService.history)."""
+    ten_minutes = next((lim["limit"] for lim in status["limits"]
+                        if lim["kind"] == "ceiling" and lim["metric"] == "messages"
+                        and lim["window"] == 600), None)
+    suspension = status["suspension"]
+    drawn = chart.build(start, counts, ten_minutes, suspension and suspension["since"])
+    return templates.get_template("status.html.j2").render(s=status, chart=drawn, when=utc_time)
 
 
 async def start(app: WebApp, listen: list[tuple[str, int]],

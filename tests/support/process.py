@@ -28,16 +28,21 @@ def _accepts(port: int) -> bool:
 
 
 class ServeProcess:
-    def __init__(self, config_path: Path, port: int):
-        self.config_path, self.port = config_path, port
+    def __init__(self, config_path: Path, port: int,
+                 mailgw: tuple[str, ...] = (sys.executable, "-m", "mailgw"),
+                 env: dict[str, str] | None = None):
+        """`mailgw`: the command (this checkout's by default); `env`: its
+        environment (this one's by default)."""
+        self.config_path, self.port, self.mailgw, self.env = config_path, port, mailgw, env
         self.log = config_path.parent / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServeProcess:
         log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailgw", "serve", "--config", str(self.config_path)],
-            stdout=log, stderr=log, cwd=self.config_path.parent, env=os.environ.copy(),
+            [*self.mailgw, "serve", "--config", str(self.config_path)],
+            stdout=log, stderr=log, cwd=self.config_path.parent,
+            env=os.environ.copy() if self.env is None else self.env,
         )
         log.close()
         wait_until(lambda: self._alive_or_fail() and _accepts(self.port), timeout=20,
