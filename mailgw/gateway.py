@@ -139,7 +139,8 @@ class Gateway:
         notifier = Notifier(
             templates=templates, outbox=outbox, hostname=cfg.gateway.hostname,
             sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
-            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url)
+            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url,
+            rule=self.judge.rule)
         notices = NoticeDispatcher(notifier=notifier, store=self.store_access,
                                    directory=self.directory, held=self._held, run_io=run_io)
         await self._listen()

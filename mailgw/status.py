@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mailgw.anomaly.judge import Judge
-from mailgw.blocklist_guard.notices import explain
 from mailgw.clock import Clock
 from mailgw.config import System
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
+from mailgw.wording import why
 
 
 class StatusService:
@@ -40,7 +40,7 @@ class StatusService:
                 "observed": record.observed, "threshold": record.threshold,
                 "window": record.window, "reason": record.reason,
                 "top_domains": record.evidence.get("top_domains", []),
-                "why": explain(record),
+                "why": why(record, self.judge.rule(record.rule) if record.rule else None),
             },
             "held": await self.held(system.id),
             "windows": {f"{m}/{w:g}s": v for (m, w), v in windows.items()},

@@ -54,7 +54,7 @@ def test_status_page_shows_the_suspension_and_the_chart(make_config, dest):
     assert page["path"] == "/systems/mfa"
     assert page["state"].startswith("Suspended since") and "Отправка приостановлена" in \
         page["state"]
-    assert "rule messages_10m: 4 in 10 min (threshold 3)" in page["text"]
+    assert "4 messages in 10 min, limit 3 (rule messages_10m)" in page["text"]
     assert "4 messages in 24 hours" in page["text"]
     assert page["chart"][0] > 600 and page["chart"][1] > 200  # drawn, full size
     assert len(page["bars"]) == 1 and page["bars"][0] > 10  # the 4 messages, above the limit

@@ -29,42 +29,19 @@ from mailgw.relay.outbox import Outbox
 from mailgw.state.access import StoreAccess, Unavailable
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
+from mailgw.wording import RuleShape, duration, why
 
 log = logging.getLogger("mailgw.notices")
 
-_WHY = {
-    "kk": "{rule} ережесі: {window} ішінде {observed} (шегі {threshold})",
-    "ru": "правило {rule}: {observed} за {window} (порог {threshold})",
-    "en": "rule {rule}: {observed} in {window} (threshold {threshold})",
-}
-_MANUAL = {"kk": "оператор шешімі: {reason}", "ru": "решение оператора: {reason}",
-           "en": "operator decision: {reason}"}
-
-
-def _window(seconds: float | None) -> str:
-    if not seconds:
-        return ""
-    for unit, size in (("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)} {unit}"
-    return f"{seconds:g} s"
-
-
-def explain(record: Suspension) -> dict[str, str]:
-    """Why the system is suspended, in a sentence per language (kk, ru, en)."""
-    values = {"rule": record.rule, "observed": f"{record.observed:g}" if record.observed
-              is not None else "", "threshold": f"{record.threshold:g}" if record.threshold
-              is not None else "", "window": _window(record.window),
-              "reason": record.reason or ""}
-    table = _WHY if record.rule else _MANUAL
-    return {lang: text.format(**values) for lang, text in table.items()}
-
-
 class Notifier:
     def __init__(self, *, templates: jinja2.Environment, outbox: Outbox, hostname: str,
-                 sender: str, operators: list[str], status_url: str):
+                 sender: str, operators: list[str], status_url: str,
+                 rule: Callable[[str], RuleShape | None] = lambda name: None):
+        """`rule(name)`: the rule of that name as configured, for the words
+        of a finding."""
         self.templates, self.outbox, self.hostname = templates, outbox, hostname
         self.sender, self.operators, self.status_url = sender, operators, status_url
+        self.rule = rule
 
     def _render(self, kind: str, context: dict[str, Any]) -> tuple[str, str, str]:
         def render(part: str) -> str:
@@ -76,8 +53,9 @@ class Notifier:
         return {
             "system": system, "since": utc_time(record.since), "rule": record.rule,
             "observed": record.observed, "threshold": record.threshold,
-            "window": _window(record.window),
-            **{f"why_{lang}": text for lang, text in explain(record).items()},
+            "window": duration(record.window) if record.window else "",
+            **{f"why_{lang}": text for lang, text in
+               why(record, self.rule(record.rule) if record.rule else None).items()},
             "top_domains": record.evidence.get("top_domains", []),
             "status_url": self.status_url.format(system=system.id),
             "operators": self.operators or [self.sender],
