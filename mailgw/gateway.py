@@ -52,6 +52,7 @@ from mailgw.systems import SystemDirectory
 from mailgw.web.app import WebApp
 from mailgw.web.app import start as start_web
 from mailgw.web.auth import Tokens
+from mailgw.wording import things
 
 log = logging.getLogger("mailgw")
 T = TypeVar("T")
@@ -63,6 +64,10 @@ def _tls_context(files: TLSFiles | None) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(files.cert, files.key)
     return ctx
+
+
+def _addresses(bound: list[tuple[str, int]]) -> str:
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in bound)
 
 
 class StartError(Exception):
@@ -154,9 +159,10 @@ class Gateway:
                       clock=clock))
         if self.egress.addresses and cfg.dnsbl.zones:
             await self._watch_dnsbl(notifier)
-        log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
-                 ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems),
-                 len(recovered.waiting))
+        log.info("mailgw listening: SMTP on %s, HTTP %s; %s; %s waiting in the queue",
+                 _addresses(self.addresses),
+                 f"on {_addresses(self.http_addresses)}" if self.http_addresses else "off",
+                 things(len(cfg.systems), "system"), things(len(recovered.waiting), "message"))
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in the I/O thread pool: the one executor of the gateway."""

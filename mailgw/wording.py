@@ -65,10 +65,13 @@ _SIZES = ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB"))
 
 
 def size(octets: float) -> str:
-    """26214400 -> "25 MiB"; 1536 -> "1.5 KiB"; 900 -> "900 bytes"."""
+    """26214400 -> "25 MiB"; 1536 -> "1.5 KiB"; 900 -> "900 bytes"; a size
+    that does not round to one decimal keeps its bytes: "4.9 KiB (5,000 bytes)"."""
     for unit, name in _SIZES:
         if octets >= unit:
-            return f"{number(round(octets / unit, 1))} {name}"
+            rounded = round(octets / unit, 1)
+            exact = "" if rounded * unit == octets else f" ({things(octets, 'byte')})"
+            return f"{number(rounded)} {name}{exact}"
     return things(octets, "byte")
 
 
