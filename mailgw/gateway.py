@@ -315,6 +315,16 @@ class Gateway:
         self.suspensions.audit(AuditEntry(self.clock.now(), None, "config_reloaded", "SIGHUP",
                                           str(old.source), details))
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1: the event log goes on in a new file at its path, after
+        logrotate renamed the old one (the text log is stderr's)."""
+        try:
+            self.event_log.reopen()
+        except OSError as e:
+            log.error("event log not reopened, still writing the old file: %s", e)
+            return
+        log.info("event log reopened: %s", self.event_log.path)
+
     def _health(self) -> dict[str, object]:
         """Blocking. Not ok (503) when mail is not accepted: the spool's disk
         is below `min_free_disk`. A state backend that is down is reported
@@ -366,7 +376,7 @@ class Gateway:
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then finish in-flight transactions and
-    stop; SIGHUP reloads the config."""
+    stop; SIGHUP reloads the config; SIGUSR1 reopens the event log."""
     gateway = Gateway(config)
     try:
         await gateway.start()
@@ -382,6 +392,7 @@ async def serve(config: Config) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGUSR1, gateway.reopen_logs)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
