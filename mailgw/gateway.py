@@ -249,7 +249,8 @@ class Gateway:
                                clock=self.clock, listings=self._listings)
         web_app = WebApp(status=status, directory=self.directory, tokens=self.tokens,
                          metrics=self.metrics, healthy=self._health, templates=templates,
-                         secure_cookie=cfg.http.secure_cookie, run_io=self.run_io)
+                         secure_cookie=cfg.http.secure_cookie, run_io=self.run_io,
+                         operators=cfg.gateway.operators)
         self._web, self.http_addresses = await start_web(
             web_app, [(a.host, a.port) for a in cfg.http.listen], _tls_context(cfg.http.tls))
 

@@ -40,7 +40,7 @@ class StatusService:
                 "observed": record.observed, "threshold": record.threshold,
                 "window": record.window, "reason": record.reason,
                 "top_domains": record.evidence.get("top_domains", []),
-                "why": why(record, self.judge.rule(record.rule) if record.rule else None),
+                "why": self._why(record),
             },
             "held": await self.held(system.id),
             "windows": {f"{m}/{w:g}s": v for (m, w), v in windows.items()},
@@ -48,6 +48,9 @@ class StatusService:
             "counted_by": counted_by,
             "ts": ts,
         }
+
+    def _why(self, record: Suspension) -> dict[str, str]:
+        return why(record, self.judge.rule(record.rule) if record.rule else None)
 
     async def overview(self) -> list[dict[str, Any]]:
         """Every system's state (the operators' list)."""

@@ -131,7 +131,7 @@ def test_a_token_that_is_not_ascii_is_a_bad_token_not_an_internal_error(gw, capl
 def test_a_login_form_that_is_not_utf8_is_a_bad_token_not_an_internal_error(gw, caplog):
     status, _, body = raw(gw.http, request(
         "POST", "/login", b"Content-Type: application/x-www-form-urlencoded",
-        body=b"token=\xff\xfe"))
+        b"Accept-Language: en", body=b"token=\xff\xfe"))
     assert status == 401 and b"This token is not valid." in body
     assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
 
@@ -216,3 +216,23 @@ def test_health_turns_503_when_the_spool_is_short_of_disk(make_config):
     with GatewayThread(cfg) as gateway:
         status, body = get(gateway.http + "/healthz")
     assert status == 503 and body["ok"] is False and body["state_store"] == "ok"
+
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ([], "kk"),
+    ([b"Accept-Language: ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7"], "ru"),
+    ([b"Accept-Language: de-DE,de;q=0.9,en;q=0.5"], "en"),
+    ([b"Accept-Language: ru", b"Cookie: mailgw_lang=en"], "en"),  # chosen before
+], ids=["default", "browser-ru", "browser-de-en", "chosen"])
+def test_pages_are_in_the_language_asked_for(gw, fields, expected):
+    _, _, body = raw(gw.http, request("GET", "/login", *fields))
+    assert f'<html lang="{expected}">'.encode() in body
+
+
+def test_choosing_a_language_is_kept_for_the_next_pages(gw):
+    _, headers, body = raw(gw.http, request("GET", "/login?lang=ru&next=/systems/mfa",
+                                            b"Accept-Language: en"))
+    assert b'<html lang="ru">' in body and "mailgw_lang=ru" in headers["set-cookie"]
+    # the switch keeps the page's other parameters
+    assert b'href="/login?lang=kk&amp;next=/systems/mfa"' in body

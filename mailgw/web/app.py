@@ -8,6 +8,10 @@ operators, the status page, metrics and the health check.
     GET /systems/{id}             the status page (token cookie, or bearer)
     GET, POST /login; POST /logout
 
+Pages are in
+Kazakh, Russian or English: `?lang=` (kept in a cookie), else the
+browser's Accept-Language, else Kazakh.
+
 Authorisation: `Authorization: Bearer <token>` (or the page's cookie). No
 token or an unknown one: 401. A system's token asking about another system,
 or for the list: 403, whether or not that system exists, so a token cannot
@@ -19,12 +23,15 @@ lets nothing load, but the page's own inline styles and sign-in form.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
+from mailgw import wording
+from mailgw.anomaly.rules import Rule
 from mailgw.clock import utc_time
 from mailgw.config import System
 from mailgw.metrics import Metrics
@@ -32,9 +39,14 @@ from mailgw.status import StatusService
 from mailgw.systems import SystemDirectory
 from mailgw.web import chart
 from mailgw.web.auth import Principal, Tokens
+from mailgw.web.negotiate import language
 
 COOKIE = "mailgw_token"
 COOKIE_AGE = 8 * 3600
+LANG_COOKIE = "mailgw_lang"
+DEFAULT_LANG = "kk"  # the state language, when the browser names none of ours
+# a page of ours to go back to after signing in; never another site
+_NEXT = re.compile(r"^/systems(?:/[a-z0-9][a-z0-9_-]{0,62})?$")
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -74,12 +86,14 @@ class WebApp:
     def __init__(self, *, status: StatusService, directory: SystemDirectory, tokens: Tokens,
                  metrics: Metrics, healthy: Callable[[], dict[str, Any]],
                  templates: jinja2.Environment, secure_cookie: bool,
-                 run_io: Callable[..., Awaitable[Any]]):
+                 run_io: Callable[..., Awaitable[Any]], operators: list[str] | None = None):
         """`healthy()`: {"ok": bool, ...details} (blocking); `run_io(fn,
-        *args)`: `fn` in the gateway's I/O threads."""
+        *args)`: `fn` in the gateway's I/O threads; `operators`: whom mail
+        admins ask for a lift."""
         self.status, self.directory, self.tokens = status, directory, tokens
         self.metrics, self.healthy, self.templates = metrics, healthy, templates
         self.secure_cookie, self.run_io = secure_cookie, run_io
+        self.operators = operators or []
         self.app = web.Application(client_max_size=16 * 1024)
         self.app.on_response_prepare.append(_secure)
         self.app.add_routes([
@@ -135,17 +149,49 @@ class WebApp:
         body = await self.run_io(self.metrics.render)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
-    # the page
+    # the pages
 
-    def _html(self, template: str, status: int = 200, **context: Any) -> web.Response:
-        text = self.templates.get_template(template).render(**context)
-        return web.Response(text=text, status=status, content_type="text/html")
+    @staticmethod
+    def _page_of(system_id: str) -> str:
+        """The page of a system; an id that cannot be one leads to the list."""
+        path = f"/systems/{system_id}"
+        return path if _NEXT.match(path) else "/systems"
+
+    @staticmethod
+    def _lang(request: web.Request) -> str:
+        asked = request.query.get("lang")
+        if asked in wording.LANGS:
+            return asked
+        kept = request.cookies.get(LANG_COOKIE)
+        if kept in wording.LANGS:
+            return kept
+        return language(request.headers.get("Accept-Language", ""), wording.LANGS,
+                        DEFAULT_LANG)
+
+    def _html(self, request: web.Request, template: str, status: int = 200,
+              **context: Any) -> web.Response:
+        lang = self._lang(request)
+
+        def t(kk: str, ru: str, en: str, **values: Any) -> str:
+            """The text in the page's language, `values` filled in."""
+            text = {"kk": kk, "ru": ru, "en": en}[lang]
+            return text.format(**values) if values else text
+
+        switch = {code: str(request.rel_url.update_query(lang=code)) for code in wording.LANGS}
+        text = self.templates.get_template(template).render(
+            lang=lang, t=t, switch=switch, when=utc_time, **context)
+        response = web.Response(text=text, status=status, content_type="text/html")
+        if request.query.get("lang") in wording.LANGS:  # kept for the next pages
+            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,
+                                secure=self.secure_cookie, samesite="Lax", path="/")
+        return response
 
     async def root(self, request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/login")
 
     async def login_form(self, request: web.Request) -> web.Response:
-        return self._html("login.html.j2", next=request.query.get("next", ""), error=None)
+        return self._html(request, "login.html.j2", next=request.query.get("next", ""),
+                          error=False)
 
     async def login(self, request: web.Request) -> web.Response:
         try:
@@ -156,13 +202,11 @@ class WebApp:
         wanted = str(form.get("next", ""))
         who = self.tokens.who(token)
         if who is None:
-            return self._html("login.html.j2", status=401, next=wanted,
-                              error="This token is not valid.")
+            return self._html(request, "login.html.j2", status=401, next=wanted, error=True)
         if who.system is not None:
             target = f"/systems/{who.system}"
-        elif wanted.startswith("/systems/") and wanted[len("/systems/"):].replace(
-                "-", "").replace("_", "").isalnum():
-            target = wanted  # only a page of ours, never another site
+        elif _NEXT.match(wanted):
+            target = wanted
         else:
             target = "/v1/systems"
         response = web.HTTPSeeOther(target)
@@ -177,12 +221,12 @@ class WebApp:
 
     async def page(self, request: web.Request) -> web.Response:
         if self._who(request) is None:
-            raise web.HTTPSeeOther(f"/login?next=/systems/{request.match_info['id']}")
+            raise web.HTTPSeeOther(f"/login?next={self._page_of(request.match_info['id'])}")
         system = self._system_for(request)
         if isinstance(system, web.Response):
-            return self._html("error.html.j2", status=system.status,
-                              message="You cannot see this system with your token."
-                              if system.status == 403 else "There is no such system.")
+            return self._html(request, "error.html.j2", status=system.status,
+                              refused=system.status == 403)
+        lang = self._lang(request)
         status = await self.status.status(system)
         start, counts = await self.status.history(system.id)
         ten_minutes = next((lim["limit"] for lim in status["limits"]
@@ -190,8 +234,32 @@ class WebApp:
                             and lim["window"] == 600), None)
         suspension = status["suspension"]
         drawn = chart.build(start, counts, ten_minutes, suspension and suspension["since"])
-        return self._html("status.html.j2", s=status, chart=drawn,
-                          when=utc_time)
+        return self._html(request, "status.html.j2", s=status, chart=drawn,
+                          limits=[_limit_in_words(row, lang) for row in status["limits"]],
+                          held=wording.count("messages", status["held"], lang),
+                          total=wording.count("messages", drawn.total, lang),
+                          peak=wording.number(drawn.peak, lang),
+                          limit=wording.number(ten_minutes or 0, lang),
+                          operators=self.operators)
+
+
+def _limit_in_words(row: Mapping[str, Any], lang: str) -> dict[str, Any]:
+    """A row of the limits table (Judge.limits) as the page says it."""
+    rule = Rule(row["rule"], row["kind"], row["metric"], row["window"], row["threshold"],
+                row["per"])
+
+    def figure(value: float) -> str:
+        return (wording.percent(value, lang) if row["kind"] == "ratio"
+                else wording.amount(row["metric"], value, lang))
+
+    limit = None if row["limit"] is None else figure(row["limit"])
+    if limit is not None and row["kind"] == "ratio" and row["min_sample"]:
+        limit += f" ({wording.said(row['per'], lang).name}: ≥ " \
+                 f"{wording.number(row['min_sample'], lang)})"
+    return {"rule": row["rule"], "what": wording.title(rule, rule.window, lang),
+            "window": wording.duration(row["window"], lang), "now": figure(row["current"]),
+            "limit": limit,
+            "over": row["limit"] is not None and row["current"] > row["limit"]}
 
 
 async def start(app: WebApp, listen: list[tuple[str, int]],
