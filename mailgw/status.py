@@ -61,7 +61,8 @@ class StatusService:
                          "state": "suspended" if record else "active",
                          "since": record.since if record else None,
                          "rule": record.rule if record else None,
-                         "reason": record.reason if record else None})
+                         "reason": record.reason if record else None,
+                         "why": self._why(record) if record else None})
         return out
 
     async def dnsbl(self) -> list[dict[str, Any]]:

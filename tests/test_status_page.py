@@ -1,7 +1,8 @@
-"""The mail admins' status page in a real headless Chromium, through the
-sign-in form: it is wholly in Kazakh, Russian or English, as chosen; the
-chart's labels are inside the chart; another system's page is refused.
-Screenshots are kept in test-artifacts/ (or $MAILGW_TEST_ARTIFACTS)."""
+"""The mail admins' status page in a real headless Chromium: the URL of the
+450 reply opens it (through the sign-in form); it is wholly in Kazakh,
+Russian or English, as chosen; the chart's labels are inside the chart;
+another system's page is refused; an operator signs in to the list of
+systems. Screenshots are kept in test-artifacts/ (or $MAILGW_TEST_ARTIFACTS)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.support.process import free_port
 from tests.support.waiting import wait_until
 
 TOKEN = "mfa-status-token-0123456789"
+OPERATOR = "operator-token-0123456789"
 ARTIFACTS = Path(os.environ.get("MAILGW_TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 # the page's own words, without what is data or a name in every language:
@@ -35,7 +37,7 @@ SIGN_IN = """document.querySelector('input[name=token]').value = {token!r};
              document.querySelector('form').submit()"""
 
 
-def test_the_page_is_wholly_in_each_language_and_its_chart_labels_are_inside(make_config):
+def test_the_450_link_opens_the_page_wholly_in_each_language(make_config):
     http = free_port()
     cfg = make_config(
         anomaly={"rules": FOUR_CROSS}, http={"listen": [f"127.0.0.1:{http}"]},
@@ -51,7 +53,7 @@ def test_the_page_is_wholly_in_each_language_and_its_chart_labels_are_inside(mak
         url = reply.split("Status: ")[1]
 
         async def look(browser):  # type: ignore[no-untyped-def]
-            await browser.open(url.replace("/v1/systems/mfa/status", "/systems/mfa"))
+            await browser.open(url)  # as a mail admin clicks it: not signed in yet
             landed = await browser.run("location.pathname + location.search")
             await browser.run(SIGN_IN.format(token=TOKEN), navigates=True)
             pages = {}
@@ -74,12 +76,12 @@ def test_the_page_is_wholly_in_each_language_and_its_chart_labels_are_inside(mak
                     cookieHidden: document.cookie.indexOf('mailgw_token') < 0,
                 }})""")
                 await browser.screenshot(ARTIFACTS / f"status-page-{lang}.png")
-            await browser.open(url.replace("/v1/systems/mfa/status", "/systems/other"))
+            await browser.open(url.replace("/mfa/", "/other/"))
             refused = await browser.run("document.body.innerText")
             return landed, pages, refused
 
         landed, pages, refused = drive(look)
-    assert landed == "/login?next=/systems/mfa"  # not signed in yet: the form
+    assert landed == "/login?next=/systems/mfa"  # the 450's URL, then the sign-in form
     kk, ru, en = pages["kk"], pages["ru"], pages["en"]
     assert {p["path"] for p in pages.values()} == {"/systems/mfa"}
     assert [p["lang"] for p in (kk, ru, en)] == ["kk", "ru", "en"]
@@ -109,3 +111,31 @@ def test_the_page_is_wholly_in_each_language_and_its_chart_labels_are_inside(mak
     assert "cannot see this system" in refused
     assert (ARTIFACTS / "status-page-kk.png").stat().st_size > 10_000
 
+
+def test_an_operator_signs_in_to_the_list_of_systems(make_config):
+    cfg = make_config(anomaly={"rules": FOUR_CROSS}, http={"operator_tokens": [
+        {"name": "alice", "token_hash": hash_token(OPERATOR)}]})
+    with GatewayThread(cfg) as gw:
+        for n in range(4):
+            send_as_mfa(gw.port, n)
+        wait_until(lambda: gw.gateway.suspensions.suspended("mfa"), what="the suspension")
+
+        async def look(browser):  # type: ignore[no-untyped-def]
+            await browser.open(gw.http + "/")
+            await browser.run(SIGN_IN.format(token=OPERATOR), navigates=True)
+            listed = await browser.run("""({
+                path: location.pathname,
+                rows: [...document.querySelectorAll('#systems tr')].slice(1).map(
+                    r => [...r.cells].map(c => c.innerText)),
+                link: document.querySelector('#systems a').getAttribute('href'),
+            })""")
+            await browser.screenshot(ARTIFACTS / "systems-page.png")
+            await browser.run("document.querySelector('#systems a').click()", navigates=True)
+            return listed, await browser.run("location.pathname")
+
+        listed, followed = drive(look)
+    assert listed["path"] == "/systems"
+    ((name, state, why),) = listed["rows"]
+    assert name == "Ministry of Foreign Affairs (mfa)"
+    assert "messages_10m" in why and state  # suspended, with the rule in words
+    assert listed["link"] == followed == "/systems/mfa"

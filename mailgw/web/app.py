@@ -6,9 +6,12 @@ operators, the status page, metrics and the health check.
     GET /healthz                  open; 200 while mail is accepted, else 503
     GET /metrics                  open; Prometheus
     GET /systems/{id}             the status page (token cookie, or bearer)
+    GET /systems                  operators: every system's state, a page
     GET, POST /login; POST /logout
 
-Pages are in
+The two /v1/systems endpoints answer a browser (Accept: text/html before
+JSON) with a redirect to their page, so that the URL in a 450 reply or an
+owner notice opens the page; any other client gets JSON. Pages are in
 Kazakh, Russian or English: `?lang=` (kept in a cookie), else the
 browser's Accept-Language, else Kazakh.
 
@@ -39,7 +42,7 @@ from mailgw.status import StatusService
 from mailgw.systems import SystemDirectory
 from mailgw.web import chart
 from mailgw.web.auth import Principal, Tokens
-from mailgw.web.negotiate import language
+from mailgw.web.negotiate import language, wants_html
 
 COOKIE = "mailgw_token"
 COOKIE_AGE = 8 * 3600
@@ -73,6 +76,8 @@ async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(SECURITY_HEADERS)
     response.headers["Content-Security-Policy"] = (
         PAGE_CSP if response.content_type == "text/html" else OTHER_CSP)
+    if request.path.startswith("/v1/systems"):
+        response.headers["Vary"] = "Accept"  # JSON or a redirect to the page
 
 
 def _token(request: web.Request) -> str | None:
@@ -105,6 +110,7 @@ class WebApp:
             web.get("/login", self.login_form),
             web.post("/login", self.login),
             web.post("/logout", self.logout),
+            web.get("/systems", self.overview_page),
             web.get("/systems/{id}", self.page),
         ])
 
@@ -127,12 +133,16 @@ class WebApp:
         return system
 
     async def api_status(self, request: web.Request) -> web.Response:
+        if wants_html(request.headers.get("Accept", "")):  # the link in a 450 or a notice
+            raise web.HTTPSeeOther(self._page_of(request.match_info["id"]))
         system = self._system_for(request)
         if isinstance(system, web.Response):
             return system
         return web.json_response(await self.status.status(system))
 
     async def api_systems(self, request: web.Request) -> web.Response:
+        if wants_html(request.headers.get("Accept", "")):
+            raise web.HTTPSeeOther("/systems")
         who = self._who(request)
         if who is None:
             return _error(401, "a valid bearer token is needed")
@@ -187,7 +197,10 @@ class WebApp:
         return response
 
     async def root(self, request: web.Request) -> web.Response:
-        raise web.HTTPSeeOther("/login")
+        who = self._who(request)
+        if who is None:
+            raise web.HTTPSeeOther("/login")
+        raise web.HTTPSeeOther(f"/systems/{who.system}" if who.system else "/systems")
 
     async def login_form(self, request: web.Request) -> web.Response:
         return self._html(request, "login.html.j2", next=request.query.get("next", ""),
@@ -208,7 +221,7 @@ class WebApp:
         elif _NEXT.match(wanted):
             target = wanted
         else:
-            target = "/v1/systems"
+            target = "/systems"
         response = web.HTTPSeeOther(target)
         response.set_cookie(COOKIE, token, max_age=COOKIE_AGE, httponly=True,
                             secure=self.secure_cookie, samesite="Strict", path="/")
@@ -218,6 +231,15 @@ class WebApp:
         response = web.HTTPSeeOther("/login")
         response.del_cookie(COOKIE, path="/")
         raise response
+
+    async def overview_page(self, request: web.Request) -> web.Response:
+        who = self._who(request)
+        if who is None:
+            raise web.HTTPSeeOther("/login?next=/systems")
+        if who.operator is None:  # a system's token: its own page is its list
+            raise web.HTTPSeeOther(f"/systems/{who.system}")
+        return self._html(request, "systems.html.j2", systems=await self.status.overview(),
+                          dnsbl=await self.status.dnsbl())
 
     async def page(self, request: web.Request) -> web.Response:
         if self._who(request) is None:
