@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -29,9 +30,20 @@ from mailgw.relay.outbox import Outbox
 from mailgw.state.access import StoreAccess, Unavailable
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
-from mailgw.wording import RuleShape, duration, why
+from mailgw.wording import LANGS, RuleShape, count, why
 
 log = logging.getLogger("mailgw.notices")
+
+def _subject(msg: EmailMessage, text: str) -> None:
+    """Encoded here, not by the email package: its folding can leave the
+    space between two words outside the encoded words, where every reader
+    drops it (RFC 2047 6.2); Header keeps each space inside one. Plain
+    ASCII needs no encoded words."""
+    if text.isascii():
+        msg["Subject"] = text
+        return
+    msg.set_raw("Subject", Header(text, "utf-8", header_name="Subject").encode(linesep="\r\n"))
+
 
 class Notifier:
     def __init__(self, *, templates: jinja2.Environment, outbox: Outbox, hostname: str,
@@ -52,8 +64,6 @@ class Notifier:
     def _context(self, system: System, record: Suspension) -> dict[str, Any]:
         return {
             "system": system, "since": utc_time(record.since), "rule": record.rule,
-            "observed": record.observed, "threshold": record.threshold,
-            "window": duration(record.window) if record.window else "",
             **{f"why_{lang}": text for lang, text in
                why(record, self.rule(record.rule) if record.rule else None).items()},
             "top_domains": record.evidence.get("top_domains", []),
@@ -65,7 +75,8 @@ class Notifier:
               now: float | None = None) -> bytes:
         """The notice as bytes (CRLF), `kind` "suspended" or "lifted"."""
         context = self._context(system, record) | {
-            "held": held, "lifted_at": utc_time(record.lifted_at),
+            **{f"held_{lang}": count("messages", held, lang) for lang in LANGS},
+            "lifted_at": utc_time(record.lifted_at), "purged": record.purge,
             "lifted_by": record.lifted_by or "", "reason": record.lift_reason or record.reason
             or ""}
         subject, text, html = self._render(kind, context)
@@ -74,7 +85,7 @@ class Notifier:
         msg["To"] = ", ".join(system.owners)
         if self.operators:
             msg["Cc"] = ", ".join(self.operators)
-        msg["Subject"] = subject
+        _subject(msg, subject)
         msg["Date"] = format_datetime(datetime.fromtimestamp(now or time.time(), UTC))
         msg["Message-ID"] = make_msgid(domain=self.hostname)
         msg["Auto-Submitted"] = "auto-generated"
@@ -90,7 +101,7 @@ class Notifier:
         msg = EmailMessage(policy=SMTP)
         msg["From"] = f"mailgw at {self.hostname} <{self.sender}>"
         msg["To"] = ", ".join(self.operators or [self.sender])
-        msg["Subject"] = " ".join(render(f"alert_{kind}.subject.j2").render(**context).split())
+        _subject(msg, " ".join(render(f"alert_{kind}.subject.j2").render(**context).split()))
         msg["Date"] = format_datetime(datetime.now(UTC))
         msg["Message-ID"] = make_msgid(domain=self.hostname)
         msg["Auto-Submitted"] = "auto-generated"
