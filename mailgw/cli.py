@@ -26,6 +26,7 @@ import tomli_w
 from mailgw import config as config_mod
 from mailgw import hashing
 from mailgw.clock import utc_time
+from mailgw.wording import things
 
 if TYPE_CHECKING:
     from mailgw.relay.queue_file import Meta
@@ -107,12 +108,18 @@ async def _serve(cfg: config_mod.Config) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
 def check_config(config_path: Path, as_json: bool) -> None:
     """Validate the config and print the effective config (defaults filled in)."""
+    from mailgw.state.store import masked
+
     cfg = _load(config_path)
     data = cfg.model_dump(mode="json", exclude={"source"}, exclude_none=True)
+    data["state"]["redis_url"] = masked(cfg.state.redis_url)  # printed, never a secret
+    if not cfg.systems:
+        click.echo(f"warning: {config_path} has no [[systems]]: no client can relay "
+                   "through this gateway", err=True)
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        click.echo(f"# {config_path}: OK, {len(cfg.systems)} systems\n")
+        click.echo(f"# {config_path}: OK, {things(len(cfg.systems), 'system')}\n")
         click.echo(tomli_w.dumps(data))
 
 
