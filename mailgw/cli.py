@@ -36,7 +36,7 @@ import tomli_w
 from mailgw import config as config_mod
 from mailgw import hashing
 from mailgw.clock import utc_time
-from mailgw.wording import things
+from mailgw.wording import things, why
 
 if TYPE_CHECKING:
     from mailgw.relay.queue_file import Meta
@@ -257,9 +257,10 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
                                 "suspension": active[i].as_dict() if i in active else None,
                                 "held": held[i]} for i in ids], indent=2))
         return
+    rules = {r.name: r for r in cfg.anomaly.rules}
     _table([[i, "suspended" if i in active else "active", str(held[i]),
              _when(active[i].since) if i in active else "",
-             (active[i].rule or active[i].reason or "") if i in active else "",
+             why(active[i], rules.get(active[i].rule or ""))["en"] if i in active else "",
              active[i].by if i in active else ""] for i in ids],
            ["SYSTEM", "STATE", "HELD", "SINCE", "WHY", "BY"])
 

@@ -121,6 +121,7 @@ def test_status_shows_each_systems_held_mail(tmp_path, dest):
     header, line = cli(config_path, "status").stdout.splitlines()
     assert header.split()[:3] == ["SYSTEM", "STATE", "HELD"]
     assert line.split()[:3] == ["mfa", "suspended", "4"]
+    assert "4 messages in 10 min, limit 3 (rule messages_10m)" in line  # why, in figures
 
 
 def test_status_of_a_system_suspended_by_hand_reads_an_existing_state(tmp_path):
