@@ -1,9 +1,18 @@
 """The `mailgw` command: serve the gateway and look after its config.
 
-Exit status: 0 success, 1 a problem the operator must fix (bad config),
-2 a usage error (unknown system), 3 nothing to do (already suspended, not
-suspended), 4 `dnsbl`: an egress address is listed, 5 the state store cannot
-be reached (one line on stderr names it, a Redis password masked).
+Exit status:
+  0  done (`dnsbl`: every address looked up, none listed);
+  1  a problem the operator must fix (a bad config, a gateway that did not answer);
+  2  a usage error (an unknown system or message);
+  3  nothing to do (already suspended, not suspended, no message changed);
+  4  `dnsbl`: an egress address is listed;
+  5  the state store cannot be reached (one line on stderr names it, a
+     Redis password masked);
+  6  `dnsbl`: some lookups failed and none found a listing: not checked.
+
+The verbs that only read (status, history, queue list and show, dnsbl,
+check-config) never create the state file or the spool: where there are
+none yet, they say so on stderr and answer from nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -27,13 +37,17 @@ from mailgw import config as config_mod
 from mailgw import hashing
 from mailgw.clock import utc_time
 from mailgw.relay.spool import STATE_NAMES
+from mailgw.wording import things, why
 
 if TYPE_CHECKING:
     from mailgw.relay.queue_file import Meta
+    from mailgw.relay.spool import Spool
     from mailgw.state.store import Store
 
 T = TypeVar("T")
+LISTED = 4  # exit status of `dnsbl`: an egress address is listed
 STORE_DOWN = 5  # exit status: the state store cannot be reached
+NOT_CHECKED = 6  # exit status of `dnsbl`: lookups failed, none listed
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(path_type=Path),
@@ -110,6 +124,7 @@ def check_config(config_path: Path, as_json: bool) -> None:
     """Validate the config and print the effective config (defaults filled in);
     render every template once (DSNs, notices, alerts, the pages)."""
     from mailgw import templating
+    from mailgw.state.store import masked
 
     cfg = _load(config_path)
     found = asyncio.run(templating.problems(templating.environment(cfg.gateway.templates_dir),
@@ -119,10 +134,14 @@ def check_config(config_path: Path, as_json: bool) -> None:
     if found:
         sys.exit(1)
     data = cfg.model_dump(mode="json", exclude={"source"}, exclude_none=True)
+    data["state"]["redis_url"] = masked(cfg.state.redis_url)  # printed, never a secret
+    if not cfg.systems:
+        click.echo(f"warning: {config_path} has no [[systems]]: no client can relay "
+                   "through this gateway", err=True)
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        click.echo(f"# {config_path}: OK, {len(cfg.systems)} systems\n")
+        click.echo(f"# {config_path}: OK, {things(len(cfg.systems), 'system')}\n")
         click.echo(tomli_w.dumps(data))
 
 
@@ -151,6 +170,25 @@ def _store(cfg: config_mod.Config) -> Store:
     from mailgw.state.store import open_store
 
     return _call(cfg, open_store, cfg)
+
+
+def _reader(cfg: config_mod.Config) -> Store | None:
+    """The state store to read from; None when there is none yet (the
+    embedded file was never made), which a verb that only reads does not make."""
+    if cfg.state.backend == "embedded" and not cfg.gateway.state_file.exists():
+        click.echo(f"note: no state yet ({cfg.gateway.state_file} does not exist): nothing "
+                   "has been suspended or recorded", err=True)
+        return None
+    return _store(cfg)
+
+
+def _spool_to_read(cfg: config_mod.Config) -> Spool | None:
+    """The spool to read from; None (said on stderr) when there is none yet."""
+    if not cfg.gateway.spool_dir.is_dir():
+        click.echo(f"note: no spool yet ({cfg.gateway.spool_dir} does not exist): no mail",
+                   err=True)
+        return None
+    return _spool(cfg)
 
 
 def _call(cfg: config_mod.Config, fn: Callable[..., T], *args: object) -> T:
@@ -199,22 +237,27 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scr
 @JSON_OPTION
 @click.argument("system", required=False)
 def status(config_path: Path, as_json: bool, system: str | None) -> None:
-    """Suspension state of every system, or of one."""
+    """Suspension state of every system, or of one, and its mail held at
+    the gateway (in the spool's hold/)."""
     cfg = _load(config_path)
     if system:
         _known(cfg, system)
-    store = _store(cfg)
-    active = _call(cfg, store.active)
+    store = _reader(cfg)
+    active = _call(cfg, store.active) if store else {}
+    spool = _spool_to_read(cfg)
+    held = spool.count_by_system("hold") if spool else Counter[str]()
     ids = [system] if system else [s.id for s in cfg.systems]
     if as_json:
         click.echo(json.dumps([{"system": i, "state": "suspended" if i in active else "active",
-                                "suspension": active[i].as_dict() if i in active else None}
-                               for i in ids], indent=2))
+                                "suspension": active[i].as_dict() if i in active else None,
+                                "held": held[i]} for i in ids], indent=2))
         return
-    _table([[i, "suspended" if i in active else "active", _when(active[i].since) if i in active
-             else "", (active[i].rule or active[i].reason or "") if i in active else "",
+    rules = {r.name: r for r in cfg.anomaly.rules}
+    _table([[i, "suspended" if i in active else "active", str(held[i]),
+             _when(active[i].since) if i in active else "",
+             why(active[i], rules.get(active[i].rule or ""))["en"] if i in active else "",
              active[i].by if i in active else ""] for i in ids],
-           ["SYSTEM", "STATE", "SINCE", "WHY", "BY"])
+           ["SYSTEM", "STATE", "HELD", "SINCE", "WHY", "BY"])
 
 
 @main.command()
@@ -268,8 +311,10 @@ def lift(config_path: Path, reason: str, operator: str, purge: bool, as_json: bo
 def history(config_path: Path, as_json: bool, system: str | None) -> None:
     """The audit trail: who suspended or lifted what, when and why."""
     cfg = _load(config_path)
-    store = _store(cfg)
-    entries = _call(cfg, store.history, system)
+    if system:
+        _known(cfg, system)
+    store = _reader(cfg)
+    entries = _call(cfg, store.history, system) if store else []
     if as_json:
         click.echo(json.dumps([vars(e) for e in entries], indent=2, ensure_ascii=False))
         return
@@ -282,7 +327,7 @@ def queue() -> None:
     """Look at the spool; release or purge held and deferred mail."""
 
 
-def _spool(cfg: config_mod.Config):  # type: ignore[no-untyped-def]
+def _spool(cfg: config_mod.Config) -> Spool:
     from mailgw.relay.spool import Spool
 
     return Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes)
@@ -305,10 +350,10 @@ def queue_list(config_path: Path, as_json: bool, system: str | None,
     cfg = _load(config_path)
     if system:
         _known(cfg, system)
-    spool = _spool(cfg)
+    spool = _spool_to_read(cfg)
     rows: list[tuple[str, str, Meta | None]] = []
     for state in STATES:
-        if states and STATE_NAMES[state] not in states:
+        if spool is None or states and STATE_NAMES[state] not in states:
             continue
         for queue_id in spool.ids(state):
             try:
@@ -347,9 +392,9 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
     from mailgw.relay.spool import STATES
 
     cfg = _load(config_path)
-    spool = _spool(cfg)
-    state = next((st for st in STATES if queue_id in spool.ids(st)), None)
-    if state is None:
+    spool = _spool_to_read(cfg)
+    state = next((st for st in STATES if queue_id in spool.ids(st)), None) if spool else None
+    if spool is None or state is None:
         click.echo(f"error: no message {queue_id!r} in the spool", err=True)
         sys.exit(2)
     try:
@@ -481,7 +526,8 @@ _queue_change("purge", "Delete held or queued mail (by id, or --system), without
 @JSON_OPTION
 def dnsbl(config_path: Path, as_json: bool) -> None:
     """Look up every egress address on every DNSBL zone now, beside what the
-    gateway last recorded. (The running gateway records changes and alerts.)"""
+    gateway last recorded. (The running gateway records changes and alerts.)
+    Exit 4 if one is listed, 6 if lookups failed and none is listed."""
     from mailgw.blocklist_guard.dnsbl import check_every, dnsbl_resolver
 
     cfg = _load(config_path)
@@ -489,8 +535,9 @@ def dnsbl(config_path: Path, as_json: bool) -> None:
     if not addresses or not cfg.dnsbl.zones:
         click.echo("error: no delivery.source_addresses or dnsbl.zones to check", err=True)
         sys.exit(2)
-    store = _store(cfg)
-    recorded = {(e["address"], e["zone"]): e for e in _call(cfg, store.dnsbl_listings)}
+    store = _reader(cfg)
+    recorded = {(e["address"], e["zone"]): e
+                for e in (_call(cfg, store.dnsbl_listings) if store else [])}
     resolver = dnsbl_resolver(cfg.dnsbl.resolver_addresses(), cfg.dnsbl.timeout)
     checks = asyncio.run(check_every(resolver, addresses, cfg.dnsbl.zones))
     rows: list[dict[str, Any]] = []
@@ -508,24 +555,38 @@ def dnsbl(config_path: Path, as_json: bool) -> None:
                  r["reason"]] for r in rows],
                ["ADDRESS", "ZONE", "NOW", "RECORDED", "SINCE", "REASON"])
     if any(r["now"] == "listed" for r in rows):
-        sys.exit(4)
+        sys.exit(LISTED)
+    failed = sum(r["now"] == "error" for r in rows)
+    if failed:
+        click.echo(f"error: {things(failed, 'lookup')} of {len(rows)} failed: not checked",
+                   err=True)
+        sys.exit(NOT_CHECKED)
 
 
 @main.command("hash-password")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 def hash_password(password: str) -> None:
-    """Hash an SMTP AUTH password for a system's `auth.password_hash`."""
-    click.echo(hashing.hash_password(password))
+    """Hash an SMTP AUTH password; prints the line for the system's
+    [[systems.auth]] table."""
+    click.echo(tomli_w.dumps({"password_hash": hashing.hash_password(password)}), nl=False)
 
 
 @main.command("hash-token")
 @click.option("--token", default=None, help="Hash this token instead of making a new one.")
-def hash_token(token: str | None) -> None:
-    """Make a status token (or hash a given one) for `status_token_hash`."""
+@click.option("--operator", "operator", default=None, metavar="NAME",
+              help="An operator's token: print its [[http.operator_tokens]] table.")
+def hash_token(token: str | None, operator: str | None) -> None:
+    """Make a status token (or hash a given one). Prints what goes into the
+    config: `status_token_hash = ...` for a system's [[systems]] table, or
+    with --operator the whole [[http.operator_tokens]] table; a new token
+    itself goes to stderr, for whoever will use it, and nowhere else."""
     if token is None:
         token = hashing.new_token()
-        click.echo(f"token: {token}")
+        whose = f"operator {operator}" if operator else "the mail admins of the system"
+        click.echo(f"token (give it to {whose}; it is kept nowhere): {token}", err=True)
     elif not hashing.is_token_text(token):
         raise click.BadParameter("printable ASCII only: a token travels in an HTTP header",
                                  param_hint="--token")
-    click.echo(f"status_token_hash = \"{hashing.hash_token(token)}\"")
+    digest = hashing.hash_token(token)
+    click.echo(tomli_w.dumps({"status_token_hash": digest} if operator is None else {
+        "http": {"operator_tokens": [{"name": operator, "token_hash": digest}]}}), nl=False)

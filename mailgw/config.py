@@ -426,6 +426,14 @@ class State(_Model):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "mailgw:"
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://[:password@]host:port/db, rediss://... or "
+                             "unix://path")
+        return v
+
 
 class Config(_Model):
     gateway: Gateway = Field(default_factory=Gateway)
@@ -444,28 +452,29 @@ class Config(_Model):
         seen_ids: dict[str, int] = {}
         seen_nets: dict[Network, str] = {}
         seen_users: dict[str, str] = {}
+        ids: list[object] = [s.id for s in self.systems]
         for i, system in enumerate(self.systems):
+            named = _system_key(ids, i)
             if system.id in seen_ids:
-                raise _KeyError(f"systems[{i}].id", f"duplicate system id {system.id!r}")
+                raise _KeyError(f"{named}.id", f"duplicate system id {system.id!r}")
             seen_ids[system.id] = i
             for j, net in enumerate(system.networks):
                 other = seen_nets.setdefault(net, system.id)
                 if other != system.id:
-                    raise _KeyError(
-                        f"systems[{i}].networks[{j}]", f"{net} is already a network of {other!r}"
-                    )
+                    raise _KeyError(f"{named}.networks[{j}]",
+                                    f"{net} is already a network of {other!r}")
             for j, cred in enumerate(system.auth):
                 other = seen_users.setdefault(cred.username, system.id)
                 if other != system.id:
                     raise _KeyError(
-                        f"systems[{i}].auth[{j}].username",
+                        f"{named}.auth[{j}].username",
                         f"{cred.username!r} is already a login of {other!r}",
                     )
         rule_names = {r.name for r in self.anomaly.rules}
         for i, system in enumerate(self.systems):
             for name in system.anomaly:
                 if name not in rule_names:
-                    raise _KeyError(f"systems[{i}].anomaly.{name}",
+                    raise _KeyError(f"{_system_key(ids, i)}.anomaly.{name}",
                                     f"no rule named {name!r} in [anomaly]")
         seen_dkim: set[str] = set()
         for i, key in enumerate(self.dkim):
@@ -521,8 +530,22 @@ class _KeyError(ValueError):
         self.message = message
 
 
-def _format_loc(loc: tuple[object, ...]) -> str:
-    out = ""
+def _system_key(ids: list[object], i: int) -> str:
+    """A system as an error names it: `systems[mfa]` by its id when that is
+    a valid one that no other system has, else `systems[3]` by its place."""
+    sid = ids[i] if i < len(ids) else None
+    named = isinstance(sid, str) and _SYSTEM_ID.match(sid) and ids.count(sid) == 1
+    return f"systems[{sid if named else i}]"
+
+
+def _format_loc(loc: tuple[object, ...], raw: dict[str, object]) -> str:
+    if len(loc) >= 2 and loc[0] == "systems" and isinstance(loc[1], int):
+        systems = raw.get("systems")
+        ids = [s.get("id") if isinstance(s, dict) else None
+               for s in (systems if isinstance(systems, list) else [])]
+        out, loc = _system_key(ids, loc[1]), loc[2:]
+    else:
+        out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
@@ -531,6 +554,15 @@ def _format_loc(loc: tuple[object, ...]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
+
+
+# keys whose value may be a secret pasted in the wrong place: an error about
+# one never shows what it holds
+_SECRET_KEY = re.compile(r"(?:^|_)(?:hash|password|token|secret)$|^redis_url$")
+
+
+def _secret(loc: tuple[object, ...]) -> bool:
+    return any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc)
 
 
 def load(path: str | Path) -> Config:
@@ -562,8 +594,9 @@ def load(path: str | Path) -> Config:
                 msg = "unknown key"
             elif err["type"] == "missing":
                 msg = "required key is missing"
-            quiet = err["type"] in ("missing", "extra_forbidden") or "got " in msg
+            quiet = (err["type"] in ("missing", "extra_forbidden") or "got " in msg
+                     or _secret(err["loc"]))
             got = "" if quiet else f" (got {err['input']!r})"
-            lines.append(f"{path}: {_format_loc(err['loc'])}: {msg}{got}")
+            lines.append(f"{path}: {_format_loc(err['loc'], raw)}: {msg}{got}")
         raise ConfigError("\n".join(lines)) from None
     return config.resolve_paths(path.resolve().parent).model_copy(update={"source": path})

@@ -15,7 +15,8 @@ per line would cost the busy event loop a system call per event. With an
 interval of 0 every line is written at once. A write the disk refuses (full)
 loses those lines, told once per outage, and never stops the mail: a line
 cut short by it stands on its own line, apart from those written after.
-`mailgw replay` reads the same file.
+`mailgw replay` reads the same file. `reopen` (SIGUSR1) starts a new file
+at the same path, for logrotate.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class EventBus:
 class EventLog:
     def __init__(self, path: Path, line_buffered: bool = False):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SHARED)
+        self.path = path
+        self._fd = self._open()
         self._line_buffered = line_buffered
         self._lines: list[str] = []
         self._torn = False  # the last write stopped inside a line
@@ -91,6 +93,20 @@ class EventLog:
             return
         self._torn = False
         self.outage.ok()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SHARED)
+
+    def reopen(self) -> None:
+        """Go on in a new file at `path` (SIGUSR1, after logrotate renamed
+        the old one): what was written before goes to the old file, every
+        event from now on to the new one. If the new file cannot be opened,
+        the old one is kept and the error raised."""
+        fd = self._open()
+        self.flush()
+        old, self._fd = self._fd, fd
+        self._torn = False  # a line the old file cut short stays there
+        os.close(old)
 
     def close(self) -> None:
         self.flush()

@@ -54,6 +54,7 @@ from mailgw.systems import SystemDirectory
 from mailgw.web.app import WebApp
 from mailgw.web.app import start as start_web
 from mailgw.web.auth import Tokens
+from mailgw.wording import things
 
 log = logging.getLogger("mailgw")
 T = TypeVar("T")
@@ -65,6 +66,10 @@ def _tls_context(files: TLSFiles | None) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(files.cert, files.key)
     return ctx
+
+
+def _addresses(bound: list[tuple[str, int]]) -> str:
+    return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in bound)
 
 
 class StartError(Exception):
@@ -133,7 +138,8 @@ class Gateway:
         notifier = Notifier(
             templates=templates, outbox=outbox, hostname=cfg.gateway.hostname,
             sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
-            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url)
+            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url,
+            rule=self.judge.rule)
         self.watcher = Watcher(events=self.events, notifier=notifier,
                                audit=self.suspensions.audit, run_io=run_io,
                                spawn=self.suspensions.spawn)
@@ -150,9 +156,10 @@ class Gateway:
                       clock=clock))
         if self.egress.addresses and cfg.dnsbl.zones:
             await self._watch_dnsbl(notifier)
-        log.info("mailgw listening on %s; %d systems; %d messages waiting in the queue",
-                 ", ".join(f"{h}:{p}" for h, p in self.addresses), len(cfg.systems),
-                 len(recovered.waiting))
+        log.info("mailgw listening: SMTP on %s, HTTP %s; %s; %s waiting in the queue",
+                 _addresses(self.addresses),
+                 f"on {_addresses(self.http_addresses)}" if self.http_addresses else "off",
+                 things(len(cfg.systems), "system"), things(len(recovered.waiting), "message"))
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in the I/O thread pool: the one executor of the gateway."""
@@ -240,7 +247,8 @@ class Gateway:
                                clock=self.clock, listings=self._listings)
         web_app = WebApp(status=status, directory=self.directory, tokens=self.tokens,
                          metrics=self.metrics, healthy=self._health, templates=templates,
-                         secure_cookie=cfg.http.secure_cookie, run_io=self.run_io)
+                         secure_cookie=cfg.http.secure_cookie, run_io=self.run_io,
+                         operators=cfg.gateway.operators)
         self._web, self.http_addresses = await start_web(
             web_app, [(a.host, a.port) for a in cfg.http.listen], _tls_context(cfg.http.tls))
 
@@ -306,6 +314,16 @@ class Gateway:
         self.suspensions.audit(AuditEntry(self.clock.now(), None, "config_reloaded", "SIGHUP",
                                           str(old.source), details))
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1: the event log goes on in a new file at its path, after
+        logrotate renamed the old one (the text log is stderr's)."""
+        try:
+            self.event_log.reopen()
+        except OSError as e:
+            log.error("event log not reopened, still writing the old file: %s", e)
+            return
+        log.info("event log reopened: %s", self.event_log.path)
+
     def _health(self) -> dict[str, object]:
         """Blocking. Not ok (503) when mail is not accepted: the spool's disk
         is below `min_free_disk`. A state backend that is down is reported
@@ -357,7 +375,7 @@ class Gateway:
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then finish in-flight transactions and
-    stop; SIGHUP reloads the config."""
+    stop; SIGHUP reloads the config; SIGUSR1 reopens the event log."""
     gateway = Gateway(config)
     try:
         await gateway.start()
@@ -373,6 +391,7 @@ async def serve(config: Config) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGUSR1, gateway.reopen_logs)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mailgw.anomaly.judge import Judge
-from mailgw.blocklist_guard.notices import explain
 from mailgw.clock import Clock
 from mailgw.config import System
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
+from mailgw.wording import why
 
 
 class StatusService:
@@ -40,7 +40,7 @@ class StatusService:
                 "observed": record.observed, "threshold": record.threshold,
                 "window": record.window, "reason": record.reason,
                 "top_domains": record.evidence.get("top_domains", []),
-                "why": explain(record),
+                "why": self._why(record),
             },
             "held": await self.held(system.id),
             "windows": {f"{m}/{w:g}s": v for (m, w), v in windows.items()},
@@ -48,6 +48,9 @@ class StatusService:
             "counted_by": counted_by,
             "ts": ts,
         }
+
+    def _why(self, record: Suspension) -> dict[str, str]:
+        return why(record, self.judge.rule(record.rule) if record.rule else None)
 
     async def overview(self) -> list[dict[str, Any]]:
         """Every system's state (the operators' list)."""
@@ -58,7 +61,8 @@ class StatusService:
                          "state": "suspended" if record else "active",
                          "since": record.since if record else None,
                          "rule": record.rule if record else None,
-                         "reason": record.reason if record else None})
+                         "reason": record.reason if record else None,
+                         "why": self._why(record) if record else None})
         return out
 
     async def dnsbl(self) -> list[dict[str, Any]]:

@@ -35,7 +35,8 @@ from mailgw.relay.queue_file import Meta, Recipient
 from mailgw.state.records import Suspension
 from mailgw.status import StatusService
 from mailgw.systems import SystemDirectory
-from mailgw.web.app import status_page
+from mailgw.web.app import LANG_LINKS, render, status_page
+from mailgw.wording import LANGS
 
 
 class _Packaged(jinja2.BaseLoader):
@@ -109,7 +110,7 @@ async def problems(templates: jinja2.Environment, cfg: Config) -> list[str]:
                    recipients=[Recipient("gone@example.com", "bounced", 550,
                                          "550 5.1.1 no such user", "mx.example.com")],
                    size=100, received_at=now - 60)
-    status, start, counts = await _status(cfg, system, suspended, now)
+    status, start, counts, overview = await _status(cfg, system, suspended, now)
 
     cases: list[tuple[str, Callable[[], object]]] = [
         ("the owner notice of a suspension",
@@ -126,16 +127,24 @@ async def problems(templates: jinja2.Environment, cfg: Config) -> list[str]:
         ("the operators' alert of a watch", lambda: notifier.alert("watch", alert_context(
             Decision(now, system.id, "spike_1h", 480, 3, 3600, action="watch", usual=95,
                      expected=335, surprise=40)))),
-        ("the status page", lambda: status_page(templates, status, start, counts)),
-        ("the sign-in page", lambda: templates.get_template("login.html.j2").render(
-            next="/systems/example", error="This token is not valid.")),
-        ("the error page", lambda: templates.get_template("error.html.j2").render(
-            message="There is no such system.")),
+        *((f"the status page ({lang})",
+           lambda lang=lang: status_page(templates, status, start, counts, lang))
+          for lang in LANGS),
+        *((f"the operators' list of systems ({lang})",
+           lambda lang=lang: render(
+               templates, "systems.html.j2", lang, LANG_LINKS, systems=overview,
+               dnsbl=[{"address": "192.0.2.10", "zone": "zen.spamhaus.org", "listed": True,
+                       "reason": "listed", "since": now}]))
+          for lang in LANGS),
+        ("the sign-in page", lambda: render(templates, "login.html.j2", "en", LANG_LINKS,
+                                            next="/systems/example", error=True)),
+        ("the error page", lambda: render(templates, "error.html.j2", "en", LANG_LINKS,
+                                          refused=True)),
     ]
     faults: set[str] = set()
-    for what, render in cases:
+    for what, draw in cases:
         try:
-            render()
+            draw()
         except Exception as e:
             fault = _fault(e)
             if fault is None:
@@ -146,8 +155,8 @@ async def problems(templates: jinja2.Environment, cfg: Config) -> list[str]:
     return found
 
 
-async def _status(cfg: Config, system: System, suspended: Suspension,
-                  now: float) -> tuple[dict[str, Any], float, list[float]]:
+async def _status(cfg: Config, system: System, suspended: Suspension, now: float
+                  ) -> tuple[dict[str, Any], float, list[float], list[dict[str, Any]]]:
     """What the status page of a suspended `system` shows, with a day of
     traffic for its chart, from the configured rules."""
     judge = Judge(Engine([Rule.from_config(r) for r in cfg.anomaly.rules]),
@@ -166,4 +175,5 @@ async def _status(cfg: Config, system: System, suspended: Suspension,
     service = StatusService(directory=SystemDirectory([system]), judge=judge,
                             suspended=lambda system_id: suspended, held=held,
                             clock=SystemClock(), listings=listings)
-    return (await service.status(system), *await service.history(system.id))
+    return (await service.status(system), *await service.history(system.id),
+            await service.overview())

@@ -40,15 +40,16 @@ sender_domains = ["mfa.gov.kz"]
     ("[limits]\nidle_timeout = '5q'\n", "limits.idle_timeout: expected a duration"),
     ("[limits]\nmax_message_size = 'big'\n", "limits.max_message_size: expected a size"),
     ("[delivery]\nresolver = ['dns.example']\n", "delivery.resolver"),
-    (SYSTEM.replace("10.1.0.0/16", "10.1.0.300/16"), "systems[0].networks: expected a network in CIDR form"),
-    (SYSTEM.replace("10.1.0.0/16", "10.1.0.1/16"), "systems[0].networks: expected a network in CIDR form"),
-    (SYSTEM.replace('id = "mfa"', 'id = "MFA!"'), "systems[0].id: expected lower-case"),
-    (SYSTEM.replace('owners = ["postmaster@mfa.gov.kz"]', "owners = []"), "systems[0].owners"),
-    (SYSTEM + SYSTEM, "systems[1].id: duplicate system id 'mfa'"),
-    (SYSTEM + SYSTEM.replace('"mfa"', '"moj"'), "systems[1].networks[0]: 10.1.0.0/16 is already a network of 'mfa'"),
-    (SYSTEM + "status_token_hash = 'plaintext-token'\n", "systems[0].status_token_hash: expected a sha256$"),
-    (SYSTEM + "[[systems.auth]]\nusername = 'u'\npassword_hash = 'secret'\n", "systems[0].auth[0].password_hash: expected a scrypt hash"),
-    (SYSTEM.replace("[[systems]]", "[[systems]]\nbogus = 1"), "systems[0].bogus: unknown key"),
+    (SYSTEM.replace("10.1.0.0/16", "10.1.0.300/16"), "systems[mfa].networks: expected a network in CIDR form"),
+    (SYSTEM.replace("10.1.0.0/16", "10.1.0.1/16"), "systems[mfa].networks: expected a network in CIDR form"),
+    (SYSTEM.replace('id = "mfa"', 'id = "MFA!"'), "systems[0].id: expected lower-case"),  # no id to name it by
+    (SYSTEM.replace('owners = ["postmaster@mfa.gov.kz"]', "owners = []"), "systems[mfa].owners"),
+    (SYSTEM + SYSTEM, "systems[1].id: duplicate system id 'mfa'"),  # the id names two
+    (SYSTEM + SYSTEM.replace('"mfa"', '"moj"'), "systems[moj].networks[0]: 10.1.0.0/16 is already a network of 'mfa'"),
+    (SYSTEM + SYSTEM.replace('"mfa"', '"moj"').replace('"mfa.gov.kz"', '"bad domain"').replace("10.1.", "10.2."), "systems[moj].sender_domains: expected a domain name"),
+    (SYSTEM + "status_token_hash = 'plaintext-token'\n", "systems[mfa].status_token_hash: expected a sha256$"),
+    (SYSTEM + "[[systems.auth]]\nusername = 'u'\npassword_hash = 'secret'\n", "systems[mfa].auth[0].password_hash: expected a scrypt hash"),
+    (SYSTEM.replace("[[systems]]", "[[systems]]\nbogus = 1"), "systems[mfa].bogus: unknown key"),
     ("[gateway\n", "TOML syntax error"),
     ("[gateway]\nreuse_port = true\n", "gateway.reuse_port: gateways sharing a port must count and suspend together"),
     (RULE.replace('"perm_failures"', '"bounces"'), f"anomaly.rules[0].metric: expected one of the metrics {METRIC_NAMES} (got 'bounces')"),
@@ -63,6 +64,39 @@ def test_config_errors_name_file_key_and_expectation(tmp_path, text, expected):
     assert expected in str(e.value)
 
 
+@pytest.mark.parametrize("text,key,secret", [
+    (SYSTEM + "status_token_hash = 'the-token-itself-0123'\n", "systems[mfa].status_token_hash",
+     "the-token-itself-0123"),
+    (SYSTEM + "[[systems.auth]]\nusername = 'u'\npassword_hash = 'hunter2-pasted'\n",
+     "systems[mfa].auth[0].password_hash", "hunter2-pasted"),
+    (SYSTEM + "[[systems.auth]]\nusername = 'u'\npassword = 'hunter2-pasted'\n",
+     "systems[mfa].auth[0].password", "hunter2-pasted"),
+    ("[[http.operator_tokens]]\nname = 'alice'\ntoken_hash = 'alice-token-0123456789'\n",
+     "http.operator_tokens[0].token_hash", "alice-token-0123456789"),
+    ("[state]\nredis_url = 'http://:s3cret-pass@redis.internal:6379/0'\n", "state.redis_url",
+     "s3cret-pass"),
+    ("[state]\nredis_url = 42\n", "state.redis_url", "42"),
+], ids=["status-token", "password-hash", "password", "operator-token", "redis-url",
+        "redis-url-type"])
+def test_a_config_error_never_echoes_a_secret(tmp_path, text, key, secret):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert f"{path}: {key}: " in str(e.value) and secret not in str(e.value), str(e.value)
+
+
+def test_check_config_warns_of_a_config_with_no_systems_and_masks_the_redis_password(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[state]\nbackend = 'redis'\nredis_url = 'redis://:s3cret@10.0.0.5:6379/0'\n")
+    out = subprocess.run([sys.executable, "-m", "mailgw", "check-config", "--config", str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith(f"warning: {path} has no [[systems]]")
+    assert "OK, 0 systems" in out.stdout and "s3cret" not in out.stdout + out.stderr
+    assert 'redis_url = "redis://:***@10.0.0.5:6379/0"' in out.stdout
+
+
 def test_auth_without_tls_is_refused(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(SYSTEM + f"[[systems.auth]]\nusername='u'\npassword_hash='{hashing.hash_password('pw')}'\n")
@@ -73,7 +107,8 @@ def test_auth_without_tls_is_refused(tmp_path):
 def test_example_config_is_valid_and_check_config_prints_it():
     out = subprocess.run([sys.executable, "-m", "mailgw", "check-config", "--config",
                           str(REPO / "config.toml")], capture_output=True, text=True, check=True)
-    assert "OK, 1 systems" in out.stdout and "max_queue_lifetime = 432000.0" in out.stdout
+    assert "OK, 1 system\n" in out.stdout and "max_queue_lifetime = 432000.0" in out.stdout
+    assert out.stderr == ""
 
 
 @pytest.mark.parametrize("text,key", [

@@ -131,7 +131,7 @@ def test_a_token_that_is_not_ascii_is_a_bad_token_not_an_internal_error(gw, capl
 def test_a_login_form_that_is_not_utf8_is_a_bad_token_not_an_internal_error(gw, caplog):
     status, _, body = raw(gw.http, request(
         "POST", "/login", b"Content-Type: application/x-www-form-urlencoded",
-        body=b"token=\xff\xfe"))
+        b"Accept-Language: en", body=b"token=\xff\xfe"))
     assert status == 401 and b"This token is not valid." in body
     assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
 
@@ -152,10 +152,13 @@ PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; 
     ("GET", "/login", None, 200, PAGE_CSP),
     ("GET", "/systems/mfa", "mfa", 200, PAGE_CSP),
     ("GET", "/systems/nosuch", "operator", 404, PAGE_CSP),
+    ("GET", "/systems", "operator", 200, PAGE_CSP),
+    ("GET", "/", "operator", 303, None),
     ("GET", "/no/such/path", None, 404, None),  # aiohttp's own
     ("DELETE", "/healthz", None, 405, None),  # aiohttp's own
 ], ids=["api", "api-401", "api-404", "api-403", "page-redirect", "logout-redirect", "metrics",
-        "healthz", "login-page", "status-page", "error-page", "aiohttp-404", "aiohttp-405"])
+        "healthz", "login-page", "status-page", "error-page", "systems-page", "root-redirect",
+        "aiohttp-404", "aiohttp-405"])
 def test_every_response_carries_the_security_headers(gw, method, path, caller, status, csp):
     fields = [f"Authorization: Bearer {TOKENS[caller]}".encode()] if caller else []
     got, headers, _ = raw(gw.http, request(method, path, *fields))
@@ -216,3 +219,81 @@ def test_health_turns_503_when_the_spool_is_short_of_disk(make_config):
     with GatewayThread(cfg) as gateway:
         status, body = get(gateway.http + "/healthz")
     assert status == 503 and body["ok"] is False and body["state_store"] == "ok"
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("accept,expected", [
+    (BROWSER, (303, "/systems/mfa")),  # the link of a 450 or a notice, opened in a browser
+    ("text/html", (303, "/systems/mfa")),
+    ("*/*", (200, None)),  # curl
+    ("application/json", (200, None)),
+    ("application/json, text/html;q=0.5", (200, None)),
+    ("", (200, None)),
+])
+def test_the_status_url_answers_a_browser_with_the_page_and_a_client_with_json(
+        gw, accept, expected):
+    fields = [f"Authorization: Bearer {TOKENS['mfa']}".encode()]
+    if accept:
+        fields.append(f"Accept: {accept}".encode())
+    status, headers, body = raw(gw.http, request("GET", "/v1/systems/mfa/status", *fields))
+    assert (status, headers.get("location")) == expected
+    assert headers["vary"] == "Accept"  # a cache keeps the two apart
+    if status == 200:
+        assert json.loads(body)["system"] == "mfa"
+
+
+def test_a_browser_without_a_token_follows_the_link_to_the_sign_in_and_back(gw):
+    status, headers, _ = raw(gw.http, request("GET", "/v1/systems/mfa/status",
+                                              f"Accept: {BROWSER}".encode()))
+    assert (status, headers["location"]) == (303, "/systems/mfa")
+    status, headers, _ = raw(gw.http, request("GET", "/systems/mfa"))
+    assert (status, headers["location"]) == (303, "/login?next=/systems/mfa")
+    # an id that is not one of ours never makes a redirect of its own
+    status, headers, _ = raw(gw.http, request("GET", "/v1/systems/%2F%2Fevil.example/status",
+                                              f"Accept: {BROWSER}".encode()))
+    assert (status, headers["location"]) == (303, "/systems")
+    status, headers, _ = raw(gw.http, request("GET", "/v1/systems", f"Accept: {BROWSER}".encode()))
+    assert (status, headers["location"]) == (303, "/systems")
+
+
+def login(gw, token: str, next_page: str = "") -> tuple[int, str]:
+    body = f"token={token}&next={next_page}".encode()
+    status, headers, _ = raw(gw.http, request(
+        "POST", "/login", b"Content-Type: application/x-www-form-urlencoded", body=body))
+    return status, headers.get("location", "")
+
+
+def test_after_sign_in_an_operator_lands_on_the_list_and_a_mail_admin_on_the_page(gw):
+    assert login(gw, TOKENS["operator"]) == (303, "/systems")
+    assert login(gw, TOKENS["operator"], "/systems/mof") == (303, "/systems/mof")
+    assert login(gw, TOKENS["operator"], "https://evil.example/") == (303, "/systems")
+    assert login(gw, TOKENS["mfa"], "/systems/mof") == (303, "/systems/mfa")
+    status, headers, body = raw(gw.http, request(
+        "GET", "/systems", f"Authorization: Bearer {TOKENS['operator']}".encode()))
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'href="/systems/mfa"' in body and b'href="/systems/mof"' in body
+    status, headers, _ = raw(gw.http, request(
+        "GET", "/systems", f"Authorization: Bearer {TOKENS['mfa']}".encode()))
+    assert (status, headers["location"]) == (303, "/systems/mfa")
+    assert raw(gw.http, request("GET", "/systems"))[1]["location"] == "/login?next=/systems"
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ([], "kk"),
+    ([b"Accept-Language: ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7"], "ru"),
+    ([b"Accept-Language: de-DE,de;q=0.9,en;q=0.5"], "en"),
+    ([b"Accept-Language: ru", b"Cookie: mailgw_lang=en"], "en"),  # chosen before
+], ids=["default", "browser-ru", "browser-de-en", "chosen"])
+def test_pages_are_in_the_language_asked_for(gw, fields, expected):
+    _, _, body = raw(gw.http, request("GET", "/login", *fields))
+    assert f'<html lang="{expected}">'.encode() in body
+
+
+def test_choosing_a_language_is_kept_for_the_next_pages(gw):
+    _, headers, body = raw(gw.http, request("GET", "/login?lang=ru&next=/systems/mfa",
+                                            b"Accept-Language: en"))
+    assert b'<html lang="ru">' in body and "mailgw_lang=ru" in headers["set-cookie"]
+    # the switch keeps the page's other parameters
+    assert b'href="/login?lang=kk&amp;next=/systems/mfa"' in body

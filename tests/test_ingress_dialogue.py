@@ -50,7 +50,7 @@ def rejected(gw: GatewayThread) -> list[dict]:
     ([EHLO], MAIL + " FOO=1", "555 5.5.4 MAIL FROM parameters not recognized", "unknown_parameter"),
     ([EHLO, MAIL], RCPT + " NOTIFY=NEVER", "555 5.5.4 RCPT TO parameters not recognized",
      "unknown_parameter"),
-    ([EHLO], MAIL + " SIZE=26214401", "552 5.3.4 Message exceeds the size limit of 26214400 bytes",
+    ([EHLO], MAIL + " SIZE=26214401", "552 5.3.4 Message exceeds the size limit of 25 MiB",
      "message_too_large"),
     ([EHLO], "MAIL FROM:<a@@mfa.gov.kz>", "553 5.1.3 Error: malformed address", "bad_address"),
     ([EHLO], "VRFY <a@@mfa.gov.kz>", "502 5.1.3 Could not VRFY: malformed address",

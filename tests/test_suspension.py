@@ -8,6 +8,7 @@ import email
 import email.policy
 import itertools
 import json
+import logging
 import smtplib
 import time
 
@@ -154,3 +155,22 @@ def test_weak_evidence_watches_alerts_the_operators_once_and_stops_nothing(make_
         assert "unusual traffic from mfa" in alert["Subject"]
         wait_until(lambda: [h.action for h in gw.gateway.store.history("mfa")] == ["watch"],
                    what="the watch in the audit trail")
+
+
+def test_the_log_says_who_was_suspended_and_lifted_why_in_plain_figures(make_config, dest,
+                                                                        caplog):
+    cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
+                      anomaly={"rules": FOUR_CROSS})
+    with caplog.at_level(logging.INFO, logger="mailgw"), GatewayThread(cfg) as gw:
+        for n in range(4):
+            send_as_mfa(gw.port, n)
+        store = gw.gateway.store
+        wait_until(lambda: "mfa" in store.active())
+        store.lift("mfa", "bob", "password reset", time.time())
+        wait_until(lambda: "lifted the suspension" in caplog.text, what="the lift's line")
+    lines = [r.getMessage() for r in caplog.records if r.name == "mailgw.suspensions"]
+    assert "suspending mfa: 4 messages in 10 min, limit 3 (rule messages_10m)" in lines
+    (lift,) = [line for line in lines if line.startswith("lifted")]
+    assert lift.startswith("lifted the suspension of mfa (since ")
+    assert lift.endswith(": 4 messages in 10 min, limit 3 (rule messages_10m)) by bob: "
+                         "password reset; its held mail is released")

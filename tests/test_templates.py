@@ -12,6 +12,7 @@ from pathlib import Path
 import jinja2
 
 from mailgw import config, templating
+from mailgw.web.app import LANG_LINKS, render
 
 SYSTEM = """
 [[systems]]
@@ -34,9 +35,10 @@ def test_a_template_in_the_operators_directory_replaces_that_one_only(tmp_path):
     (tmp_path / "dsn.txt.j2").write_text("Our own words about {{ queue_id }}.\n")
     env = templating.environment(tmp_path)
     assert env.get_template("dsn.txt.j2").render(queue_id="Q1") == "Our own words about Q1.\n"
-    packaged = templating.environment(None).get_template("login.html.j2").render(next="",
-                                                                                  error=None)
-    assert env.get_template("login.html.j2").render(next="", error=None) == packaged
+    def login(templates):
+        return render(templates, "login.html.j2", "en", LANG_LINKS, next="", error=False)
+
+    assert login(env) == login(templating.environment(None))
 
 
 def test_check_config_passes_on_the_packaged_templates_from_a_directory_without_any(tmp_path):
@@ -75,7 +77,9 @@ def test_every_template_missing_is_named_once(tmp_path):
         "template notice_lifted.subject.j2: not found (the owner notice of a lift)",
         "template dsn.txt.j2: not found (a DSN)",
         "template alert_dnsbl_listed.subject.j2: not found (the operators' alert of a DNSBL listing)",
-        "template status.html.j2: not found (the status page)",
+        "template alert_watch.subject.j2: not found (the operators' alert of a watch)",
+        "template status.html.j2: not found (the status page (kk))",
+        "template systems.html.j2: not found (the operators' list of systems (kk))",
         "template login.html.j2: not found (the sign-in page)",
         "template error.html.j2: not found (the error page)",
     ]

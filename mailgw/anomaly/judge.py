@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailgw.anomaly.engine import Engine
-from mailgw.anomaly.rules import Decision
+from mailgw.anomaly.rules import Decision, Rule
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, SharedWindows, Tally
 from mailgw.events import Event
 
@@ -74,6 +74,10 @@ class Judge:
         self.engine.restore_baselines(data)
 
     # --- views, for the suspension record and the status page -----------------
+
+    def rule(self, name: str) -> Rule | None:
+        """The rule of that name, as configured (None: no such rule now)."""
+        return next((r for r in self.engine.rules if r.name == name), None)
 
     async def top_domains(self, system: str, since: float, n: int = 5) -> list[str]:
         """The recipient domains the system mailed most, in its widest window."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from mailgw.events import EventSink
 from mailgw.relay.spool import Meta, Spool
+from mailgw.wording import things
 
 log = logging.getLogger("mailgw.hold")
 
@@ -67,5 +68,5 @@ class Hold:
             self.events.emit("released", system, queue_id=queue_id)
             self.schedule(queue_id, 0.0)
         if ids:
-            log.info("%s: %d held messages %s", system, len(ids),
+            log.info("%s: %s %s", system, things(len(ids), "held message"),
                      "purged" if purge else "released")

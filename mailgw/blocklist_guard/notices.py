@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -29,35 +30,19 @@ from mailgw.relay.queue_file import Origin
 from mailgw.state.access import StoreAccess, Unavailable
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
+from mailgw.wording import LANGS, RuleShape, count, why
 
 log = logging.getLogger("mailgw.notices")
 
-_WHY = {
-    "kk": "{rule} ережесі: {window} ішінде {observed} (шегі {threshold})",
-    "ru": "правило {rule}: {observed} за {window} (порог {threshold})",
-    "en": "rule {rule}: {observed} in {window} (threshold {threshold})",
-}
-_MANUAL = {"kk": "оператор шешімі: {reason}", "ru": "решение оператора: {reason}",
-           "en": "operator decision: {reason}"}
-
-
-def _window(seconds: float | None) -> str:
-    if not seconds:
-        return ""
-    for unit, size in (("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)} {unit}"
-    return f"{seconds:g} s"
-
-
-def explain(record: Suspension) -> dict[str, str]:
-    """Why the system is suspended, in a sentence per language (kk, ru, en)."""
-    values = {"rule": record.rule, "observed": f"{record.observed:g}" if record.observed
-              is not None else "", "threshold": f"{record.threshold:g}" if record.threshold
-              is not None else "", "window": _window(record.window),
-              "reason": record.reason or ""}
-    table = _WHY if record.rule else _MANUAL
-    return {lang: text.format(**values) for lang, text in table.items()}
+def _subject(msg: EmailMessage, text: str) -> None:
+    """Encoded here, not by the email package: its folding can leave the
+    space between two words outside the encoded words, where every reader
+    drops it (RFC 2047 6.2); Header keeps each space inside one. Plain
+    ASCII needs no encoded words."""
+    if text.isascii():
+        msg["Subject"] = text
+        return
+    msg.set_raw("Subject", Header(text, "utf-8", header_name="Subject").encode(linesep="\r\n"))
 
 
 class Post(Protocol):
@@ -70,9 +55,13 @@ class Post(Protocol):
 
 class Notifier:
     def __init__(self, *, templates: jinja2.Environment, outbox: Post, hostname: str,
-                 sender: str, operators: list[str], status_url: str):
+                 sender: str, operators: list[str], status_url: str,
+                 rule: Callable[[str], RuleShape | None] = lambda name: None):
+        """`rule(name)`: the rule of that name as configured, for the words
+        of a finding."""
         self.templates, self.outbox, self.hostname = templates, outbox, hostname
         self.sender, self.operators, self.status_url = sender, operators, status_url
+        self.rule = rule
 
     def _render(self, kind: str, context: dict[str, Any]) -> tuple[str, str, str]:
         def render(part: str) -> str:
@@ -83,9 +72,8 @@ class Notifier:
     def _context(self, system: System, record: Suspension) -> dict[str, Any]:
         return {
             "system": system, "since": utc_time(record.since), "rule": record.rule,
-            "observed": record.observed, "threshold": record.threshold,
-            "window": _window(record.window),
-            **{f"why_{lang}": text for lang, text in explain(record).items()},
+            **{f"why_{lang}": text for lang, text in
+               why(record, self.rule(record.rule) if record.rule else None).items()},
             "top_domains": record.evidence.get("top_domains", []),
             "status_url": self.status_url.format(system=system.id),
             "operators": self.operators or [self.sender],
@@ -95,7 +83,8 @@ class Notifier:
               now: float | None = None) -> bytes:
         """The notice as bytes (CRLF), `kind` "suspended" or "lifted"."""
         context = self._context(system, record) | {
-            "held": held, "lifted_at": utc_time(record.lifted_at),
+            **{f"held_{lang}": count("messages", held, lang) for lang in LANGS},
+            "lifted_at": utc_time(record.lifted_at), "purged": record.purge,
             "lifted_by": record.lifted_by or "", "reason": record.lift_reason or record.reason
             or ""}
         subject, text, html = self._render(kind, context)
@@ -104,7 +93,7 @@ class Notifier:
         msg["To"] = ", ".join(system.owners)
         if self.operators:
             msg["Cc"] = ", ".join(self.operators)
-        msg["Subject"] = subject
+        _subject(msg, subject)
         msg["Date"] = format_datetime(datetime.fromtimestamp(now or time.time(), UTC))
         msg["Message-ID"] = make_msgid(domain=self.hostname)
         msg["Auto-Submitted"] = "auto-generated"
@@ -120,7 +109,7 @@ class Notifier:
         msg = EmailMessage(policy=SMTP)
         msg["From"] = f"mailgw at {self.hostname} <{self.sender}>"
         msg["To"] = ", ".join(self.operators or [self.sender])
-        msg["Subject"] = " ".join(render(f"alert_{kind}.subject.j2").render(**context).split())
+        _subject(msg, " ".join(render(f"alert_{kind}.subject.j2").render(**context).split()))
         msg["Date"] = format_datetime(datetime.now(UTC))
         msg["Message-ID"] = make_msgid(domain=self.hostname)
         msg["Auto-Submitted"] = "auto-generated"

@@ -29,12 +29,13 @@ from typing import Any
 
 from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Decision
-from mailgw.clock import Clock
+from mailgw.clock import Clock, utc_time
 from mailgw.events import Event, EventSink
 from mailgw.outage import Outage
 from mailgw.state.access import StoreAccess, Unavailable
 from mailgw.state.journal import Journal
 from mailgw.state.records import AuditEntry, Suspension
+from mailgw.wording import why
 
 log = logging.getLogger("mailgw.suspensions")
 
@@ -95,12 +96,16 @@ class Suspensions:
                             evidence={"counts": d.evidence, "top_domains": []})
         self._unsaved[d.system] = record
         self.delay(max(0.0, self.clock.now() - d.ts))
-        log.warning("suspending %s: %s observed %s over %ss, threshold %s", d.system, d.rule,
-                    d.observed, d.window, d.threshold)
+        log.warning("suspending %s: %s", d.system, self.why(record))
         self.events.emit("suspended", d.system, rule=d.rule, observed=d.observed,
                          threshold=d.threshold, window=d.window, by="auto")
         self.spawn(self.hold(d.system))
         self.spawn(self._record(record))
+
+    def why(self, record: Suspension) -> str:
+        """Why `record` was imposed, for the log: its rule's finding in
+        words, or the operator's decision."""
+        return why(record, self.judge.rule(record.rule) if record.rule else None)["en"]
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background; `settle` waits for it at a stop."""
@@ -230,15 +235,18 @@ class Suspensions:
             self.judge.suspended(record.system)
             self.events.emit("suspended", record.system, by=record.by, reason=record.reason,
                              rule=record.rule)
-            log.warning("%s suspended by %s: %s", record.system, record.by,
-                        record.reason or record.rule)
+            log.warning("suspended %s%s: %s", record.system,
+                        " (decided by another gateway)" if record.by == "auto" else "",
+                        self.why(record))
             self.spawn(self.hold(record.system))
         for record in lifted:
             self.judge.lifted(record.system, once=str(record.id))
             self.events.emit("lifted", record.system, by=record.lifted_by,
                              reason=record.lift_reason)
-            log.warning("suspension of %s lifted by %s: %s", record.system, record.lifted_by,
-                        record.lift_reason)
+            log.warning("lifted the suspension of %s (since %s: %s) by %s: %s; its held mail "
+                        "is %s", record.system, utc_time(record.since), self.why(record),
+                        record.lifted_by, record.lift_reason,
+                        "purged" if record.purge else "released")
             self.spawn(self.release(record.system, record.purge))
 
     async def _release_lifted_away(self) -> None:

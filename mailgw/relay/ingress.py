@@ -3,7 +3,10 @@
 The handler only translates SMTP hooks into calls on the policy, the signer
 and the spool. What it guarantees:
 - 250 after DATA only once the message is durably in the spool;
-- every refusal is a named reply from relay/replies.py and a `rejected` event;
+- every refusal is a named reply from relay/replies.py, a `rejected` event
+  and a line of the log (client, system, reply, reason; a warning for an
+  attempt at SMTP smuggling), told in one place (`Ingress.refused`); a
+  session ended by a limit or a stop is a line of the log too;
 - connection, size, recipient, line, time and error limits from [limits].
 """
 
@@ -31,15 +34,21 @@ from mailgw.relay.batching import Batcher
 from mailgw.relay.linecheck import RefusedLine, StrictLineReader, check_data, unstuff
 from mailgw.relay.policy import Rejection, check_recipient, check_sender
 from mailgw.relay.received import received_header
+from mailgw.relay.replies import Reply
 from mailgw.relay.smtp_edge import EdgeHandler, EdgeSMTP
 from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
+from mailgw.wording import size
 
 log = logging.getLogger("mailgw.ingress")
 
 _HELO = re.compile(r"^(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.IPv]+\])$")
 
+
+# an attempt at SMTP smuggling: message data that a next hop could read as
+# two messages
+_SMUGGLING = frozenset({replies.BARE_LINE_ENDING_DATA, replies.NUL_IN_DATA})
 
 # room for what is added on the way to the spool: a DKIM signature and the
 # metadata line (with a recipient's state in it per recipient)
@@ -123,6 +132,21 @@ class Ingress(EdgeHandler):
         free = self.spool.free_bytes() - self._incoming - size
         return free >= self.limits.min_free_disk
 
+    def refused(self, client: str, system: System | None, rejection: Rejection,
+                **fields: Any) -> None:
+        """A refusal, told: its `rejected` event and its line of the log."""
+        self.events.emit("rejected", system.id if system else None, reason=rejection.reason,
+                         code=rejection.reply.code, client=client, **fields)
+        level = logging.WARNING if rejection.reply in _SMUGGLING else logging.INFO
+        log.log(level, "refused %s (%s): %s [%s]%s", client, system.id if system else
+                "no system", rejection.text, rejection.reason,
+                "".join(f" {name}={value}" for name, value in fields.items()))
+
+    def ended(self, client: str, system: System | None, reply: Reply, reason: str) -> None:
+        """A session the gateway ends (a time limit, a stop), told in the log."""
+        log.info("closed %s (%s): %s [%s]", client, system.id if system else "no system",
+                 reply, reason)
+
     async def drain(self, timeout: float) -> None:
         """Stop taking mail: idle sessions get 421 now, sessions inside a
         transaction finish it first; after `timeout` everything is closed."""
@@ -133,7 +157,7 @@ class Ingress(EdgeHandler):
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for s in list(self.sessions):
-            s.close_with(replies.SHUTTING_DOWN)
+            s.end(replies.SHUTTING_DOWN, "shutting_down")
 
     # --- aiosmtpd handler hooks -------------------------------------------
 
@@ -294,11 +318,16 @@ class GatewaySMTP(EdgeSMTP[StrictLineReader]):
 
     def _record(self, rejection: Rejection, **fields: Any) -> None:
         assert self.session is not None
-        system = self.session.system
-        self.ingress.events.emit(
-            "rejected", system.id if system else None, reason=rejection.reason,
-            code=rejection.reply.code, client=client_ip(self.session), **fields,
-        )
+        self.ingress.refused(client_ip(self.session), self.session.system, rejection, **fields)
+
+    def end(self, reply: Reply, reason: str) -> None:
+        """End the session with `reply` (a time limit, a stop), told in the log."""
+        if self.close_with(reply):
+            self.ingress.ended(self._ip, self.session.system if self.session else None, reply,
+                               reason)
+
+    def idle(self) -> None:
+        self.end(replies.IDLE_TIMEOUT, "idle_timeout")
 
     # HELO/EHLO are vetted here rather than in handler hooks: aiosmtpd
     # inspects an EHLO hook's signature on every connection, which is costly
@@ -335,7 +364,8 @@ class GatewaySMTP(EdgeSMTP[StrictLineReader]):
         data = await self.reader.read_message(self.data_size_limit or sys.maxsize)
         if data is None:
             status = self.refuse(Rejection.of(
-                replies.MESSAGE_TOO_LARGE, "message_too_large", limit=self.data_size_limit))
+                replies.MESSAGE_TOO_LARGE, "message_too_large",
+                limit=size(self.data_size_limit or 0)))
         elif (rejection := check_data(data, self.ingress.limits.max_line_length)) is not None:
             status = self.refuse(rejection)
         else:
@@ -365,16 +395,15 @@ class GatewaySMTP(EdgeSMTP[StrictLineReader]):
             reply, reason = refusal
             transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
             transport.close()
-            system = self.ingress.directory.by_ip(self._ip)
-            self.ingress.events.emit("rejected", system.id if system else None, reason=reason,
-                                     code=reply.code, client=self._ip)
+            self.ingress.refused(self._ip, self.ingress.directory.by_ip(self._ip),
+                                 Rejection.of(reply, reason))
             return
         self._admitted = True
         self.ingress.sessions.add(self)
         super().connection_made(transport)
         self._deadline = self.loop.call_later(
-            self.ingress.limits.session_timeout, self.close_with, replies.SESSION_TOO_LONG
-        )
+            self.ingress.limits.session_timeout, self.end, replies.SESSION_TOO_LONG,
+            "session_too_long")
 
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:
@@ -388,7 +417,7 @@ class GatewaySMTP(EdgeSMTP[StrictLineReader]):
 
     def close_if_idle(self) -> None:
         if self.envelope is None or not self.envelope.mail_from:
-            self.close_with(replies.SHUTTING_DOWN)
+            self.end(replies.SHUTTING_DOWN, "shutting_down")
 
     async def _verified(self, result: AuthResult) -> AuthResult:
         assert self.session is not None

@@ -54,7 +54,7 @@ SUSPENDED = Reply(
 
 # Limits (decided in relay/ingress.py)
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
-MESSAGE_TOO_LARGE = Reply(552, "5.3.4", "Message exceeds the size limit of {limit} bytes")
+MESSAGE_TOO_LARGE = Reply(552, "5.3.4", "Message exceeds the size limit of {limit}")  # "25 MiB"
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; try again later")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors; closing connection")

@@ -15,8 +15,9 @@ What the rest of the gateway uses:
   and the session (`new_session`) of the subclass's choosing. Each of
   aiosmtpd's own refusals goes through the subclass's `refuse` as ours
   (AIOSMTPD_REFUSALS); `send` writes a reply as it is; `close_with` and
-  `close_after_reply` end a session with a reply; `end_transaction` starts
-  the envelope afresh after DATA;
+  `close_after_reply` end a session with a reply, `idle` when the client
+  has been silent too long; `end_transaction` starts the envelope afresh
+  after DATA;
 - EdgeHandler: the base of the handler, whose hooks aiosmtpd finds cheaply.
 """
 
@@ -33,6 +34,7 @@ from aiosmtpd.smtp import SMTP, Session, syntax
 from mailgw.relay import replies
 from mailgw.relay.policy import Rejection
 from mailgw.relay.replies import Reply
+from mailgw.wording import size
 
 
 class StreamBuffer(asyncio.StreamReader):
@@ -235,6 +237,10 @@ class EdgeSMTP(SMTP, Generic[R]):
 
     def _timeout_cb(self) -> None:
         # aiosmtpd's idle timer closes without a word; a client gets a 421
+        self.idle()
+
+    def idle(self) -> None:
+        """The client said nothing for `timeout` seconds: 421 and close."""
         self.close_with(replies.IDLE_TIMEOUT)
 
     @syntax("EHLO hostname")
@@ -259,7 +265,8 @@ class EdgeSMTP(SMTP, Generic[R]):
             self._reply_lines.clear()
         # only a 4xx or 5xx can be a refusal: most replies are not looked up
         if text.startswith(("4", "5")):
-            ours = as_ours(text, limit=self.data_size_limit)  # the size refusal names the limit
+            # the size refusal names the limit
+            ours = as_ours(text, limit=size(self.data_size_limit or 0))
             if ours is not None:
                 text = self.refuse(ours)
         await self.send(text)
@@ -274,9 +281,11 @@ class EdgeSMTP(SMTP, Generic[R]):
         """Once the reply being made is written, say `reply` and close."""
         self._then_close = reply
 
-    def close_with(self, reply: Reply) -> None:
-        """Say `reply` and close, if the connection is still open."""
+    def close_with(self, reply: Reply) -> bool:
+        """Say `reply` and close, if the connection is still open (True then)."""
         transport = cast(asyncio.WriteTransport | None, self.transport)
-        if transport is not None and not transport.is_closing():
-            transport.write(f"{reply}\r\n".encode())
-            transport.close()
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(f"{reply}\r\n".encode())
+        transport.close()
+        return True

@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -192,6 +193,12 @@ class Spool:
 
     def systems_in(self, state: State) -> set[str]:
         return {m.system for m in self._metas(state) if m.system is not None}
+
+    def count_by_system(self, state: State) -> Counter[str]:
+        """How many of each system's own messages are in a state (reads
+        each one's metadata once)."""
+        return Counter(m.system for m in self._metas(state)
+                       if m.system is not None and m.origin == "system")
 
     def ids_of(self, state: State, system: str) -> list[str]:
         """A system's own mail in a state, not the gateway's notices and

@@ -68,11 +68,12 @@ def open_store(config: Config) -> Store:
 def describe(config: Config) -> str:
     """The store as the log and the CLI name it, a Redis password masked."""
     if config.state.backend == "redis":
-        return f"Redis {_masked(config.state.redis_url)}"
+        return f"Redis {masked(config.state.redis_url)}"
     return f"SQLite {config.gateway.state_file}"
 
 
-def _masked(url: str) -> str:
+def masked(url: str) -> str:
+    """`url` with its password, if any, as ***."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
