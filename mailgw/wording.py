@@ -314,15 +314,21 @@ class Finding:
     threshold: float
     window: float
     sample: float | None = None
+    usual: float | None = None  # the system's usual, in the unit of `observed`
+    chance: float | None = None  # of so much by luck (the bound the rule weighed)
 
     @classmethod
     def of(cls, rule: RuleShape, observed: float, threshold: float, window: float,
-           counts: Mapping[str, Any] | None = None) -> Finding:
-        """The finding of `rule`; `counts`: the windows read when it was
-        made (a decision's evidence), where a ratio's sample is found."""
-        sample = (counts or {}).get(_key(rule.per, window)) if rule.per else None
+           evidence: Mapping[str, Any] | None = None) -> Finding:
+        """The finding of `rule`; `evidence`: a suspension record's (the
+        windows read when it was made, where a ratio's sample is found; the
+        system's usual and the chance, where the rule weighed them)."""
+        evidence = evidence or {}
+        counts = evidence.get("counts") or {}
+        sample = counts.get(_key(rule.per, window)) if rule.per else None
         return cls(rule.kind, rule.metric, rule.per, observed, threshold, window,
-                   float(sample) if sample is not None else None)
+                   float(sample) if sample is not None else None, evidence.get("usual"),
+                   evidence.get("chance"))
 
     def limit(self, lang: str = "en") -> str:
         if self.kind == "ratio":
@@ -341,11 +347,31 @@ class Finding:
             sample = (_count_of(self.per or "", self.sample, lang) if lang == "ru"
                       else number(self.sample, lang) if lang == "kk"
                       else count(self.per or "", self.sample, lang))
-        return sentence.format(
+        said_ = sentence.format(
             count=count(self.metric, self.observed, lang), within=within(self.window, lang),
             limit=self.limit(lang), name=part.name, share=percent(self.observed, lang),
             sample=sample, per=per.name, did=part.did or f"counted as {part.name}",
             times=_times(self.threshold, lang), observed=number(self.observed, lang))
+        if self.usual is not None:
+            usual = (percent(self.usual, lang) if self.kind == "ratio"
+                     else amount(self.metric, round(self.usual, 1), lang))
+            said_ += _USUAL[lang].format(usual=usual)
+        if self.chance:
+            said_ += _CHANCE[lang].format(odds=number(_odds(self.chance), lang))
+        return said_
+
+
+# the evidence a weighing rule adds: the system's usual, and how unlikely by luck
+_USUAL = {"en": "; usually {usual}", "ru": "; обычно {usual}", "kk": "; әдетте {usual}"}
+_CHANCE = {"en": "; by chance, at most 1 in {odds}",
+           "ru": "; случайно — не чаще 1 раза из {odds}",
+           "kk": "; кездейсоқ болуы — {odds} реттің ең көбі 1-і"}
+
+
+def _odds(chance: float) -> float:
+    """1/chance, to two significant figures: a chance people can read."""
+    odds = 1.0 / chance
+    return float(f"{odds:.2g}") if odds < 1e15 else 1e15
 
 
 def title(rule: RuleShape, window: float, lang: str = "en") -> str:
@@ -374,7 +400,7 @@ def why(record: Suspension, rule: RuleShape | None) -> dict[str, str]:
             continue
         if rule is not None and record.observed is not None and record.threshold is not None:
             finding = Finding.of(rule, record.observed, record.threshold, record.window or 0,
-                                 record.evidence.get("counts"))
+                                 record.evidence)
         else:  # the rule is gone from the config: the figures as recorded
             finding = Finding("", "", None, record.observed or 0, record.threshold or 0,
                               record.window or 0)

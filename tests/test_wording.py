@@ -40,7 +40,8 @@ BYTES = Rule("bytes_24h", "ceiling", "bytes", 86400, 50 * 1024**2)
         "kk": "24 сағат ішінде 60 MiB пошта, шегі 50 MiB"}),
 ], ids=["ceiling", "ratio", "ratio-of-21", "spike", "bytes"])
 def test_a_finding_reads_as_people_write_it(rule, observed, counts, expected):
-    finding = wording.Finding.of(rule, observed, rule.threshold, rule.window, counts)
+    finding = wording.Finding.of(rule, observed, rule.threshold, rule.window,
+                                 {"counts": counts} if counts else None)
     assert {lang: finding.words(lang) for lang in wording.LANGS} == expected
 
 
@@ -105,3 +106,14 @@ def test_why_gives_the_finding_and_the_rule_or_the_operators_reason():
         "kk": "alice операторының шешімі: phishing reported",
         "ru": "решение оператора alice: phishing reported",
         "en": "decision of operator alice: phishing reported"}
+
+
+def test_a_weighed_finding_says_the_systems_usual_and_the_chance_of_it_by_luck():
+    record = Suspension("mfa", 0, "auto", rule="bounce_rate_1h", observed=0.3, threshold=0.05,
+                        window=3600, evidence={"counts": {"attempts/3600s": 100},
+                                               "usual": 0.0296, "chance": 3.2e-9})
+    said = wording.why(record, BOUNCE_RATE)
+    assert said["en"] == ("30% of 100 delivery attempts bounced in 1 h, limit 5%; usually 3%; "
+                          "by chance, at most 1 in 310,000,000 (rule bounce_rate_1h)")
+    assert "обычно 3%; случайно — не чаще 1 раза из 310\u00a0000\u00a0000" in said["ru"]
+    assert "әдетте 3%" in said["kk"]

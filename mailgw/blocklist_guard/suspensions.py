@@ -91,14 +91,19 @@ class Suspensions:
     # --- a decision of the judge ---------------------------------------------
 
     def decided(self, d: Decision) -> None:
+        weighed = d.as_dict()  # the system's usual and the chance, where the rule weighed them
         record = Suspension(system=d.system, since=d.ts, by="auto", rule=d.rule,
                             observed=d.observed, threshold=d.threshold, window=d.window,
-                            evidence={"counts": d.evidence, "top_domains": []})
+                            evidence={"counts": d.evidence, "top_domains": [],
+                                      **{k: weighed[k] for k in ("usual", "expected", "chance")
+                                         if k in weighed}})
         self._unsaved[d.system] = record
         self.delay(max(0.0, self.clock.now() - d.ts))
         log.warning("suspending %s: %s", d.system, self.why(record))
         self.events.emit("suspended", d.system, rule=d.rule, observed=d.observed,
-                         threshold=d.threshold, window=d.window, by="auto")
+                         threshold=d.threshold, window=d.window, by="auto",
+                         **{k: v for k, v in record.evidence.items()
+                            if k in ("usual", "expected", "chance")})
         self.spawn(self.hold(d.system))
         self.spawn(self._record(record))
 

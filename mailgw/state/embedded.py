@@ -171,8 +171,7 @@ class EmbeddedStore:
             with self._transaction():
                 row = self._insert(s, None)
                 self._audit(AuditEntry(s.since, s.system, "suspended", s.by, s.reason or s.rule,
-                                       {"rule": s.rule, "observed": s.observed,
-                                        "threshold": s.threshold, "window": s.window}))
+                                       s.finding()))
         except sqlite3.IntegrityError:
             return None
         return row

@@ -30,6 +30,13 @@ class Suspension:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def finding(self) -> dict[str, Any]:
+        """What a rule found, for the audit trail: the figures, and the
+        system's usual and the chance where the rule weighed them."""
+        return {"rule": self.rule, "observed": self.observed, "threshold": self.threshold,
+                "window": self.window, **{k: self.evidence[k] for k in ("usual", "chance")
+                                          if k in self.evidence}}
+
 
 @dataclass(frozen=True)
 class AuditEntry:

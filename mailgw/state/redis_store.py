@@ -34,8 +34,10 @@ local text = cjson.encode(rec)
 redis.call('HSET', active, system, text)
 redis.call('SET', prefix .. 'rec:' .. id, text)
 redis.call('HSET', latest, system, id)
+local details = cjson.decode(ARGV[7])
+details['suspension'] = id
 redis.call('XADD', audit, '*', 'entry', cjson.encode({ts = tonumber(ts), system = system,
-  action = 'suspended', by = by, reason = reason, details = {suspension = id}}))
+  action = 'suspended', by = by, reason = reason, details = details}))
 redis.call('SADD', pending, 'suspended:' .. id)
 return text
 """
@@ -145,7 +147,8 @@ class RedisStore:
         text = self._suspend(
             keys=[self._k("active"), self._k("seq"), self._k("latest"), self._k("audit"),
                   self._k("pending")],
-            args=[self.p, s.system, json.dumps(record), s.since, s.by, s.reason or s.rule or ""])
+            args=[self.p, s.system, json.dumps(record), s.since, s.by, s.reason or s.rule or "",
+                  json.dumps(s.finding())])
         return _record(text) if text else None
 
     def lift(self, system: str, by: str, reason: str, at: float,
