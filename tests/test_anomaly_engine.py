@@ -365,17 +365,17 @@ def test_refusals_of_the_gateways_own_making_are_not_the_systems_rejections():
 
 
 def test_what_a_system_has_sent_to_is_remembered_across_a_period_within_its_bound():
-    from mailgw.anomaly.windows import Seen
+    from mailgw.anomaly.windows import SEEN_CAP, SEEN_PERIOD, Seen
 
     seen = Seen()
     assert seen.novel(T0, ["a.kz", "b.kz", "a.kz"]) == 2  # a repeat within a message is not new
     assert seen.novel(T0 + 60, ["a.kz", "c.kz"]) == 1
-    later = T0 + Seen.GENERATION  # the next period still knows the last one's keys
+    later = T0 + SEEN_PERIOD  # the next period still knows the last one's keys
     assert seen.novel(later, ["b.kz"]) == 0
-    assert seen.novel(later + Seen.GENERATION, ["b.kz"]) == 0  # carried forward when used
-    assert seen.novel(later + 3 * Seen.GENERATION, ["b.kz"]) == 1  # forgotten when not
-    flood = [f"x{i}.example" for i in range(2 * Seen.CAP)]
-    assert seen.novel(later + 3 * Seen.GENERATION, flood) >= 2 * Seen.CAP * 0.99
+    assert seen.novel(later + SEEN_PERIOD, ["b.kz"]) == 0  # carried forward when used
+    assert seen.novel(later + 3 * SEEN_PERIOD, ["b.kz"]) == 1  # forgotten when not
+    flood = [f"x{i}.example" for i in range(2 * SEEN_CAP)]
+    assert seen.novel(later + 3 * SEEN_PERIOD, flood) >= 2 * SEEN_CAP * 0.99
     # past the cap the filter learns no more: a flood's later keys stay new
-    assert seen.novel(later + 3 * Seen.GENERATION, flood[-100:]) >= 95
+    assert seen.novel(later + 3 * SEEN_PERIOD, flood[-100:]) >= 95
     assert len(seen.cur) + len(seen.prev) == 16 * 1024  # its whole memory, whatever came

@@ -12,7 +12,7 @@ import redis
 
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Rule
-from mailgw.anomaly.windows import KEY_CAP, Seen
+from mailgw.anomaly.windows import KEY_CAP, SEEN_PERIOD
 from mailgw.config import DEFAULT_RULES
 from mailgw.state.redis_windows import RedisWindows
 from tests.support.redis_server import RedisServer
@@ -134,7 +134,7 @@ def test_every_key_expires(redis_server):
     client = redis.Redis.from_url(redis_server.url)
     keys = list(client.scan_iter(match=prefix + "*"))
     # the longest lived: what a system has sent to, two periods of it
-    longest = 2 * Seen.GENERATION
+    longest = 2 * SEEN_PERIOD
     assert keys and all(0 < client.ttl(k) <= longest for k in keys), [
         (k, client.ttl(k)) for k in keys if not 0 < client.ttl(k) <= longest]
     client.close()

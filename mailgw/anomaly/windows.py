@@ -196,35 +196,40 @@ class Baseline:
         return b
 
 
+# what a system has sent to (Seen): remembered for periods of SEEN_PERIOD
+# seconds, SEEN_BITS bits each, at most SEEN_CAP keys learned a period
+# (module constants: a compiled class keeps no class attributes)
+SEEN_PERIOD = 30 * 86400
+SEEN_BITS = 1 << 16
+SEEN_CAP = 6000
+
+
 class Seen:
     """The keys (recipient domains) a system has sent to, remembered for one
-    to two GENERATION periods in 8 KiB per period: a Bloom filter of 65,536
+    to two SEEN_PERIODs in 8 KiB per period: a Bloom filter of 65,536
     bits, three probes a key, the positions the first three 16-bit words of
     the key's SHA-1 (as the Redis backend's script takes them). A period
-    learns at most CAP keys (about 1% false "seen" there): past it a flood
+    learns at most SEEN_CAP keys (about 1% false "seen" there): past it a flood
     of new keys stays new rather than filling the filter. A key seen in the
     last period is carried into this one when it comes again, so a system's
     correspondents are never forgotten while it writes to them.
     """
 
     __slots__ = ("gen", "cur", "prev", "count")
-    GENERATION = 30 * 86400
-    BITS = 1 << 16
-    CAP = 6000
 
     def __init__(self) -> None:
         self.gen = -1
-        self.cur = bytearray(self.BITS // 8)
-        self.prev = bytearray(self.BITS // 8)
+        self.cur = bytearray(SEEN_BITS // 8)
+        self.prev = bytearray(SEEN_BITS // 8)
         self.count = 0
 
     def novel(self, ts: float, keys: Iterable[str]) -> int:
         """How many of `keys` were never seen; they are remembered now."""
-        gen = int(ts // self.GENERATION)
+        gen = int(ts // SEEN_PERIOD)
         if gen != self.gen:
             # a new period: the last one is kept, anything older forgotten
-            self.prev = self.cur if gen == self.gen + 1 else bytearray(self.BITS // 8)
-            self.cur, self.count, self.gen = bytearray(self.BITS // 8), 0, gen
+            self.prev = self.cur if gen == self.gen + 1 else bytearray(SEEN_BITS // 8)
+            self.cur, self.count, self.gen = bytearray(SEEN_BITS // 8), 0, gen
         cur, prev = self.cur, self.prev
         new = 0
         for key in keys:
@@ -234,7 +239,7 @@ class Seen:
                 continue
             if not all(prev[p >> 3] & (1 << (p & 7)) for p in probes):
                 new += 1
-            if self.count < self.CAP:
+            if self.count < SEEN_CAP:
                 self.count += 1
                 for p in probes:
                     cur[p >> 3] |= 1 << (p & 7)

@@ -35,7 +35,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from mailgw.anomaly.metrics import METRICS, Metric, summed_windows
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
-from mailgw.anomaly.windows import BUCKETS, KEY_CAP, Seen
+from mailgw.anomaly.windows import BUCKETS, KEY_CAP, SEEN_CAP, SEEN_PERIOD
 from mailgw.outage import Outage
 
 log = logging.getLogger("mailgw.windows")
@@ -368,7 +368,13 @@ class RedisWindows:
                 batch = [*self._resets, *(self._queue.popleft()
                                           for _ in range(min(len(self._queue), self.BATCH)))]
                 self._resets = []
-                for item, counts in zip(batch, await self._send(batch), strict=True):
+                try:
+                    answers = await self._send(batch)
+                except Exception as e:  # a bug, not Redis: the batch is judged in process
+                    log.exception("counting in Redis failed")
+                    self._outage.failed(e, "judging on this instance's own counts")
+                    answers = [None] * len(batch)
+                for item, counts in zip(batch, answers, strict=True):
                     if isinstance(item, tuple):
                         continue
                     try:
@@ -425,8 +431,8 @@ class RedisWindows:
             "keys": [(*window[i], keys) for i, keys in t.keys],
             "novel": [(f"seen:{metric}", keys, [window[i] for i in windows])
                       for metric, keys, windows in t.novel],
-            "gen": int(t.ts // Seen.GENERATION), "seen_cap": Seen.CAP,
-            "seen_ttl": 2 * Seen.GENERATION,
+            "gen": int(t.ts // SEEN_PERIOD), "seen_cap": SEEN_CAP,
+            "seen_ttl": 2 * SEEN_PERIOD,
             "hours": t.hours,
             "reads": [(*window[i], how[i]) for i in t.reads],
             "traffic": t.traffic, "step": HISTORY_STEP, "steps": HISTORY_STEPS,
