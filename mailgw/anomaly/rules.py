@@ -181,4 +181,5 @@ class Decision:
         if self.surprise:
             out["expected"] = round(self.expected or 0.0, 2)
             out["chance"] = float(f"{chance(self.surprise):.3g}")
+        out["evidence"] = self.evidence
         return out
