@@ -75,7 +75,7 @@ def test_config_errors_name_file_key_and_expectation(tmp_path, text, expected):
      "http.operator_tokens[0].token_hash", "alice-token-0123456789"),
     ("[state]\nredis_url = 'http://:s3cret-pass@redis.internal:6379/0'\n", "state.redis_url",
      "s3cret-pass"),
-    ("[state]\nredis_url = 42\n", "state.redis_url", "42"),
+    ("[state]\nredis_url = 8675309123\n", "state.redis_url", "8675309123"),
 ], ids=["status-token", "password-hash", "password", "operator-token", "redis-url",
         "redis-url-type"])
 def test_a_config_error_never_echoes_a_secret(tmp_path, text, key, secret):
