@@ -135,16 +135,7 @@ class Gateway:
         self.delivery.load(recovered.waiting)
         self.directory = SystemDirectory(cfg.systems)
         self.tokens = Tokens(cfg.http.operator_tokens, cfg.systems)
-        notifier = Notifier(
-            templates=templates, outbox=outbox, hostname=cfg.gateway.hostname,
-            sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
-            operators=cfg.gateway.operators, status_url=cfg.gateway.status_url,
-            rule=self.judge.rule)
-        self.watcher = Watcher(events=self.events, notifier=notifier,
-                               audit=self.suspensions.audit, run_io=run_io,
-                               spawn=self.suspensions.spawn)
-        notices = NoticeDispatcher(notifier=notifier, store=self.store_access,
-                                   directory=self.directory, held=self._held, run_io=run_io)
+        notifier, notices = self._notices(templates, outbox)
         await self._listen()
         await self._serve_http(templates)
         self._run(self.delivery.run(), self._flush_logs(), self.suspensions.run(),
@@ -183,6 +174,21 @@ class Gateway:
                            disk=Outage(log, "the spool's disk", self.metrics.spool_error,
                                        quiet=10.0))
         return self.spool.recover()
+
+    def _notices(self, templates: jinja2.Environment, outbox: Outbox
+                 ) -> tuple[Notifier, NoticeDispatcher]:
+        """Who tells the owners and the operators: notices, alerts, watches."""
+        cfg = self.config.gateway
+        notifier = Notifier(templates=templates, outbox=outbox, hostname=cfg.hostname,
+                            sender=cfg.notice_from or f"postmaster@{cfg.hostname}",
+                            operators=cfg.operators, status_url=cfg.status_url,
+                            rule=self.judge.rule)
+        self.watcher = Watcher(events=self.events, notifier=notifier,
+                               audit=self.suspensions.audit, run_io=self.run_io,
+                               spawn=self.suspensions.spawn)
+        return notifier, NoticeDispatcher(notifier=notifier, store=self.store_access,
+                                          directory=self.directory, held=self._held,
+                                          run_io=self.run_io)
 
     def _report(self, recovered: Recovered) -> None:
         for aside in recovered.set_aside:
