@@ -71,10 +71,13 @@ class Engine:
         self._sums = {kind: [(i, m) for i, (m, _) in enumerate(self.windows)
                              if m in moved and metrics[m].how == "sum"]
                       for kind, moved in moves.items()}
-        self._keys = {kind: tuple((i, keys) for i, (m, _) in enumerate(self.windows)
-                                  if m in moved and (keys := metrics[m].keys) is not None
-                                  and metrics[m].how != "novel")
-                      for kind, moved in moves.items()}
+        # a metric counted per key: its keys (worked out once an event), the
+        # windows that count them
+        self._keys = {kind: tuple(
+            (keys, tuple(i for i, (wm, _) in enumerate(self.windows) if wm == m))
+            for m in sorted(moved) if (keys := metrics[m].keys) is not None
+            and metrics[m].how != "novel" and any(wm == m for wm, _ in self.windows))
+            for kind, moved in moves.items()}
         # a novel metric: its keys, and every window of it that adds their count
         self._novel = {kind: tuple(
             (m, keys, tuple(i for i, (wm, _) in enumerate(self.windows) if wm == m))
@@ -163,7 +166,8 @@ class Engine:
             amounts[m] = amount(event)
         sums, hours, traffic = self._added(kind, amounts)
         return Tally(system, ts, kind, sums,
-                     tuple((i, keys(event)) for i, keys in self._keys[kind]),
+                     tuple((i, counted) for keys, windows in self._keys[kind]
+                           for counted in (keys(event),) for i in windows),
                      hours, self._reads[kind], traffic,
                      tuple((m, keys(event), windows) for m, keys, windows in self._novel[kind]))
 

@@ -234,15 +234,18 @@ class Seen:
         new = 0
         for key in keys:
             d = hashlib.sha1(key.encode()).digest()
-            probes = ((d[0] << 8) | d[1], (d[2] << 8) | d[3], (d[4] << 8) | d[5])
-            if all(cur[p >> 3] & (1 << (p & 7)) for p in probes):
+            p1, p2, p3 = (d[0] << 8) | d[1], (d[2] << 8) | d[3], (d[4] << 8) | d[5]
+            b1, b2, b3 = 1 << (p1 & 7), 1 << (p2 & 7), 1 << (p3 & 7)
+            i1, i2, i3 = p1 >> 3, p2 >> 3, p3 >> 3
+            if cur[i1] & b1 and cur[i2] & b2 and cur[i3] & b3:
                 continue
-            if not all(prev[p >> 3] & (1 << (p & 7)) for p in probes):
+            if not (prev[i1] & b1 and prev[i2] & b2 and prev[i3] & b3):
                 new += 1
             if self.count < SEEN_CAP:
                 self.count += 1
-                for p in probes:
-                    cur[p >> 3] |= 1 << (p & 7)
+                cur[i1] |= b1
+                cur[i2] |= b2
+                cur[i3] |= b3
         return new
 
 
