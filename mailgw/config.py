@@ -238,6 +238,9 @@ class AnomalyRule(_Model):
     watch: Chance | None = None  # alert the operators at this chance or below
     suspend: Chance | None = None  # suspend at this chance or below
     respond: Literal["suspend", "watch"] = "suspend"  # a rule without chances
+    # whose traffic it judges: the whole system's (a suspension), or each
+    # sender's inside it (a restriction of that sender alone)
+    scope: Literal["system", "sender"] = "system"
 
     @model_validator(mode="after")
     def _consistent(self) -> AnomalyRule:
@@ -295,8 +298,21 @@ DEFAULT_RULES = (
 )
 
 
+class Senders(_Model):
+    """Restrictions of single senders, and when they become the system's."""
+
+    # senders of one system counted at a time: the busiest stay, the idle go
+    max_per_system: int = Field(default=5000, ge=1)
+    # the system is suspended when this many of its senders were restricted
+    # within `escalate_window`, or when a sender first seen after one of its
+    # senders was restricted is restricted too (a spammer changing MAIL FROM)
+    escalate_after: int = Field(default=3, ge=2)
+    escalate_window: Duration = 3600.0
+
+
 class Anomaly(_Model):
     rules: list[AnomalyRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    senders: Senders = Field(default_factory=Senders)
 
     @field_validator("rules")
     @classmethod
@@ -342,6 +358,10 @@ class System(_Model):
     auth: list[Auth] = Field(default_factory=list)
     status_token_hash: str | None = None
     anomaly: dict[str, float] = Field(default_factory=dict)  # rule name -> this system's threshold
+    # who a message's sender is (mailgw/senders.py): its envelope sender, or
+    # its SMTP AUTH login where each mailbox logs in with its own
+    sender_by: Literal["envelope", "login"] = "envelope"
+    subaddress: str | None = Field(default=None, min_length=1, max_length=1)  # e.g. "+"
 
     @field_validator("id")
     @classmethod

@@ -171,11 +171,18 @@ class Decision:
     usual: float | None = None  # the system's usual, in the unit of `observed`
     expected: float | None = None  # the abnormal line, as a count
     surprise: float = 0.0  # nats; 0 for a bare comparison
+    # a rule of scope "sender": the sender inside the system it judged, whom
+    # a "suspend" restricts (the system's other senders go on)
+    sender: str | None = None
 
     def as_dict(self) -> dict[str, object]:
+        action = "restrict" if self.sender is not None and self.action == "suspend" \
+            else self.action
         out: dict[str, object] = {
-            "ts": self.ts, "system": self.system, "action": self.action, "rule": self.rule,
+            "ts": self.ts, "system": self.system, "action": action, "rule": self.rule,
             "observed": self.observed, "threshold": self.threshold, "window": self.window}
+        if self.sender is not None:
+            out["sender"] = self.sender
         if self.usual is not None:
             out["usual"] = round(self.usual, 4)
         if self.surprise:

@@ -223,7 +223,8 @@ class Delivery:
         meta.attempts += 1
         # the gateway's own mail (DSNs, notices) is marked, so that it is
         # never counted as the system's activity
-        origin = {} if meta.origin == "system" else {"origin": meta.origin}
+        # a system's own mail: whose it is, for its sender's windows
+        origin = meta.whose() if meta.origin == "system" else {"origin": meta.origin}
         for rcpt in meta.pending():
             outcome = outcomes[rcpt.address]
             rcpt.code, rcpt.response, rcpt.remote = outcome.code, outcome.response, outcome.remote

@@ -235,8 +235,8 @@ class Ingress(EdgeHandler):
             self._incoming -= size
         log.info("%s: accepted from=<%s> system=%s nrcpt=%d size=%d client=%s", queue_id, sender,
                  system.id, len(recipients), len(message), client_ip(session))
-        self.events.emit("accepted", system.id, queue_id=queue_id, sender=sender,
-                         recipients=recipients, size=len(message))
+        self.events.emit("accepted", system.id, queue_id=queue_id, recipients=recipients,
+                         size=len(message), **meta.whose())
         self.on_queued(meta, message)
         if self.draining:  # the transaction in progress is done: now the session ends
             server.close_after_reply(replies.SHUTTING_DOWN)

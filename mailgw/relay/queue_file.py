@@ -52,6 +52,12 @@ class Meta:
     crashes: int = 0
     client: dict[str, str | None] = field(default_factory=dict)
 
+    def whose(self) -> dict[str, str]:
+        """Who sent it, as its events carry it: the envelope sender, and the
+        SMTP AUTH login if the client logged in (mailgw/senders.py)."""
+        login = self.client.get("login")
+        return {"sender": self.sender, **({"auth": login} if login else {})}
+
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state == "pending"]
 
