@@ -37,6 +37,8 @@ from mailgw import config as config_mod
 from mailgw import hashing
 from mailgw.clock import utc_time
 from mailgw.relay.spool import STATE_NAMES
+from mailgw.senders import Attribution
+from mailgw.state.records import Suspension
 from mailgw.wording import things, why
 
 if TYPE_CHECKING:
@@ -229,6 +231,8 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 OPERATOR_OPTION = click.option("--operator", default=getpass.getuser, show_default="login name",
                                help="Who does this, for the audit trail.")
 REASON_OPTION = click.option("--reason", required=True, help="Why, for the audit trail.")
+SENDER_OPTION = click.option("--sender", help="One sender (address, or login) of the system "
+                             "rather than all of it.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 
 
@@ -247,17 +251,28 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
     spool = _spool_to_read(cfg)
     held = spool.count_by_system("hold") if spool else Counter[str]()
     ids = [system] if system else [s.id for s in cfg.systems]
+    restricted: dict[str, list[Suspension]] = {}
+    for r in sorted(active.values(), key=lambda r: r.since):
+        if r.sender is not None:
+            restricted.setdefault(r.system, []).append(r)
     if as_json:
         click.echo(json.dumps([{"system": i, "state": "suspended" if i in active else "active",
                                 "suspension": active[i].as_dict() if i in active else None,
-                                "held": held[i]} for i in ids], indent=2))
+                                "restricted_senders": [r.as_dict()
+                                                       for r in restricted.get(i, [])],
+                                "held": held[i]} for i in ids], indent=2, ensure_ascii=False))
         return
     rules = {r.name: r for r in cfg.anomaly.rules}
-    _table([[i, "suspended" if i in active else "active", str(held[i]),
-             _when(active[i].since) if i in active else "",
-             why(active[i], rules.get(active[i].rule or ""))["en"] if i in active else "",
-             active[i].by if i in active else ""] for i in ids],
-           ["SYSTEM", "STATE", "HELD", "SINCE", "WHY", "BY"])
+    rows = []
+    for i in ids:
+        record = active.get(i)
+        rows.append([i, "suspended" if record else "active", str(held[i]),
+                     _when(record.since) if record else "",
+                     why(record, rules.get(record.rule or ""))["en"] if record else "",
+                     record.by if record else ""])
+        rows += [[f"  sender {r.sender}", "restricted", "", _when(r.since),
+                  why(r, rules.get(r.rule or ""))["en"], r.by] for r in restricted.get(i, [])]
+    _table(rows, ["SYSTEM", "STATE", "HELD", "SINCE", "WHY", "BY"])
 
 
 @main.command()
@@ -265,20 +280,23 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
 @REASON_OPTION
 @OPERATOR_OPTION
 @JSON_OPTION
+@SENDER_OPTION
 @click.argument("system")
-def suspend(config_path: Path, reason: str, operator: str, as_json: bool, system: str) -> None:
-    """Suspend a system by hand; a running gateway obeys within a second."""
-    from mailgw.state.records import Suspension
-
+def suspend(config_path: Path, reason: str, operator: str, as_json: bool, sender: str | None,
+            system: str) -> None:
+    """Suspend a system by hand (with --sender: restrict only that sender of
+    it); a running gateway obeys within a second."""
     cfg = _load(config_path)
     _known(cfg, system)
+    sender = _sender(cfg, system, sender)
     store = _store(cfg)
-    record = _call(cfg, store.suspend, Suspension(system, time.time(), operator, reason=reason))
+    record = _call(cfg, store.suspend, Suspension(system, time.time(), operator, reason=reason,
+                                                  sender=sender))
     if record is None:
-        click.echo(f"{system} is already suspended", err=True)
+        click.echo(f"{_whom(system, sender)} is already {_done(sender)}", err=True)
         sys.exit(3)
     click.echo(json.dumps(record.as_dict(), indent=2, ensure_ascii=False) if as_json
-               else f"{system} suspended by {operator}: {reason}")
+               else f"{_whom(system, sender)} {_done(sender)} by {operator}: {reason}")
 
 
 @main.command()
@@ -287,21 +305,40 @@ def suspend(config_path: Path, reason: str, operator: str, as_json: bool, system
 @OPERATOR_OPTION
 @click.option("--purge", is_flag=True, help="Delete the held mail instead of releasing it.")
 @JSON_OPTION
+@SENDER_OPTION
 @click.argument("system")
 def lift(config_path: Path, reason: str, operator: str, purge: bool, as_json: bool,
-         system: str) -> None:
-    """Lift a system's suspension; its held mail is released for delivery
-    (or deleted, with --purge)."""
+         sender: str | None, system: str) -> None:
+    """Lift a system's suspension (with --sender: that sender's
+    restriction); the held mail it stopped is released for delivery (or
+    deleted, with --purge)."""
     cfg = _load(config_path)
     _known(cfg, system)
+    sender = _sender(cfg, system, sender)
     store = _store(cfg)
-    record = _call(cfg, store.lift, system, operator, reason, time.time(), purge)
+    record = _call(cfg, store.lift, system, operator, reason, time.time(), purge, sender)
     if record is None:
-        click.echo(f"{system} is not suspended", err=True)
+        click.echo(f"{_whom(system, sender)} is not {_done(sender)}", err=True)
         sys.exit(3)
     click.echo(json.dumps(record.as_dict(), indent=2, ensure_ascii=False) if as_json
-               else f"{system}: suspension lifted by {operator}: {reason}"
+               else f"{_whom(system, sender)}: {'suspension' if sender is None else 'restriction'}"
+               f" lifted by {operator}: {reason}"
                + ("; held mail will be purged" if purge else ""))
+
+
+def _sender(cfg: config_mod.Config, system: str, sender: str | None) -> str | None:
+    """--sender as the gateway names that sender (mailgw/senders.py)."""
+    if sender is None:
+        return None
+    return Attribution.of(cfg.systems).sender(system, sender, sender)
+
+
+def _whom(system: str, sender: str | None) -> str:
+    return system if sender is None else f"sender {sender} of {system}"
+
+
+def _done(sender: str | None) -> str:
+    return "suspended" if sender is None else "restricted"
 
 
 @main.command()
@@ -318,8 +355,9 @@ def history(config_path: Path, as_json: bool, system: str | None) -> None:
     if as_json:
         click.echo(json.dumps([vars(e) for e in entries], indent=2, ensure_ascii=False))
         return
-    _table([[_when(e.ts), e.system or "", e.action, e.by, e.reason or ""] for e in entries],
-           ["WHEN", "SYSTEM", "ACTION", "BY", "REASON"])
+    _table([[_when(e.ts), e.system or "", e.action, str(e.details.get("sender") or ""), e.by,
+             e.reason or ""] for e in entries],
+           ["WHEN", "SYSTEM", "ACTION", "SENDER", "BY", "REASON"])
 
 
 @main.group()
@@ -423,6 +461,7 @@ def queue_show(config_path: Path, as_json: bool, queue_id: str) -> None:
 
 def _change(action: str, config_path: Path, reason: str, operator: str,
             queue_ids: tuple[str, ...], system: str | None, as_json: bool) -> None:
+    from mailgw.blocklist_guard.hold import stopped_by
     from mailgw.clock import SystemClock
     from mailgw.events import EventBus, EventLog
     from mailgw.relay import queue_admin
@@ -443,8 +482,11 @@ def _change(action: str, config_path: Path, reason: str, operator: str,
         try:
             # alone, the CLI learns what is suspended from the store before
             # it changes anything: if it cannot, nothing is done
-            suspended = _call(cfg, store.active)
-            result, told = queue_admin.carry_out(spool, request, suspended, time.time())
+            active = _call(cfg, store.active)
+            senders = Attribution.of(cfg.systems)
+            result, told = queue_admin.carry_out(
+                spool, request, lambda meta: stopped_by(meta, senders.of_meta, active.get),
+                time.time())
             log = EventLog(cfg.gateway.event_log)
             bus = EventBus(SystemClock())
             bus.subscribe(log.write)

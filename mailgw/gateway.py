@@ -44,6 +44,7 @@ from mailgw.relay.ingress import Ingress
 from mailgw.relay.outbox import Outbox
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import Recovered, Spool, SpoolLock
+from mailgw.senders import Attribution
 from mailgw.state.access import StoreAccess
 from mailgw.state.journal import Journal
 from mailgw.state.records import AuditEntry
@@ -89,6 +90,7 @@ class Gateway:
     def __init__(self, config: Config, clock: Clock | None = None):
         self.config = config
         self.clock = clock or SystemClock()
+        self.senders = Attribution.of(config.systems)  # whose each message is
         self.servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, int]] = []
         self.windows: RedisWindows | None = None  # window counts shared with other instances
@@ -119,12 +121,13 @@ class Gateway:
         self.judge = Judge(engine, suspend=lambda d: self.suspensions.decided(d),
                            watch=lambda d: self.watcher.watched(d), shared=self.windows)
         self.hold = Hold(spool=self.spool, events=self.events, run_io=run_io,
-                         suspended=lambda system: self.suspensions.suspended(system) is not None,
+                         in_force=lambda key: self.suspensions.record(key),
+                         sender_of=self.senders.of_meta,
                          schedule=lambda queue_id, at: self.delivery.schedule(queue_id, at))
         self.suspensions = Suspensions(
             store=self.store_access, judge=self.judge, events=self.events, clock=clock,
-            run_io=run_io, held=self.hold.suspended, released=self.hold.lifted,
-            journal=self.journal, delay=self.metrics.suspension_delay.observe)
+            run_io=run_io, hold=self.hold, journal=self.journal,
+            escalation=cfg.anomaly.senders, delay=self.metrics.suspension_delay.observe)
         self.events.subscribe(self.judge.observe)
         self.events.subscribe(self.suspensions.audit_held)
         self.delivery = self._delivery(outbox, templates)
@@ -142,7 +145,7 @@ class Gateway:
                   _every(1.0, notices.send_due),
                   _every(300.0, self._save_baselines),
                   queue_admin.serve_requests(
-                      spool=self.spool, suspended=lambda: self.suspensions.in_force(),
+                      spool=self.spool, stopped=self.hold.stopped_by,
                       events=self.events, schedule=self.delivery.schedule, run_io=run_io,
                       clock=clock))
         if self.egress.addresses and cfg.dnsbl.zones:
@@ -168,7 +171,7 @@ class Gateway:
         self.metrics = Metrics(
             queue=lambda: self.spool.census(), free_disk=lambda: self.spool.free_bytes(),
             min_free_disk=cfg.limits.min_free_disk,
-            suspended=lambda: len(self.suspensions.in_force()),
+            in_force=lambda: list(self.suspensions.in_force().values()),
             listings=lambda: self.store.dnsbl_listings(), clock=self.clock)
         self.spool = Spool(cfg.gateway.spool_dir, cfg.delivery.max_crashes,
                            disk=Outage(log, "the spool's disk", self.metrics.spool_error,
@@ -224,7 +227,7 @@ class Gateway:
                 per_destination=cfg.max_connections_per_destination,
                 messages_per_link=cfg.max_messages_per_connection,
                 sources=self.egress.usable, pick_source=self.egress.pick),
-            clock=self.clock, executor=self.executor, outbox=outbox, held=self.hold.applies,
+            clock=self.clock, executor=self.executor, outbox=outbox, hold=self.hold,
             make_bounce=Bouncer(templates=templates, reporting_mta=self.config.gateway.hostname,
                                 clock=self.clock))
 
@@ -235,6 +238,7 @@ class Gateway:
             spool=self.spool, executor=self.executor, events=self.events, clock=self.clock,
             on_queued=self.delivery.submit, signer=DkimSigner(cfg.dkim) if cfg.dkim else None,
             tls_context=_tls_context(cfg.gateway.tls), suspended=self.suspensions.suspended,
+            restricted=self.suspensions.restricted, senders=self.senders,
             decided=self.judge.settled, status_url=cfg.gateway.status_url)
         loop = asyncio.get_running_loop()
         for listen in cfg.gateway.listen:
@@ -298,6 +302,7 @@ class Gateway:
         before = {s.id: s for s in old.systems}
         after = {s.id: s for s in new.systems}
         self.directory.load(new.systems)
+        self.senders.load(new.systems)
         self.tokens.load(new.http.operator_tokens, new.systems)
         self.judge.set_overrides({s.id: s.anomaly for s in new.systems if s.anomaly})
         # operator tokens are taken in at once; the rest of [http] at a restart

@@ -1,11 +1,11 @@
 """Prometheus metrics (`GET /metrics`). Counters follow the event stream (the
 metrics are an EventSink beside the event log); the spool's states and free
-space, and active suspensions, are read when scraped. Spool states are
+space, and the suspensions and restrictions in force, are read when scraped. Spool states are
 labelled as the CLI names them (queued, delivering, held, set aside)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,16 +15,17 @@ from prometheus_client.registry import Collector
 from mailgw.clock import Clock
 from mailgw.events import Event
 from mailgw.relay.spool import STATE_NAMES, State
+from mailgw.state.records import Suspension
 
 Census = Mapping[State, tuple[int, float | None]]
 
 
 class _Scraped(Collector):
     def __init__(self, queue: Callable[[], Census], free_disk: Callable[[], int],
-                 min_free_disk: int, suspended: Callable[[], int],
+                 min_free_disk: int, in_force: Callable[[], Collection[Suspension]],
                  listings: Callable[[], list[dict[str, Any]]], clock: Clock):
         self.queue, self.free_disk, self.min_free_disk = queue, free_disk, min_free_disk
-        self.suspended, self.listings, self.clock = suspended, listings, clock
+        self.in_force, self.listings, self.clock = in_force, listings, clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         sizes = GaugeMetricFamily("mailgw_queue_messages", "Messages in the spool by state",
@@ -43,8 +44,18 @@ class _Scraped(Collector):
                                 value=self.free_disk())
         yield GaugeMetricFamily("mailgw_spool_min_free_bytes", "limits.min_free_disk: below "
                                 "this, mail is refused (452 4.3.1)", value=self.min_free_disk)
+        records = self.in_force()
         yield GaugeMetricFamily("mailgw_suspensions_active", "Systems suspended now",
-                                value=self.suspended())
+                                value=sum(r.sender is None for r in records))
+        restricted = GaugeMetricFamily("mailgw_senders_restricted", "Senders restricted now, "
+                                       "by system", labels=["system"])
+        by_system: dict[str, int] = {}
+        for r in records:
+            if r.sender is not None:
+                by_system[r.system] = by_system.get(r.system, 0) + 1
+        for system, n in sorted(by_system.items()):
+            restricted.add_metric([system], n)
+        yield restricted
         listed = GaugeMetricFamily("mailgw_dnsbl_listed", "1 while an egress address is "
                                    "listed on a DNSBL zone", labels=["address", "zone"])
         try:
@@ -57,12 +68,12 @@ class _Scraped(Collector):
 
 class Metrics:
     def __init__(self, *, queue: Callable[[], Census], free_disk: Callable[[], int],
-                 min_free_disk: int, suspended: Callable[[], int],
+                 min_free_disk: int, in_force: Callable[[], Collection[Suspension]],
                  listings: Callable[[], list[dict[str, Any]]], clock: Clock):
         """`queue()`: per spool state, its messages and when the oldest
         arrived (blocking); `free_disk()`: the spool's free bytes;
-        `suspended()`: the number of systems suspended; `listings()`: the
-        DNSBL states."""
+        `in_force()`: the suspensions and restrictions in force; `listings()`:
+        the DNSBL states."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.accepted = Counter("mailgw_messages_accepted", "Messages accepted (250)",
@@ -82,7 +93,7 @@ class Metrics:
                               registry=r)
         self.spool_errors = Counter("mailgw_spool_write_errors", "Spool writes that failed "
                                     "(a full or failing disk); each is tried again", registry=r)
-        r.register(_Scraped(queue, free_disk, min_free_disk, suspended, listings, clock))
+        r.register(_Scraped(queue, free_disk, min_free_disk, in_force, listings, clock))
 
     def count(self, event: Event) -> None:
         """A subscriber of the event bus."""
@@ -93,8 +104,8 @@ class Metrics:
             self.rejected.labels(str(event.get("reason", "other"))).inc()
         elif kind in ("delivered", "bounced", "deferred"):
             self.outcomes.labels(kind).inc()
-        elif kind in ("suspended", "lifted", "watch", "held", "released", "purged", "set_aside",
-                       "dnsbl_listed", "dnsbl_delisted"):
+        elif kind in ("suspended", "lifted", "restricted", "unrestricted", "watch", "held",
+                      "released", "purged", "set_aside", "dnsbl_listed", "dnsbl_delisted"):
             self.events.labels(kind).inc()
 
     def spool_error(self) -> None:

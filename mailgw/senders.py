@@ -68,6 +68,16 @@ class Attribution:
     def sender(self, system: str, envelope: str, login: str | None) -> str | None:
         return identity(envelope, login, self.policies.get(system, ENVELOPE))
 
+    def of_meta(self, meta: Any) -> str | None:
+        """The sender of a spooled message (relay/queue_file.Meta)."""
+        if meta.system is None:
+            return None
+        return self.sender(meta.system, meta.sender, meta.client.get("login"))
+
+    def load(self, systems: Iterable[Any]) -> None:
+        """A config reload."""
+        self.policies = Attribution.of(systems).policies
+
     def of_event(self, event: Mapping[str, Any]) -> str | None:
         """The sender of a system's event, from its `sender` and `auth`
         (None for an event that carries neither)."""

@@ -389,12 +389,37 @@ _OPERATOR = {"en": "decision of operator {by}: {reason}",
              "kk": "{by} операторының шешімі: {reason}"}
 
 
+# a system suspended because its senders' restrictions became the system's
+# (blocklist_guard/suspensions.py: the record's evidence says which)
+_SEVERAL = {"en": "{n} of its senders restricted {within}: {senders}",
+            "ru": "{within} ограничено отправителей системы: {n} ({senders})",
+            "kk": "{within} жүйенің {n} жіберушісі шектелді: {senders}"}
+_ROTATION = {"en": "{new}, a sender first seen after {first} was restricted, restricted too: "
+                   "one sender changing its MAIL FROM",
+             "ru": "{new}, впервые появившийся после ограничения {first}, тоже ограничен: "
+                   "похоже, один отправитель меняет адрес MAIL FROM",
+             "kk": "{first} шектелгеннен кейін алғаш көрінген {new} жіберушісі де шектелді: "
+                   "бір жіберуші MAIL FROM мекенжайын ауыстырып жүрген сияқты"}
+
+
+def _escalated(evidence: Mapping[str, Any], lang: str) -> str:
+    senders = list(evidence.get("senders", []))
+    if evidence.get("escalated") == "rotation" and len(senders) >= 2:
+        return _ROTATION[lang].format(new=senders[-1], first=senders[0])
+    return _SEVERAL[lang].format(n=number(len(senders), lang), senders=", ".join(senders),
+                                 within=within(float(evidence.get("window", 3600)), lang))
+
+
 def why(record: Suspension, rule: RuleShape | None) -> dict[str, str]:
-    """Why a system is suspended, a sentence per language (kk, ru, en):
-    the rule's finding, or the operator's decision and reason. `rule`: the
-    record's rule as configured (None: no longer, or an operator's)."""
+    """Why a system is suspended (a sender restricted), a sentence per
+    language (kk, ru, en): the rule's finding, its senders' restrictions
+    that became the system's, or the operator's decision and reason.
+    `rule`: the record's rule as configured (None: no longer, or none)."""
     out = {}
     for lang in LANGS:
+        if record.rule is None and "escalated" in record.evidence:
+            out[lang] = _escalated(record.evidence, lang)
+            continue
         if record.rule is None:
             out[lang] = _OPERATOR[lang].format(by=record.by, reason=record.reason or "")
             continue

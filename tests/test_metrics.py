@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mailgw.metrics import Metrics
 from mailgw.relay.spool import Meta, Recipient, Spool, new_queue_id
+from mailgw.state.records import Suspension
 
 
 class FixedClock:
@@ -39,8 +40,11 @@ def test_spool_states_carry_the_cli_names_and_the_age_of_their_oldest_message(tm
     spool.claim(held)
     spool.hold(held)
     metrics = Metrics(queue=spool.census, free_disk=lambda: 300 * 2**20,
-                      min_free_disk=256 * 2**20, suspended=lambda: 0, listings=list,
-                      clock=FixedClock(2000.0))
+                      min_free_disk=256 * 2**20, in_force=lambda: [
+                          Suspension("mfa", 1.0, "auto"),
+                          Suspension("moj", 1.0, "auto", sender="a@moj.gov.kz"),
+                          Suspension("moj", 1.0, "auto", sender="b@moj.gov.kz")],
+                      listings=list, clock=FixedClock(2000.0))
     got = scrape(metrics)
     assert {labels[0][1]: n for (name, labels), n in got.items()
             if name == "mailgw_queue_messages"} == {
@@ -50,6 +54,8 @@ def test_spool_states_carry_the_cli_names_and_the_age_of_their_oldest_message(tm
         "queued": 1000.0, "held": 100.0, "delivering": 0.0, "set aside": 0.0}
     assert got[("mailgw_spool_free_bytes", ())] == 300 * 2**20
     assert got[("mailgw_spool_min_free_bytes", ())] == 256 * 2**20
+    assert got[("mailgw_suspensions_active", ())] == 1
+    assert got[("mailgw_senders_restricted", (("system", "moj"),))] == 2
 
 
 def test_a_message_whose_metadata_cannot_be_read_is_counted_without_breaking_the_scrape(tmp_path):
@@ -58,7 +64,7 @@ def test_a_message_whose_metadata_cannot_be_read_is_counted_without_breaking_the
     (tmp_path / "queue" / f"{broken}.msg").rename(tmp_path / "corrupt" / f"{broken}.msg")
     (tmp_path / "corrupt" / f"{broken}.msg").write_bytes(b"not json\n")
     metrics = Metrics(queue=spool.census, free_disk=lambda: 1, min_free_disk=0,
-                      suspended=lambda: 0, listings=list, clock=FixedClock(2000.0))
+                      in_force=list, listings=list, clock=FixedClock(2000.0))
     got = scrape(metrics)
     assert got[("mailgw_queue_messages", (("state", "set aside"),))] == 1
     assert got[("mailgw_queue_oldest_message_age_seconds", (("state", "set aside"),))] == 0.0

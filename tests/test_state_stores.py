@@ -160,3 +160,69 @@ def test_history_reads_in_time_order_with_entries_written_late(stores):
     a.record(AuditEntry(300.0, "mfa", "held", "auto", None, {}))
     b.record(AuditEntry(200.0, "mfa", "purged", "carol", "late", {}), key="late")
     assert [h.ts for h in a.history("mfa")] == [100.0, 200.0, 300.0]
+
+
+def restriction(sender="clerk@mfa.gov.kz", ts=120.0):
+    return Suspension("mfa", ts, "auto", rule="sender_new_domains_1h", observed=40,
+                      threshold=0.05, window=3600, sender=sender)
+
+
+def test_a_senders_restriction_is_a_subject_of_its_own(stores):
+    """One active record per subject: a sender restricted beside its
+    system's suspension, each sender once, each lifted on its own."""
+    a, b = stores
+    clerk = a.suspend(restriction())
+    assert clerk is not None and clerk.sender == "clerk@mfa.gov.kz"
+    assert b.suspend(restriction(ts=121.0)) is None  # that sender once
+    assert b.suspend(restriction("boss@mfa.gov.kz")) is not None
+    system = a.suspend(auto(ts=130.0))
+    assert system is not None  # the whole system beside its senders
+    assert set(b.active()) == {"mfa", "mfa clerk@mfa.gov.kz", "mfa boss@mfa.gov.kz"}
+    assert b.latest("mfa", "clerk@mfa.gov.kz") == clerk and b.latest("mfa") == system
+    lifted = b.lift("mfa", "bob", "password reset", 200.0, sender="clerk@mfa.gov.kz")
+    assert lifted is not None and lifted.id == clerk.id and lifted.lifted_by == "bob"
+    assert b.lift("mfa", "bob", "again", 201.0, sender="clerk@mfa.gov.kz") is None
+    assert set(a.active()) == {"mfa", "mfa boss@mfa.gov.kz"}  # the system still suspended
+    history = [(h.action, h.details.get("sender")) for h in a.history("mfa")]
+    assert history == [("restricted", "clerk@mfa.gov.kz"), ("restricted", "boss@mfa.gov.kz"),
+                       ("suspended", None), ("unrestricted", "clerk@mfa.gov.kz")]
+    kinds = [(k, r.sender) for k, r in a.pending_notices()]
+    assert ("suspended", "clerk@mfa.gov.kz") in kinds and ("lifted", "clerk@mfa.gov.kz") in kinds
+
+
+def test_a_lost_restriction_is_written_back_as_a_restriction(store_that_forgets):
+    old, forget = store_that_forgets
+    record = old.suspend(restriction())
+    store = forget()
+    store.suspend(auto())  # the system's suspension is another subject
+    back, restored = store.confirm(record, 400.0)
+    assert restored and back.sender == "clerk@mfa.gov.kz" and back.since == record.since
+    assert store.confirm(back, 401.0) == (back, False)
+    assert set(store.active()) == {"mfa", "mfa clerk@mfa.gov.kz"}
+
+
+def test_a_state_file_from_before_restrictions_takes_them(tmp_path):
+    """A state.db written before senders could be restricted: its records
+    read as the system's, and restrictions go in beside them."""
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE suspensions (id INTEGER PRIMARY KEY, system TEXT NOT NULL,
+            since REAL NOT NULL, by TEXT NOT NULL, rule TEXT, observed REAL, threshold REAL,
+            window REAL, reason TEXT, evidence TEXT NOT NULL DEFAULT '{}', lifted_at REAL,
+            lifted_by TEXT, lift_reason TEXT, purge INTEGER NOT NULL DEFAULT 0);
+        CREATE UNIQUE INDEX one_active_per_system ON suspensions(system)
+            WHERE lifted_at IS NULL;
+        INSERT INTO suspensions (system, since, by, reason) VALUES ('mfa', 50, 'alice', 'x');
+    """)
+    db.close()
+    store = EmbeddedStore(path)
+    try:
+        assert store.active()["mfa"].sender is None
+        assert store.suspend(restriction()) is not None
+        assert store.suspend(Suspension("mfa", 60.0, "bob", reason="again")) is None
+        assert set(store.active()) == {"mfa", "mfa clerk@mfa.gov.kz"}
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Decision, Rule
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, SharedWindows, Tally
 from mailgw.events import Event
+from mailgw.senders import subject
 
 
 class Judge:
@@ -62,6 +63,14 @@ class Judge:
         self.engine.lift(system)
         if self.shared is not None:
             self.shared.reset(system, once)
+
+    def restricted(self, system: str, sender: str) -> None:
+        """One sender of the system restricted: no decision on it until lifted."""
+        self.engine.suspend(subject(system, sender))
+
+    def unrestricted(self, system: str, sender: str, once: str) -> None:
+        """That sender's restriction lifted: it is judged afresh, as `lifted`."""
+        self.lifted(subject(system, sender), once)
 
     def set_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> None:
         """Per-system thresholds (a config reload)."""

@@ -83,10 +83,11 @@ def sender_to_recipient(event: Event) -> tuple[str, ...]:
     return tuple(f"{sender} {r.lower()}" for r in event.get("recipients") or ())
 
 
-# refusals that say nothing of what the system does: its own suspension, and
-# the gateway's trouble (a fault, a full disk, a stop, its connection caps)
-NOT_THE_SYSTEMS = frozenset({"suspended", "internal_error", "store_failed", "disk_low",
-                             "shutting_down", "too_many_connections"})
+# refusals that say nothing of what the system does: its own suspension (a
+# sender's restriction), and the gateway's trouble (a fault, a full disk, a
+# stop, its connection caps)
+NOT_THE_SYSTEMS = frozenset({"suspended", "restricted", "internal_error", "store_failed",
+                             "disk_low", "shutting_down", "too_many_connections"})
 
 METRICS: dict[str, Metric] = {
     "messages": summed("accepted"),

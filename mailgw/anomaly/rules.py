@@ -174,6 +174,7 @@ class Decision:
     # a rule of scope "sender": the sender inside the system it judged, whom
     # a "suspend" restricts (the system's other senders go on)
     sender: str | None = None
+    first_seen: float | None = None  # a sender's: when the engine first counted it
 
     def as_dict(self) -> dict[str, object]:
         action = "restrict" if self.sender is not None and self.action == "suspend" \

@@ -1,5 +1,14 @@
 """Suspensions: the one holder of suspension records in a running gateway,
-and the answer to "is this system suspended?" for ingress and the hold.
+and the answer to "is this system suspended, is this sender of it
+restricted?" for ingress and the hold.
+
+A record's subject is a whole system (a suspension) or one sender inside it
+(a restriction: that sender's mail is refused and held, the rest of the
+system flows). Records are kept by subject (mailgw/senders.py). The system
+is suspended too when its senders' restrictions say the trouble is the
+system's: `escalate_after` of them within `escalate_window`, or a sender
+first seen after another one's restriction restricted as well (a spammer
+changing MAIL FROM); the suspension names those senders.
 
 A decision of the judge takes effect at once (the next MAIL FROM gets 450),
 before the record is written; then the record goes to the state store,
@@ -29,9 +38,12 @@ from typing import Any
 
 from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Decision
+from mailgw.blocklist_guard.hold import Hold
 from mailgw.clock import Clock, utc_time
+from mailgw.config import Senders
 from mailgw.events import Event, EventSink
 from mailgw.outage import Outage
+from mailgw.senders import subject
 from mailgw.state.access import StoreAccess, Unavailable
 from mailgw.state.journal import Journal
 from mailgw.state.records import AuditEntry, Suspension
@@ -43,17 +55,18 @@ log = logging.getLogger("mailgw.suspensions")
 class Suspensions:
     def __init__(self, *, store: StoreAccess, judge: Judge, events: EventSink, clock: Clock,
                  run_io: Callable[..., Awaitable[Any]],
-                 held: Callable[[str], Coroutine[Any, Any, None]],
-                 released: Callable[[str, bool], Coroutine[Any, Any, None]],
-                 journal: Journal | None = None,
+                 hold: Hold, journal: Journal | None = None,
+                 escalation: Senders | None = None,
                  delay: Callable[[float], None] = lambda seconds: None):
-        """`held(system)`: keep its waiting mail back; `released(system,
-        purge)`: its held mail goes (or is deleted) after a lift; `run_io(fn,
-        *args)`: `fn` off the event loop (the journal); `delay(seconds)`:
-        from the crossing event to the suspension (a metric)."""
+        """`hold`: the mail each change stops or lets go (hold.py);
+        `run_io(fn, *args)`: `fn` off the event loop (the journal);
+        `escalation`: when senders' restrictions become the system's;
+        `delay(seconds)`: from the crossing event to the suspension (a metric)."""
         self.store, self.judge, self.events, self.clock = store, judge, events, clock
         self.run_io, self.journal, self.delay = run_io, journal, delay
-        self.hold, self.release = held, released
+        self.hold = hold
+        self.escalation = escalation or Senders()
+        # by subject (mailgw/senders.py): a system's id, or "system sender"
         self._active: dict[str, Suspension] = {}  # in force, as the store has it
         self._unsaved: dict[str, Suspension] = {}  # in force, the store does not have it yet
         self._retry: set[str] = set()  # unsaved because the store was away
@@ -77,12 +90,33 @@ class Suspensions:
         # while the store is away: known from the journal, and the next refresh
         with contextlib.suppress(Unavailable):
             self._active.update(await self.store("read suspensions", self.store.store.active))
-        for system in self.in_force():
-            self.judge.suspended(system)
+        for record in self.in_force().values():
+            self._tell_judge(record)
         self._lifted_away = {s for s in held_at_start if self.suspended(s) is None}
 
+    def record(self, key: str) -> Suspension | None:
+        """The suspension (restriction) in force for a subject, if any."""
+        return self._unsaved.get(key) or self._active.get(key)
+
     def suspended(self, system: str) -> Suspension | None:
-        return self._unsaved.get(system) or self._active.get(system)
+        return self.record(system)
+
+    def restricted(self, system: str, sender: str | None) -> Suspension | None:
+        """The restriction of that sender of the system, if any."""
+        return self.record(subject(system, sender)) if sender is not None else None
+
+    def restrictions(self, system: str) -> list[Suspension]:
+        """The system's senders restricted now, the oldest first."""
+        return sorted((r for r in self.in_force().values()
+                       if r.system == system and r.sender is not None), key=lambda r: r.since)
+
+    def _tell_judge(self, record: Suspension) -> None:
+        """Imposed elsewhere (an operator, another gateway, a restart): the
+        judge decides nothing more on its subject until a lift."""
+        if record.sender is None:
+            self.judge.suspended(record.system)
+        else:
+            self.judge.restricted(record.system, record.sender)
 
     def in_force(self) -> dict[str, Suspension]:
         """Every suspension in effect here."""
@@ -91,20 +125,53 @@ class Suspensions:
     # --- a decision of the judge ---------------------------------------------
 
     def decided(self, d: Decision) -> None:
+        """The judge's decision: the system suspended, or one of its senders
+        restricted (and the system too, if that makes the trouble its own)."""
         weighed = d.as_dict()  # the system's usual and the chance, where the rule weighed them
         record = Suspension(system=d.system, since=d.ts, by="auto", rule=d.rule,
                             observed=d.observed, threshold=d.threshold, window=d.window,
+                            sender=d.sender,
                             evidence={"counts": d.evidence, "top_domains": [],
                                       **{k: weighed[k] for k in ("usual", "expected", "chance")
                                          if k in weighed}})
-        self._unsaved[d.system] = record
         self.delay(max(0.0, self.clock.now() - d.ts))
-        log.warning("suspending %s: %s", d.system, self.why(record))
-        self.events.emit("suspended", d.system, rule=d.rule, observed=d.observed,
-                         threshold=d.threshold, window=d.window, by="auto",
+        self._impose(record)
+        if d.sender is not None and self.suspended(d.system) is None:
+            escalated = self._escalation(record, d.first_seen)
+            if escalated is not None:
+                self.judge.suspended(d.system)
+                self._impose(escalated)
+
+    def _escalation(self, record: Suspension, first_seen: float | None) -> Suspension | None:
+        """The system's suspension that `record`, a sender's restriction,
+        brings, if it does: enough of its senders restricted within the
+        window, or a sender first seen after another's restriction."""
+        window, after = self.escalation.escalate_window, self.escalation.escalate_after
+        recent = [r for r in self.restrictions(record.system) if r.since >= record.since - window]
+        earlier = [r for r in recent if r.subject != record.subject]
+        if len(recent) >= after:
+            kind = "several"
+        elif first_seen is not None and any(r.since <= first_seen for r in earlier):
+            kind, recent = "rotation", [r for r in earlier if r.since <= first_seen] + [record]
+        else:
+            return None
+        return Suspension(system=record.system, since=record.since, by="auto",
+                          evidence={"escalated": kind, "window": window, "top_domains": [],
+                                    "senders": [r.sender for r in recent]})
+
+    def _impose(self, record: Suspension) -> None:
+        """A decision of this gateway takes effect: its subject's mail is
+        refused and held now; the record is written behind."""
+        self._unsaved[record.subject] = record
+        sender = {"sender": record.sender} if record.sender is not None else {}
+        log.warning("%s %s: %s", "suspending" if record.sender is None else
+                    f"restricting sender {record.sender} of", record.system, self.why(record))
+        self.events.emit(record.actions[0], record.system, **sender, rule=record.rule,
+                         observed=record.observed, threshold=record.threshold,
+                         window=record.window, by="auto",
                          **{k: v for k, v in record.evidence.items()
-                            if k in ("usual", "expected", "chance")})
-        self.spawn(self.hold(d.system))
+                            if k in ("usual", "expected", "chance", "escalated", "senders")})
+        self.spawn(self.hold.suspended(record.system))
         self.spawn(self._record(record))
 
     def why(self, record: Suspension) -> str:
@@ -128,8 +195,8 @@ class Suspensions:
         await self._remember()  # a restart before the store takes it still knows it
         top = await self.judge.top_domains(record.system, record.since)
         record = replace(record, evidence={**record.evidence, "top_domains": top})
-        if record.system in self._unsaved:
-            self._unsaved[record.system] = record
+        if record.subject in self._unsaved:
+            self._unsaved[record.subject] = record
         await self._save(record)
 
     async def _save(self, record: Suspension) -> None:
@@ -137,25 +204,25 @@ class Suspensions:
         try:
             saved = await self.store("record suspension", self._suspend_in_store, record)
         except Unavailable:
-            self._retry.add(record.system)
+            self._retry.add(record.subject)
             return
-        self._retry.discard(record.system)
+        self._retry.discard(record.subject)
         # known as active before it stops being unsaved: never a gap between
-        self._active = {**self._active, record.system: saved}
+        self._active = {**self._active, record.subject: saved}
         self._saves += 1
-        self._unsaved.pop(record.system, None)
+        self._unsaved.pop(record.subject, None)
         await self._remember()
 
     def _suspend_in_store(self, record: Suspension) -> Suspension:
-        """Blocking: the record as stored, or the system's suspension already
+        """Blocking: the record as stored, or its subject's record already
         there (an operator's, another gateway's), with its id."""
         store = self.store.store
         saved = store.suspend(record)
         if saved is None:
-            log.info("%s was already suspended in the store", record.system)
-            saved = store.latest(record.system)
+            log.info("%s was already %s in the store", record.subject, record.actions[0])
+            saved = store.latest(record.system, record.sender)
             if saved is None:  # gone in between: tried again next round
-                raise LookupError(f"the suspension of {record.system} vanished from the store")
+                raise LookupError(f"the record of {record.subject} vanished from the store")
         return saved
 
     # --- the audit trail -------------------------------------------------------
@@ -166,7 +233,9 @@ class Suspensions:
         if event["event"] != "held":
             return
         system = event["system"]
-        record = self.suspended(system) if system else None
+        sender = event.get("sender")
+        record = (self.restricted(system, sender) if sender else self.suspended(system)) \
+            if system else None
         self.audit(AuditEntry(event["ts"], system, "held", "auto",
                               record.rule or record.reason if record else None,
                               {"queue_id": event.get("queue_id"),
@@ -219,9 +288,10 @@ class Suspensions:
                                ) -> dict[str, tuple[Suspension, bool]]:
         """The store's word on each suspension known here that its active
         list lacks: lifted, or written back because the store lost it."""
-        return {record.system: await self.store("confirm suspension", self.store.store.confirm,
-                                                record, self.clock.now())
-                for s, record in self._active.items() if s not in active and s not in self._unsaved}
+        return {key: await self.store("confirm suspension", self.store.store.confirm,
+                                      record, self.clock.now())
+                for key, record in self._active.items()
+                if key not in active and key not in self._unsaved}
 
     def _take_in(self, active: dict[str, Suspension],
                  confirmed: dict[str, tuple[Suspension, bool]]) -> None:
@@ -229,38 +299,50 @@ class Suspensions:
         elsewhere take effect, lifts end them, written-back ones go on."""
         kept = {s: record for s, (record, _) in confirmed.items() if record.lifted_at is None}
         lifted = [record for record, _ in confirmed.values() if record.lifted_at is not None]
-        for system, (record, restored) in confirmed.items():
+        for key, (record, restored) in confirmed.items():
             if restored:
-                log.warning("the state store had lost the suspension of %s (id %s, by %s); "
-                            "written back as id %s", system, self._active[system].id,
+                log.warning("the state store had lost the %s of %s (id %s, by %s); "
+                            "written back as id %s", _noun(record), key, self._active[key].id,
                             record.by, record.id)
-        imposed = [r for s, r in active.items() if s not in self.in_force()]
+        imposed = [r for key, r in active.items() if key not in self.in_force()]
         self._active = {**active, **kept}
         for record in imposed:  # by an operator, or by another instance
-            self.judge.suspended(record.system)
-            self.events.emit("suspended", record.system, by=record.by, reason=record.reason,
-                             rule=record.rule)
-            log.warning("suspended %s%s: %s", record.system,
+            self._tell_judge(record)
+            self.events.emit(record.actions[0], record.system, **_sender(record), by=record.by,
+                             reason=record.reason, rule=record.rule)
+            log.warning("%s %s%s: %s", record.actions[0], _whom(record),
                         " (decided by another gateway)" if record.by == "auto" else "",
                         self.why(record))
-            self.spawn(self.hold(record.system))
+            self.spawn(self.hold.suspended(record.system))
         for record in lifted:
-            self.judge.lifted(record.system, once=str(record.id))
-            self.events.emit("lifted", record.system, by=record.lifted_by,
-                             reason=record.lift_reason)
-            log.warning("lifted the suspension of %s (since %s: %s) by %s: %s; its held mail "
-                        "is %s", record.system, utc_time(record.since), self.why(record),
-                        record.lifted_by, record.lift_reason,
+            if record.sender is None:
+                self.judge.lifted(record.system, once=str(record.id))
+            else:
+                self.judge.unrestricted(record.system, record.sender, once=str(record.id))
+            self.events.emit(record.actions[1], record.system, **_sender(record),
+                             by=record.lifted_by, reason=record.lift_reason)
+            log.warning("lifted the %s of %s (since %s: %s) by %s: %s; its held mail "
+                        "is %s", _noun(record), _whom(record), utc_time(record.since),
+                        self.why(record), record.lifted_by, record.lift_reason,
                         "purged" if record.purge else "released")
-            self.spawn(self.release(record.system, record.purge))
+            self.spawn(self.hold.lifted(record.system, record.sender, record.purge))
 
     async def _release_lifted_away(self) -> None:
+        """Held mail found at start that nothing known here stops: its
+        suspension (restriction) was lifted while no gateway ran, with or
+        without --purge, unless the store says it was not."""
         for system in list(self._lifted_away):
             if self.suspended(system) is None:
                 latest = await self.store("read suspensions", self.store.store.latest, system)
                 if latest is not None and latest.lifted_at is None:
                     continue  # suspended after all: taken in by the next round
-                await self.release(system, bool(latest and latest.purge))
+                for sender in await self.hold.senders_held(system):
+                    if self.restricted(system, sender) is None:
+                        mine = await self.store("read suspensions", self.store.store.latest,
+                                                system, sender)
+                        if mine is not None and mine.lifted_at is not None and mine.purge:
+                            await self.hold.lifted(system, sender, True)
+                await self.hold.lifted(system, None, bool(latest and latest.purge))
             self._lifted_away.discard(system)
 
     async def refresh(self) -> None:
@@ -290,3 +372,18 @@ class Suspensions:
                 pass  # told when the outage began; the next round tries again
             except Exception:
                 log.exception("cannot sync suspensions with the state store")
+
+
+def _sender(record: Suspension) -> dict[str, str]:
+    """An event's `sender`, for a sender's restriction."""
+    return {"sender": record.sender} if record.sender is not None else {}
+
+
+def _noun(record: Suspension) -> str:
+    return "suspension" if record.sender is None else "restriction"
+
+
+def _whom(record: Suspension) -> str:
+    """As the log names a record's subject."""
+    return record.system if record.sender is None else \
+        f"sender {record.sender} of {record.system}"

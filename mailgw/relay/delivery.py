@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from mailgw.clock import Clock
 from mailgw.config import Delivery as DeliveryConfig
@@ -54,6 +54,24 @@ def retry_delay(attempts: int, config: DeliveryConfig, rng: random.Random) -> fl
     return base * rng.uniform(1 - config.retry_jitter, 1 + config.retry_jitter)
 
 
+class Holding(Protocol):
+    """The hold rule, as delivery meets it (blocklist_guard/hold.py)."""
+
+    def applies(self, meta: Meta) -> bool: ...
+    def held(self, meta: Meta) -> None: ...  # told: it went to hold
+
+
+class _NoHold:
+    def applies(self, meta: Meta) -> bool:
+        return False
+
+    def held(self, meta: Meta) -> None:
+        pass
+
+
+NO_HOLD = _NoHold()
+
+
 class Delivery:
     MAX_DISK_RETRY = 30.0  # seconds between tries to record an outcome on a failing disk
 
@@ -61,7 +79,7 @@ class Delivery:
         self, *, config: DeliveryConfig, spool: Spool, router: Router, destinations: Destinations,
         events: EventSink, clock: Clock, executor: Executor, make_bounce: BounceMaker,
         outbox: Outbox, rng: random.Random | None = None,
-        held: Callable[[Meta], bool] = lambda meta: False,
+        hold: Holding | None = None,
         max_in_flight: int = 2000, max_in_flight_bytes: int = 256 * 1024**2,
     ):
         self.config, self.spool, self.router = config, spool, router
@@ -77,7 +95,7 @@ class Delivery:
         self._bytes_budget = max_in_flight_bytes
         self._bytes = 0
         self._stopping = False
-        self.held = held
+        self.hold = hold or NO_HOLD
         self._removals: Batcher[str, None] = Batcher(
             executor, spool.ack_many)
         # claimed in batches, in the order started: one thread hop for all,
@@ -169,10 +187,11 @@ class Delivery:
             self.events.emit("set_aside", None, queue_id=queue_id, reason="unreadable metadata")
             return
         try:
-            if self.held(meta):
-                # a suspended system's mail waits in hold/ until a lift releases it
+            if self.hold.applies(meta):
+                # a suspended system's (restricted sender's) mail waits in
+                # hold/ until a lift releases it
                 await self._durably(lambda: self._run_io(self.spool.hold, queue_id))
-                self.events.emit("held", meta.system, queue_id=queue_id)
+                self.hold.held(meta)
                 return
             self._bytes += len(body)
             try:
@@ -273,9 +292,9 @@ class Delivery:
         """Back to waiting: in the queue for its next try, or in hold if its
         system was suspended while it was out (else it would wait in the
         queue until then)."""
-        if self.held(meta):
+        if self.hold.applies(meta):
             await self._durably(lambda: self._run_io(self.spool.defer, meta, data, "hold"))
-            self.events.emit("held", meta.system, queue_id=meta.id)
+            self.hold.held(meta)
             return
         await self._durably(lambda: self._run_io(self.spool.defer, meta, data))
         self.schedule(meta.id, meta.next_try)

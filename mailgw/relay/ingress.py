@@ -37,6 +37,7 @@ from mailgw.relay.received import received_header
 from mailgw.relay.replies import Reply
 from mailgw.relay.smtp_edge import EdgeHandler, EdgeSMTP
 from mailgw.relay.spool import Meta, Recipient, Spool, SpoolError, new_queue_id
+from mailgw.senders import Attribution
 from mailgw.state.records import Suspension
 from mailgw.systems import SystemDirectory
 from mailgw.wording import size
@@ -53,6 +54,14 @@ _SMUGGLING = frozenset({replies.BARE_LINE_ENDING_DATA, replies.NUL_IN_DATA})
 # room for what is added on the way to the spool: a DKIM signature and the
 # metadata line (with a recipient's state in it per recipient)
 _ROOM_PER_MESSAGE, _ROOM_PER_RECIPIENT = 4096, 256
+
+
+def _why(record: Suspension) -> str:
+    """Why, in a reply line: the rule, or who decided."""
+    if record.rule:
+        return f"rule {record.rule}"
+    return "restrictions of its senders" if record.evidence.get("escalated") else \
+        "operator decision"
 
 
 def client_ip(session: Session) -> str:
@@ -106,6 +115,8 @@ class Ingress(EdgeHandler):
         on_queued: Callable[[Meta, bytes], None], signer: Signer | None = None,
         tls_context: ssl.SSLContext | None = None,
         suspended: Callable[[str], Suspension | None] = lambda system: None,
+        restricted: Callable[[str, str | None], Suspension | None] = lambda system, sender: None,
+        senders: Attribution | None = None,
         decided: Callable[[str], Awaitable[None]] = _nothing_pending,
         status_url: str = "",
     ):
@@ -113,6 +124,7 @@ class Ingress(EdgeHandler):
         self.executor, self.events, self.clock = executor, events, clock
         self.on_queued, self.signer, self.tls_context = on_queued, signer, tls_context
         self.suspended, self.status_url = suspended, status_url
+        self.restricted, self.senders = restricted, senders or Attribution()
         self.decided = decided
         self.connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
         self.sessions: set[GatewaySMTP] = set()
@@ -172,18 +184,30 @@ class Ingress(EdgeHandler):
         if system is not None and (suspension := self.suspended(system.id)) is not None:
             return server.refuse(Rejection.of(
                 replies.SUSPENDED, "suspended", system=system.id,
-                since=utc_time(suspension.since),
-                why=f"rule {suspension.rule}" if suspension.rule else "operator decision",
+                since=utc_time(suspension.since), why=_why(suspension),
                 url=self.status_url.format(system=system.id),
             ), sender=address)
         # aiosmtpd hands the null sender over as "<>"; it stays so in the
         # envelope, where an empty string would read as "no MAIL yet"
-        _, rejection = check_sender(system, "" if address == "<>" else address)
+        envelope_sender = "" if address == "<>" else address
+        _, rejection = check_sender(system, envelope_sender)
         if rejection:
             return server.refuse(rejection, sender=address)
+        if system is not None and (restriction := self._restriction(
+                system.id, envelope_sender, session)) is not None:
+            return server.refuse(Rejection.of(
+                replies.RESTRICTED, "restricted", sender=restriction.sender,
+                since=utc_time(restriction.since), why=_why(restriction),
+                url=self.status_url.format(system=system.id),
+            ), sender=address)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return str(replies.SENDER_OK)
+
+    def _restriction(self, system: str, envelope_sender: str,
+                     session: GatewaySession) -> Suspension | None:
+        login = session.auth_data.login.decode() if session.auth_data else None
+        return self.restricted(system, self.senders.sender(system, envelope_sender, login))
 
     async def handle_RCPT(self, server: GatewaySMTP, session: GatewaySession,
                           envelope: Envelope, address: str, rcpt_options: list[str]) -> str:

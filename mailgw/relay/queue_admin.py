@@ -10,8 +10,8 @@ the result comes back the same.
 
 - release: a held message goes back to the queue; a deferred one is retried
   now; one set aside (crashed delivery too often) is tried again with its
-  crash count cleared. The mail of a suspended system is not released:
-  lift it first.
+  crash count cleared. The mail of a suspended system (a restricted
+  sender) is not released: lift it first.
 - purge: the message is deleted, without a bounce (the operator's call, as
   `postsuper -d`). A message being delivered right now is left alone.
 """
@@ -65,11 +65,12 @@ def find(spool: Spool, ids: Collection[str], system: str | None
 Told = tuple[str, str | None, dict[str, Any]]  # an event to emit: (event, system, fields)
 
 
-def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
+def carry_out(spool: Spool, request: dict[str, Any], stopped: Callable[[Meta], str | None],
               now: float) -> tuple[dict[str, Any], list[Told]]:
     """Do one request ({"action", "ids", "system"}); what was done to which
     message, and what was not and why; and the events to tell (the caller
-    emits them: this may run in a thread)."""
+    emits them: this may run in a thread). `stopped(meta)`: what holds a
+    message back (blocklist_guard/hold.stopped_by)."""
     told: list[Told] = []
     ids = set(request.get("ids") or [])
     done: list[dict[str, str | None]] = []
@@ -82,9 +83,11 @@ def carry_out(spool: Spool, request: dict[str, Any], suspended: Collection[str],
         skipped.append({"id": missing, "why": "not held or waiting in the queue, nor set aside "
                         "(delivered, being delivered, or no such message)"})
     for state, meta in found:
-        if request["action"] == "release" and meta.system in suspended:
-            skipped.append({"id": meta.id, "why": f"{meta.system} is suspended; lift it to "
-                            "release its mail"})
+        by = stopped(meta) if request["action"] == "release" else None
+        if by is not None:
+            whom = f"{meta.system} is suspended" if by == "" else \
+                f"sender {by} of {meta.system} is restricted"
+            skipped.append({"id": meta.id, "why": f"{whom}; lift it to release its mail"})
             continue
         try:
             # claimed as delivery claims a message, by a rename only one side
@@ -169,7 +172,7 @@ def answer(path: Path, result: dict[str, Any]) -> None:
         path.unlink()
 
 
-async def serve_requests(*, spool: Spool, suspended: Callable[[], Collection[str]],
+async def serve_requests(*, spool: Spool, stopped: Callable[[Meta], str | None],
                          events: EventSink, schedule: Callable[[str, float], None],
                          run_io: Callable[..., Awaitable[Any]], clock: Clock,
                          every: float = 0.2) -> None:
@@ -179,8 +182,7 @@ async def serve_requests(*, spool: Spool, suspended: Callable[[], Collection[str
         await asyncio.sleep(every)
         try:
             for path, request in await run_io(take_requests, spool.root):
-                result, told = await run_io(carry_out, spool, request, set(suspended()),
-                                            clock.now())
+                result, told = await run_io(carry_out, spool, request, stopped, clock.now())
                 for event, system, fields in told:  # on the loop: subscribers are not
                     events.emit(event, system, **fields)  # thread-safe
                 if request["action"] == "release":

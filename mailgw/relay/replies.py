@@ -44,11 +44,19 @@ ADDRESS_FORM_DENIED = Reply(
 )
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 
-# Suspension (decided in relay/ingress.py from blocklist_guard's records).
+# Suspension and restriction (decided in relay/ingress.py from blocklist_guard's
+# records).
 # A 4xx, not a 5xx: the message stays in the system's own queue, nothing is lost.
 SUSPENDED = Reply(
     450, "4.7.1",
     "Mail system {system} is suspended since {since} ({why}); your mail waits in your own "
+    "queue. Status: {url}",
+)
+# One sender of a system restricted: named, not its system, whose other
+# senders' mail flows.
+RESTRICTED = Reply(
+    450, "4.7.1",
+    "Sender {sender} is restricted since {since} ({why}); the message waits in your own "
     "queue. Status: {url}",
 )
 

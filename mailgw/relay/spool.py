@@ -203,7 +203,11 @@ class Spool:
     def ids_of(self, state: State, system: str) -> list[str]:
         """A system's own mail in a state, not the gateway's notices and
         bounces about it (reads each one's metadata)."""
-        return [m.id for m in self._metas(state) if m.system == system and m.origin == "system"]
+        return [m.id for m in self.metas_of(state, system)]
+
+    def metas_of(self, state: State, system: str) -> list[Meta]:
+        """The metadata of a system's own mail in a state."""
+        return [m for m in self._metas(state) if m.system == system and m.origin == "system"]
 
     # --- the state machine ---------------------------------------------------
     # Renames are not fsynced: losing one in a crash only means the message

@@ -2,8 +2,9 @@
 and the operator CLI (WAL mode: readers never wait for the writer).
 
 Guarantees:
-- at most one active suspension per system, enforced by a partial unique
-  index, so two writers (gateway and CLI) can never both suspend it;
+- at most one active record per subject (a system, or one sender of it),
+  enforced by a partial unique index, so two writers (gateway and CLI) can
+  never both suspend it;
 - every change is in the same transaction as its audit entry; the audit
   table is only ever appended to;
 - commits are durable (synchronous=FULL) before a call returns;
@@ -34,10 +35,9 @@ CREATE TABLE IF NOT EXISTS suspensions (
     rule TEXT, observed REAL, threshold REAL, window REAL, reason TEXT,
     evidence TEXT NOT NULL DEFAULT '{}',
     lifted_at REAL, lifted_by TEXT, lift_reason TEXT,
-    purge INTEGER NOT NULL DEFAULT 0
+    purge INTEGER NOT NULL DEFAULT 0,
+    sender TEXT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_system
-    ON suspensions(system) WHERE lifted_at IS NULL;
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
@@ -73,8 +73,21 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only_d BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
 
+# after the schema, on a file of any age: a file from before sender
+# restrictions gains the column, and its index of one active record per
+# system (which would refuse a sender's restriction beside the system's
+# suspension) gives way to one per subject
+_SUBJECTS = """
+DROP INDEX IF EXISTS one_active_per_system;
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_subject
+    ON suspensions(system, COALESCE(sender, '')) WHERE lifted_at IS NULL;
+"""
+
 _COLUMNS = ("id", "system", "since", "by", "rule", "observed", "threshold", "window", "reason",
-            "evidence", "lifted_at", "lifted_by", "lift_reason", "purge")
+            "evidence", "lifted_at", "lifted_by", "lift_reason", "purge", "sender")
+
+
+_SELECTED = ", ".join(_COLUMNS)
 
 
 def _suspension(row: sqlite3.Row) -> Suspension:
@@ -86,7 +99,7 @@ def _suspension(row: sqlite3.Row) -> Suspension:
 
 def _same(a: Suspension, b: Suspension) -> bool:
     """One suspension, not another that took its id (times as stored: to the ms)."""
-    return a.system == b.system and abs(a.since - b.since) < 0.001
+    return a.subject == b.subject and abs(a.since - b.since) < 0.001
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,6 +119,10 @@ class EmbeddedStore:
     def __init__(self, path: Path):
         self._lock = threading.Lock()
         self._db = open_shared(path, _SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(suspensions)")}
+        if "sender" not in columns:
+            self._db.execute("ALTER TABLE suspensions ADD COLUMN sender TEXT")
+        self._db.executescript(_SUBJECTS)
 
     @_locked
     def close(self) -> None:
@@ -166,11 +183,12 @@ class EmbeddedStore:
 
     @_locked
     def suspend(self, s: Suspension) -> Suspension | None:
-        """Record a suspension; None when the system is already suspended."""
+        """Record a suspension (or a sender's restriction); None when its
+        subject has one already."""
         try:
             with self._transaction():
                 row = self._insert(s, None)
-                self._audit(AuditEntry(s.since, s.system, "suspended", s.by, s.reason or s.rule,
+                self._audit(AuditEntry(s.since, s.system, s.actions[0], s.by, s.reason or s.rule,
                                        s.finding()))
         except sqlite3.IntegrityError:
             return None
@@ -180,20 +198,22 @@ class EmbeddedStore:
         """`s` as an active suspension, under `suspension_id` (None: the next)."""
         return _suspension(self._db.execute(
             "INSERT INTO suspensions (id, system, since, by, rule, observed, threshold, window,"
-            " reason, evidence) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING *",
+            " reason, evidence, sender) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING " + _SELECTED,
             (suspension_id, s.system, s.since, s.by, s.rule, s.observed, s.threshold, s.window,
-             s.reason, json.dumps(s.evidence, ensure_ascii=False))).fetchone())
+             s.reason, json.dumps(s.evidence, ensure_ascii=False), s.sender)).fetchone())
 
     @_locked
     def confirm(self, s: Suspension, at: float) -> tuple[Suspension, bool]:
         """See `Store.confirm`."""
         assert s.id is not None
         with self._transaction():
-            row = self._db.execute("SELECT * FROM suspensions WHERE id=?", (s.id,)).fetchone()
+            row = self._db.execute(f"SELECT {_SELECTED} FROM suspensions WHERE id=?",
+                                   (s.id,)).fetchone()
             if row is not None and _same(_suspension(row), s):
                 return _suspension(row), False
-            current = self._db.execute("SELECT * FROM suspensions WHERE system=? AND"
-                                       " lifted_at IS NULL", (s.system,)).fetchone()
+            current = self._db.execute(f"SELECT {_SELECTED} FROM suspensions WHERE system=? AND"
+                                       " sender IS ? AND lifted_at IS NULL",
+                                       (s.system, s.sender)).fetchone()
             if current is not None:
                 return _suspension(current), False
             # under its own id unless another record took it meanwhile;
@@ -206,19 +226,23 @@ class EmbeddedStore:
 
     @_locked
     def lift(self, system: str, by: str, reason: str, at: float,
-             purge: bool = False) -> Suspension | None:
-        """End the active suspension; None when the system was not suspended.
-        `purge`: the held mail is to be deleted rather than released."""
+             purge: bool = False, sender: str | None = None) -> Suspension | None:
+        """End the active suspension (with `sender`: that sender's
+        restriction); None when there was none. `purge`: the held mail is to
+        be deleted rather than released."""
         with self._transaction():
             cur = self._db.execute(
                 "UPDATE suspensions SET lifted_at=?, lifted_by=?, lift_reason=?, purge=?"
-                " WHERE system=? AND lifted_at IS NULL RETURNING *",
-                (at, by, reason, int(purge), system))
+                " WHERE system=? AND sender IS ? AND lifted_at IS NULL RETURNING " + _SELECTED,
+                (at, by, reason, int(purge), system, sender))
             row = cur.fetchone()
-            if row is not None:
-                self._audit(AuditEntry(at, system, "lifted", by, reason,
-                                       {"suspension": row[0], "purge": purge}))
-        return _suspension(row) if row is not None else None
+            if row is None:
+                return None
+            lifted = _suspension(row)
+            self._audit(AuditEntry(at, system, lifted.actions[1], by, reason,
+                                   {"suspension": lifted.id, "purge": purge,
+                                    **({"sender": sender} if sender is not None else {})}))
+        return lifted
 
     @_locked
     def claim_notice(self, suspension_id: int, kind: str) -> bool:
@@ -238,17 +262,19 @@ class EmbeddedStore:
         """(kind, record) for every notice not yet claimed: suspensions, and
         lifts, including those made while no gateway was running."""
         rows = self._db.execute(
-            "SELECT 'suspended', s.* FROM suspensions s WHERE NOT EXISTS (SELECT 1 FROM notices n"
-            " WHERE n.suspension_id = s.id AND n.kind = 'suspended')"
-            " UNION ALL SELECT 'lifted', s.* FROM suspensions s WHERE s.lifted_at IS NOT NULL"
+            f"SELECT 'suspended', {_SELECTED} FROM suspensions s WHERE NOT EXISTS (SELECT 1"
+            " FROM notices n WHERE n.suspension_id = s.id AND n.kind = 'suspended')"
+            f" UNION ALL SELECT 'lifted', {_SELECTED} FROM suspensions s"
+            " WHERE s.lifted_at IS NOT NULL"
             " AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.suspension_id = s.id"
             " AND n.kind = 'lifted') ORDER BY 2").fetchall()
         return [(row[0], _suspension(row[1:])) for row in rows]
 
     @_locked
-    def latest(self, system: str) -> Suspension | None:
-        row = self._db.execute("SELECT * FROM suspensions WHERE system=? ORDER BY id DESC LIMIT 1",
-                               (system,)).fetchone()
+    def latest(self, system: str, sender: str | None = None) -> Suspension | None:
+        row = self._db.execute(f"SELECT {_SELECTED} FROM suspensions WHERE system=? AND"
+                               " sender IS ? ORDER BY id DESC LIMIT 1",
+                               (system, sender)).fetchone()
         return _suspension(row) if row is not None else None
 
     @_locked
@@ -264,8 +290,10 @@ class EmbeddedStore:
 
     @_locked
     def active(self) -> dict[str, Suspension]:
-        rows = self._db.execute("SELECT * FROM suspensions WHERE lifted_at IS NULL").fetchall()
-        return {row[1]: _suspension(row) for row in rows}
+        """Every record in force, by subject."""
+        rows = self._db.execute(f"SELECT {_SELECTED} FROM suspensions"
+                                " WHERE lifted_at IS NULL").fetchall()
+        return {(r := _suspension(row)).subject: r for row in rows}
 
     @_locked
     def history(self, system: str | None = None) -> list[AuditEntry]:

@@ -30,7 +30,7 @@ from mailgw.state.store import Store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS known (
-    system TEXT PRIMARY KEY,
+    system TEXT PRIMARY KEY,  -- the subject (mailgw/senders.py)
     record TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (

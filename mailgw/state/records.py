@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mailgw.senders import subject
+
 # the reason of a `restored` audit entry (by "gateway"): a suspension a gateway
 # knew to be in force, written back to a store that had lost it
 RESTORED = "the state store lost it"
@@ -26,6 +28,19 @@ class Suspension:
     lifted_by: str | None = None
     lift_reason: str | None = None
     purge: bool = False  # lifted with the held mail purged rather than released
+    # None: the whole system is suspended; an address: only that sender of
+    # the system is restricted (mailgw/senders.py), the rest of it flows
+    sender: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """Whom it stops, as a key: one active record per subject."""
+        return subject(self.system, self.sender)
+
+    @property
+    def actions(self) -> tuple[str, str]:
+        """Its audit actions and events: imposed, and ended."""
+        return ("suspended", "lifted") if self.sender is None else ("restricted", "unrestricted")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,15 +50,16 @@ class Suspension:
         system's usual and the chance where the rule weighed them."""
         return {"rule": self.rule, "observed": self.observed, "threshold": self.threshold,
                 "window": self.window, **{k: self.evidence[k] for k in ("usual", "chance")
-                                          if k in self.evidence}}
+                                          if k in self.evidence},
+                **({"sender": self.sender} if self.sender is not None else {})}
 
 
 @dataclass(frozen=True)
 class AuditEntry:
     ts: float
     system: str | None
-    # suspended, lifted, restored, held, released, purged, config_reloaded,
-    # dnsbl_listed, dnsbl_delisted
+    # suspended, lifted, restricted, unrestricted, restored, held, released,
+    # purged, config_reloaded, dnsbl_listed, dnsbl_delisted
     action: str
     by: str
     reason: str | None

@@ -1,8 +1,9 @@
 """The Redis state store: the same records and guarantees as the embedded
 store, shared by several gateway instances and the CLI.
 
-Every change is one Lua script, atomic on the server: a suspension is
-created only if the system has none active, its audit entry and its pending
+Every change is one Lua script, atomic on the server: a suspension (or a
+sender's restriction) is created only if its subject (mailgw/senders.py:
+the system, or "system sender") has none active, its audit entry and its pending
 notice go in with it; a notice is claimed by removing it from the pending set,
 which exactly one caller can do. Nothing here holds mail: Redis keeps
 decisions and records, the spool keeps the messages.
@@ -21,31 +22,34 @@ from typing import Any
 
 import redis
 
+from mailgw.senders import subject
 from mailgw.state.records import RESTORED, AuditEntry, Suspension
 
 _SUSPEND = """
 local active, seq, latest, audit, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, system, record, ts, by, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('HEXISTS', active, system) == 1 then return false end
+local prefix, subject, record, ts, by, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local system, action = ARGV[8], ARGV[9]
+if redis.call('HEXISTS', active, subject) == 1 then return false end
 local id = redis.call('INCR', seq)
 local rec = cjson.decode(record)
 rec['id'] = id
 local text = cjson.encode(rec)
-redis.call('HSET', active, system, text)
+redis.call('HSET', active, subject, text)
 redis.call('SET', prefix .. 'rec:' .. id, text)
-redis.call('HSET', latest, system, id)
+redis.call('HSET', latest, subject, id)
 local details = cjson.decode(ARGV[7])
 details['suspension'] = id
 redis.call('XADD', audit, '*', 'entry', cjson.encode({ts = tonumber(ts), system = system,
-  action = 'suspended', by = by, reason = reason, details = details}))
+  action = action, by = by, reason = reason, details = details}))
 redis.call('SADD', pending, 'suspended:' .. id)
 return text
 """
 
 _LIFT = """
 local active, audit, pending = KEYS[1], KEYS[2], KEYS[3]
-local prefix, system, at, by, reason, purge = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local text = redis.call('HGET', active, system)
+local prefix, subject, at, by, reason, purge = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local system, action = ARGV[7], ARGV[8]
+local text = redis.call('HGET', active, subject)
 if not text then return false end
 local rec = cjson.decode(text)
 rec['lifted_at'] = tonumber(at)
@@ -53,40 +57,45 @@ rec['lifted_by'] = by
 rec['lift_reason'] = reason
 rec['purge'] = (purge == '1')
 text = cjson.encode(rec)
-redis.call('HDEL', active, system)
+redis.call('HDEL', active, subject)
 redis.call('SET', prefix .. 'rec:' .. rec['id'], text)
+local details = {suspension = rec['id'], purge = (purge == '1')}
+if subject ~= system then details['sender'] = rec['sender'] end
 redis.call('XADD', audit, '*', 'entry', cjson.encode({ts = tonumber(at), system = system,
-  action = 'lifted', by = by, reason = reason,
-  details = {suspension = rec['id'], purge = (purge == '1')}}))
+  action = action, by = by, reason = reason, details = details}))
 redis.call('SADD', pending, 'lifted:' .. rec['id'])
 return text
 """
 
 # a suspension a gateway knows to be in force: as the store holds it (the
-# same system and since under that id; `since` as cjson keeps it, to the ms),
-# or written back under its id, or a new one if another record took that id
+# same subject and since under that id; `since` as cjson keeps it, to the
+# ms), or written back under its id, or a new one if another record took it
 _CONFIRM = """
 local active, seq, latest, audit = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, record, at, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local prefix, record, at, reason, subject = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local function subject_of(r)
+  if r['sender'] == nil or r['sender'] == cjson.null then return r['system'] end
+  return r['system'] .. ' ' .. r['sender']
+end
 local rec = cjson.decode(record)
 local system, id = rec['system'], rec['id']
 local text = redis.call('GET', prefix .. 'rec:' .. id)
 if text then
   local stored = cjson.decode(text)
-  if stored['system'] == system and math.abs(stored['since'] - rec['since']) < 0.001 then
+  if subject_of(stored) == subject and math.abs(stored['since'] - rec['since']) < 0.001 then
     return {text, 0}
   end
 end
-local current = redis.call('HGET', active, system)
+local current = redis.call('HGET', active, subject)
 if current then return {current, 0} end
 if text then id = redis.call('INCR', seq) end
 if tonumber(redis.call('GET', seq) or '0') < id then redis.call('SET', seq, id) end
 rec['id'] = id
 text = cjson.encode(rec)
-redis.call('HSET', active, system, text)
+redis.call('HSET', active, subject, text)
 redis.call('SET', prefix .. 'rec:' .. id, text)
-if tonumber(redis.call('HGET', latest, system) or '0') < id then
-  redis.call('HSET', latest, system, id)
+if tonumber(redis.call('HGET', latest, subject) or '0') < id then
+  redis.call('HSET', latest, subject, id)
 end
 redis.call('XADD', audit, '*', 'entry', cjson.encode({ts = tonumber(at), system = system,
   action = 'restored', by = 'gateway', reason = reason, details = {suspension = id}}))
@@ -122,6 +131,7 @@ def _record(text: bytes | str) -> Suspension:
     data = json.loads(text)
     # cjson turns an empty evidence object into an empty array
     data["evidence"] = data.get("evidence") or {}
+    data["sender"] = data.get("sender") or None  # a record from before restrictions: none
     return Suspension(**data)
 
 
@@ -147,14 +157,16 @@ class RedisStore:
         text = self._suspend(
             keys=[self._k("active"), self._k("seq"), self._k("latest"), self._k("audit"),
                   self._k("pending")],
-            args=[self.p, s.system, json.dumps(record), s.since, s.by, s.reason or s.rule or "",
-                  json.dumps(s.finding())])
+            args=[self.p, s.subject, json.dumps(record), s.since, s.by,
+                  s.reason or s.rule or "", json.dumps(s.finding()), s.system, s.actions[0]])
         return _record(text) if text else None
 
     def lift(self, system: str, by: str, reason: str, at: float,
-             purge: bool = False) -> Suspension | None:
+             purge: bool = False, sender: str | None = None) -> Suspension | None:
+        action = "lifted" if sender is None else "unrestricted"
         text = self._lift(keys=[self._k("active"), self._k("audit"), self._k("pending")],
-                          args=[self.p, system, at, by, reason, "1" if purge else "0"])
+                          args=[self.p, subject(system, sender), at, by, reason,
+                                "1" if purge else "0", system, action])
         return _record(text) if text else None
 
     def confirm(self, s: Suspension, at: float) -> tuple[Suspension, bool]:
@@ -162,7 +174,7 @@ class RedisStore:
         owner was told when the suspension was decided."""
         text, restored = self._confirm(
             keys=[self._k("active"), self._k("seq"), self._k("latest"), self._k("audit")],
-            args=[self.p, json.dumps(asdict(s)), at, RESTORED])
+            args=[self.p, json.dumps(asdict(s)), at, RESTORED, s.subject])
         return _record(text), bool(restored)
 
     def claim_notice(self, suspension_id: int, kind: str) -> bool:
@@ -180,8 +192,8 @@ class RedisStore:
                 out.append((kind, _record(text)))
         return sorted(out, key=lambda kr: kr[1].id or 0)
 
-    def latest(self, system: str) -> Suspension | None:
-        sid = self.r.hget(self._k("latest"), system)
+    def latest(self, system: str, sender: str | None = None) -> Suspension | None:
+        sid = self.r.hget(self._k("latest"), subject(system, sender))
         text = self.r.get(self._k(f"rec:{int(sid)}")) if sid is not None else None
         return _record(text) if text is not None else None
 
