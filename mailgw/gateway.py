@@ -254,6 +254,7 @@ class Gateway:
             return
         status = StatusService(directory=self.directory, judge=self.judge,
                                suspended=self.suspensions.suspended, held=self._held,
+                               restricted=self.suspensions.restrictions,
                                clock=self.clock, listings=self._listings)
         web_app = WebApp(status=status, directory=self.directory, tokens=self.tokens,
                          metrics=self.metrics, healthy=self._health, templates=templates,
@@ -272,8 +273,8 @@ class Gateway:
         await self.dnsbl.load()
         self._run(self.dnsbl.run(cfg.interval))
 
-    async def _held(self, system: str) -> int:
-        return await self.run_io(self.hold.count, system)
+    async def _held(self, system: str, sender: str | None = None) -> int:
+        return await self.run_io(self.hold.count, system, sender)
 
     async def _listings(self) -> list[dict[str, Any]]:
         """The DNSBL states as the store has them; none while it is away."""

@@ -1,5 +1,5 @@
 """What the status endpoint and page say about a system: its state, the
-suspension in plain figures, its held mail, its windows against the limits
+suspension in plain figures, its restricted senders, its held mail, its windows against the limits
 that apply to it, and its last 24 hours of traffic. Read-only: it gathers
 from the suspensions, the judge (its windows, shared ones if there are) and
 the hold."""
@@ -21,11 +21,14 @@ class StatusService:
     def __init__(self, *, directory: SystemDirectory, judge: Judge,
                  suspended: Callable[[str], Suspension | None],
                  held: Callable[[str], Awaitable[int]], clock: Clock,
-                 listings: Callable[[], Awaitable[list[dict[str, Any]]]]):
-        """`suspended(system)`: its suspension in force; `held(system)`: its
-        own mail waiting at the gateway; `listings()`: the egress addresses'
-        DNSBL states."""
+                 listings: Callable[[], Awaitable[list[dict[str, Any]]]],
+                 restricted: Callable[[str], list[Suspension]] = lambda system: []):
+        """`suspended(system)`: its suspension in force; `restricted(system)`:
+        its senders' restrictions in force; `held(system)`: its own mail
+        waiting at the gateway; `listings()`: the egress addresses' DNSBL
+        states."""
         self.directory, self.judge, self.suspended = directory, judge, suspended
+        self.restricted = restricted
         self.held, self.clock, self.listings = held, clock, listings
 
     async def status(self, system: System) -> dict[str, Any]:
@@ -35,19 +38,22 @@ class StatusService:
         return {
             "system": system.id, "name": system.name,
             "state": "suspended" if record else "active",
-            "suspension": None if record is None else {
-                "id": record.id, "since": record.since, "by": record.by, "rule": record.rule,
-                "observed": record.observed, "threshold": record.threshold,
-                "window": record.window, "reason": record.reason,
-                "top_domains": record.evidence.get("top_domains", []),
-                "why": self._why(record),
-            },
+            "suspension": None if record is None else self._shown(record),
+            "restricted_senders": [{"sender": r.sender, **self._shown(r)}
+                                   for r in self.restricted(system.id)],
             "held": await self.held(system.id),
             "windows": {f"{m}/{w:g}s": v for (m, w), v in windows.items()},
             "limits": self.judge.limits(system.id, windows, ts),
             "counted_by": counted_by,
             "ts": ts,
         }
+
+    def _shown(self, record: Suspension) -> dict[str, Any]:
+        return {"id": record.id, "since": record.since, "by": record.by, "rule": record.rule,
+                "observed": record.observed, "threshold": record.threshold,
+                "window": record.window, "reason": record.reason,
+                "top_domains": record.evidence.get("top_domains", []),
+                "why": self._why(record)}
 
     def _why(self, record: Suspension) -> dict[str, str]:
         return why(record, self.judge.rule(record.rule) if record.rule else None)
@@ -59,6 +65,7 @@ class StatusService:
             record = self.suspended(system.id)
             out.append({"system": system.id, "name": system.name,
                          "state": "suspended" if record else "active",
+                         "restricted_senders": len(self.restricted(system.id)),
                          "since": record.since if record else None,
                          "rule": record.rule if record else None,
                          "reason": record.reason if record else None,

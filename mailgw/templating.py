@@ -103,6 +103,7 @@ async def problems(templates: jinja2.Environment, cfg: Config) -> list[str]:
     suspended = Suspension(system.id, now - 1800, "auto", "messages_10m", 1200.0, 1000.0, 600.0,
                            evidence={"top_domains": ["example.com", "example.org"]}, id=7)
     lifted = replace(suspended, lifted_at=now, lifted_by="alice", lift_reason="password reset")
+    restricted = replace(suspended, id=8, sender="clerk@example.gov.kz")
     notifier = Notifier(templates=templates, outbox=_Dropped(), hostname=cfg.gateway.hostname,
                         sender=cfg.gateway.notice_from or f"postmaster@{cfg.gateway.hostname}",
                         operators=cfg.gateway.operators, status_url=cfg.gateway.status_url)
@@ -116,6 +117,11 @@ async def problems(templates: jinja2.Environment, cfg: Config) -> list[str]:
         ("the owner notice of a suspension",
          lambda: notifier.send("suspended", system, suspended, held=3)),
         ("the owner notice of a lift", lambda: notifier.send("lifted", system, lifted)),
+        ("the owner notice of a sender's restriction",
+         lambda: notifier.send("suspended", system, restricted, held=2)),
+        ("the owner notice of a restriction's lift",
+         lambda: notifier.send("lifted", system, replace(
+             restricted, lifted_at=now, lifted_by="alice", lift_reason="password reset"))),
         ("a DSN", lambda: [build_dsn(
             bounced, b"Subject: report\r\n\r\nbody\r\n", bounced.recipients,
             reporting_mta=cfg.gateway.hostname, now=now, templates=templates, reason=reason)

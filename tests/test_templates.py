@@ -75,6 +75,10 @@ def test_every_template_missing_is_named_once(tmp_path):
     assert found == [
         "template notice_suspended.subject.j2: not found (the owner notice of a suspension)",
         "template notice_lifted.subject.j2: not found (the owner notice of a lift)",
+        "template notice_restricted.subject.j2: not found (the owner notice of a sender's "
+        "restriction)",
+        "template notice_unrestricted.subject.j2: not found (the owner notice of a "
+        "restriction's lift)",
         "template dsn.txt.j2: not found (a DSN)",
         "template alert_dnsbl_listed.subject.j2: not found (the operators' alert of a DNSBL listing)",
         "template alert_watch.subject.j2: not found (the operators' alert of a watch)",

@@ -64,9 +64,11 @@ class Hold:
     def applies(self, meta: Meta) -> bool:
         return self.stopped_by(meta) is not None
 
-    def count(self, system: str) -> int:
-        """Blocking: the system's own mail waiting at the gateway."""
-        return sum(len(self.spool.ids_of(state, system)) for state in ("queue", "hold"))
+    def count(self, system: str, sender: str | None = None) -> int:
+        """Blocking: the system's own mail waiting at the gateway (that
+        sender's, with `sender`)."""
+        return sum(sender is None or self.sender_of(m) == sender
+                   for state in ("queue", "hold") for m in self.spool.metas_of(state, system))
 
     def held(self, meta: Meta) -> None:
         """Told: `meta` went to hold (by delivery, or here)."""

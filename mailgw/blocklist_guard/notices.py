@@ -1,4 +1,5 @@
-"""Owner notices: a suspension and its lift told to the system's owners
+"""Owner notices: a suspension (a sender's restriction) and its lift told to
+the system's owners
 (operators in Cc), in Kazakh, Russian and English, plain text and HTML, from
 the Jinja2 templates notice_*; and alerts to the operators.
 
@@ -71,7 +72,8 @@ class Notifier:
 
     def _context(self, system: System, record: Suspension) -> dict[str, Any]:
         return {
-            "system": system, "since": utc_time(record.since), "rule": record.rule,
+            "system": system, "sender": record.sender, "since": utc_time(record.since),
+            "rule": record.rule,
             **{f"why_{lang}": text for lang, text in
                why(record, self.rule(record.rule) if record.rule else None).items()},
             "top_domains": record.evidence.get("top_domains", []),
@@ -81,13 +83,15 @@ class Notifier:
 
     def build(self, kind: str, system: System, record: Suspension, held: int = 0,
               now: float | None = None) -> bytes:
-        """The notice as bytes (CRLF), `kind` "suspended" or "lifted"."""
+        """The notice as bytes (CRLF), `kind` "suspended" or "lifted" (for a
+        sender's record: the templates notice_restricted, notice_unrestricted)."""
         context = self._context(system, record) | {
             **{f"held_{lang}": count("messages", held, lang) for lang in LANGS},
             "lifted_at": utc_time(record.lifted_at), "purged": record.purge,
             "lifted_by": record.lifted_by or "", "reason": record.lift_reason or record.reason
             or ""}
-        subject, text, html = self._render(kind, context)
+        subject, text, html = self._render(
+            kind if record.sender is None else record.actions[kind == "lifted"], context)
         msg = EmailMessage(policy=SMTP)
         msg["From"] = f"ЭПБШ mail gateway <{self.sender}>"
         msg["To"] = ", ".join(system.owners)
@@ -130,9 +134,10 @@ class NoticeDispatcher:
     made while no gateway ran included), each once across every gateway."""
 
     def __init__(self, *, notifier: Notifier, store: StoreAccess, directory: SystemDirectory,
-                 held: Callable[[str], Awaitable[int]],
+                 held: Callable[[str, str | None], Awaitable[int]],
                  run_io: Callable[..., Awaitable[object]]):
-        """`held(system)`: its mail waiting at the gateway, named in the notice."""
+        """`held(system, sender)`: its mail (that sender's) waiting at the
+        gateway, named in the notice."""
         self.notifier, self.store, self.directory = notifier, store, directory
         self.held, self.run_io = held, run_io
         self._spooling = Outage(log, "sending owner notices")
@@ -155,7 +160,7 @@ class NoticeDispatcher:
                     continue
                 try:
                     await self.run_io(self.notifier.send, kind, system, record,
-                                      await self.held(system.id))
+                                      await self.held(system.id, record.sender))
                 except Exception as e:  # the spool's disk, a broken template
                     self._spooling.failed(e, "they wait and are tried again")
                     await self.store("give back a notice", store.unclaim_notice, record.id,
