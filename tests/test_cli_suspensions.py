@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.support.mail import send_as_mfa
+from tests.support.mail import send, send_as_mfa
 from tests.support.process import ServeProcess, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
@@ -24,10 +24,10 @@ def cli(config, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def mail_code(port: int) -> int:
+def mail_code(port: int, sender: str = "a@mfa.gov.kz") -> int:
     with smtplib.SMTP("127.0.0.1", port) as c:
         c.ehlo("mail.mfa.gov.kz")
-        return c.mail("a@mfa.gov.kz")[0]
+        return c.mail(sender)[0]
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -123,6 +123,56 @@ def test_burst_suspends_held_mail_survives_restart_and_purge_removes_it(tmp_path
         gw.stop()
     assert not set(held) & dest.received_ids()  # purged, never delivered
     assert not any((tmp_path / "spool" / "messages" / f"{i}.eml").exists() for i in held)
+
+
+def test_a_sender_restricted_and_lifted_with_purge_while_the_gateway_is_stopped(
+        tmp_path, dest, state):
+    """`suspend --sender` and `lift --sender --purge` from the CLI: the
+    running gateway refuses that sender alone and holds its mail; lifted with
+    --purge while no gateway runs, that sender's held mail is deleted at the
+    next start, while the other sender's mail goes out."""
+    dest.faults.data = "451 4.3.0 not now"  # keep mail in the spool
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port, extra=state)
+    hold = tmp_path / "spool" / "hold"
+    gw = ServeProcess(config, port).start()
+    try:
+        assert [send(port, n, "Clerk@MFA.gov.kz")[0] for n in range(2)] == [250, 250]
+        out = cli(config, "suspend", "mfa", "--sender", "Clerk@mfa.GOV.kz", "--reason",
+                  "phishing reported", "--operator", "alice")
+        assert out.returncode == 0, out.stderr
+        assert "sender Clerk@mfa.gov.kz of mfa restricted by alice" in out.stdout
+        wait_until(lambda: mail_code(port, "Clerk@mfa.gov.kz") == 450, timeout=5,
+                   what="450 for the restricted sender")
+        assert send(port, 4, "boss@mfa.gov.kz")[0] == 250
+        wait_until(lambda: len(list(hold.glob("*.msg"))) == 2, timeout=15, what="held")
+        status = json.loads(cli(config, "status", "mfa", "--json").stdout)[0]
+        assert status["state"] == "active"
+        assert [r["sender"] for r in status["restricted_senders"]] == ["Clerk@mfa.gov.kz"]
+        assert "sender Clerk@mfa.gov.kz  restricted" in cli(config, "status").stdout
+        assert gw.terminate() == 0
+    finally:
+        gw.stop()
+    out = cli(config, "queue", "release", "--system", "mfa", "--reason", "urgent")
+    assert out.returncode == 3
+    assert "sender Clerk@mfa.gov.kz of mfa is restricted; lift it" in out.stderr
+    out = cli(config, "lift", "mfa", "--sender", "Clerk@mfa.gov.kz", "--reason",
+              "spam confirmed", "--purge")
+    assert out.returncode == 0, out.stderr
+    assert cli(config, "lift", "mfa", "--sender", "Clerk@mfa.gov.kz",
+               "--reason", "again").returncode == 3
+    held = {p.stem for p in hold.glob("*.msg")}
+    dest.faults.data = None
+    gw.start()
+    try:
+        wait_until(lambda: not list(hold.glob("*.msg")), timeout=10, what="purged at start")
+        wait_until(lambda: [m for m in dest.messages if m.mail_from == "boss@mfa.gov.kz"],
+                   timeout=10, what="the other sender's mail delivered")
+    finally:
+        gw.stop()
+    assert not held & dest.received_ids()
+    history = cli(config, "history", "mfa").stdout
+    assert "restricted" in history and "unrestricted" in history and "Clerk@mfa.gov.kz" in history
 
 
 # every verb that needs the state store, with Redis not there
