@@ -154,8 +154,8 @@ def test_a_sender_restricted_and_lifted_with_purge_while_the_gateway_is_stopped(
     finally:
         gw.stop()
     out = cli(config, "queue", "release", "--system", "mfa", "--reason", "urgent")
-    assert out.returncode == 3
-    assert "sender Clerk@mfa.gov.kz of mfa is restricted; lift it" in out.stderr
+    # the other sender's deferred mail is retried now, the restricted one's stays
+    assert out.stderr.count("sender Clerk@mfa.gov.kz of mfa is restricted; lift it") == 2
     out = cli(config, "lift", "mfa", "--sender", "Clerk@mfa.gov.kz", "--reason",
               "spam confirmed", "--purge")
     assert out.returncode == 0, out.stderr
