@@ -131,12 +131,16 @@ def check_config(config_path: Path, as_json: bool) -> None:
     cfg = _load(config_path)
     found = asyncio.run(templating.problems(templating.environment(cfg.gateway.templates_dir),
                                             cfg))
+    if cfg.state.backend == "redis":
+        found += _redis_refuses(cfg)
     for problem in found:
         click.echo(f"error: {config_path}: {problem}", err=True)
     if found:
         sys.exit(1)
     data = cfg.model_dump(mode="json", exclude={"source"}, exclude_none=True)
     data["state"]["redis_url"] = masked(cfg.state.redis_url)  # printed, never a secret
+    if cfg.state.sentinel_password is not None:
+        data["state"]["sentinel_password"] = "***"
     if not cfg.systems:
         click.echo(f"warning: {config_path} has no [[systems]]: no client can relay "
                    "through this gateway", err=True)
@@ -166,6 +170,29 @@ def replay(config_path: Path, events: BinaryIO) -> None:
     except BadLog as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+
+
+def _redis_refuses(cfg: config_mod.Config) -> list[str]:
+    """Redis refusing this config (a wrong password, a CA that does not sign
+    its certificate): an error. One that does not answer now is only a
+    warning: a gateway starts without it and counts alone meanwhile."""
+    from redis import RedisError
+
+    from mailgw.state.redis_client import misconfigured
+    from mailgw.state.store import describe
+
+    store = _store(cfg)
+    try:
+        store.active()
+    except RedisError as e:
+        refused = misconfigured(e)
+        if refused is not None:
+            return [f"state: {describe(cfg)}: {refused}"]
+        click.echo(f"warning: state: {describe(cfg)} does not answer now ({e}); a gateway "
+                   "starts without it and counts alone until it answers", err=True)
+    finally:
+        store.close()
+    return []
 
 
 def _store(cfg: config_mod.Config) -> Store:

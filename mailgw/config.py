@@ -26,6 +26,7 @@ from pydantic import (
 
 from mailgw import hashing
 from mailgw.anomaly.metrics import METRICS
+from mailgw.state import redis_client
 from mailgw.units import parse_duration, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -443,15 +444,19 @@ class Dnsbl(_Resolving):
 
 class State(_Model):
     backend: Literal["embedded", "redis"] = "embedded"
+    # one server, or a Sentinel group (mailgw/state/redis_client.py)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "mailgw:"
+    tls_ca_file: Path | None = None  # rediss://: the CA that signed Redis's certificate
+    sentinel_password: str | None = None  # sentinels that want a password of their own
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, v: str) -> str:
-        if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("expected redis://[:password@]host:port/db, rediss://... or "
-                             "unix://path")
+        if not v.startswith(redis_client.SCHEMES):
+            raise ValueError("expected redis://[:password@]host:port/db, rediss://..., "
+                             "unix://path or redis+sentinel://host:port[,host:port...]/service")
+        redis_client.sentinel_group(v)  # a malformed group says what is wrong
         return v
 
 
@@ -537,8 +542,10 @@ class Config(_Model):
         http_tls = self.http.tls and self.http.tls.model_copy(
             update={"cert": rel(self.http.tls.cert), "key": rel(self.http.tls.key)})
         http = self.http.model_copy(update={"tls": http_tls})
+        redis_ca = self.state.tls_ca_file
+        state = self.state.model_copy(update={"tls_ca_file": redis_ca and rel(redis_ca)})
         return self.model_copy(update={"gateway": gateway, "delivery": delivery, "dkim": dkim,
-                                       "http": http})
+                                       "http": http, "state": state})
 
 
 class _KeyError(ValueError):

@@ -45,9 +45,11 @@ from mailgw.relay.outbox import Outbox
 from mailgw.relay.routing import Router
 from mailgw.relay.spool import Recovered, Spool, SpoolLock
 from mailgw.senders import Attribution
+from mailgw.state import redis_client
 from mailgw.state.access import StoreAccess
 from mailgw.state.journal import Journal
 from mailgw.state.records import AuditEntry
+from mailgw.state.redis_store import RedisStore
 from mailgw.state.redis_windows import RedisWindows
 from mailgw.state.store import describe, open_store
 from mailgw.status import StatusService
@@ -208,6 +210,10 @@ class Gateway:
             consequence="suspensions hold from what this gateway knows"
             + ("; audit entries wait in its journal" if cfg.state.backend == "redis" else ""))
         if cfg.state.backend == "redis":
+            assert isinstance(self.store, RedisStore)
+            refused = redis_client.probe(self.store.r)
+            if refused is not None:
+                raise StartError(f"{describe(cfg)}: {refused}")
             # Redis may be away or come back empty: the journal covers that;
             # the embedded store is itself local and durable
             self.journal = Journal(cfg.gateway.spool_dir)

@@ -20,10 +20,9 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-import redis
-
 from mailgw.senders import subject
 from mailgw.state.records import RESTORED, AuditEntry, Suspension
+from mailgw.state.redis_client import blocking_client
 
 _SUSPEND = """
 local active, seq, latest, audit, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -136,9 +135,10 @@ def _record(text: bytes | str) -> Suspension:
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "mailgw:"):
+    def __init__(self, url: str, prefix: str = "mailgw:", *, ca_file: str | None = None,
+                 sentinel_password: str | None = None):
         # redis-py types every reply as "maybe awaitable"; this client is the sync one
-        self.r: Any = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.r: Any = blocking_client(url, ca_file, sentinel_password)
         self.p = prefix
         self._suspend = self.r.register_script(_SUSPEND)
         self._lift = self.r.register_script(_LIFT)

@@ -62,7 +62,10 @@ def open_store(config: Config) -> Store:
     if config.state.backend == "redis":
         from mailgw.state.redis_store import RedisStore
 
-        return RedisStore(config.state.redis_url, config.state.redis_prefix)
+        state = config.state
+        return RedisStore(state.redis_url, state.redis_prefix,
+                          ca_file=str(state.tls_ca_file) if state.tls_ca_file else None,
+                          sentinel_password=state.sentinel_password)
     from mailgw.state.embedded import EmbeddedStore
 
     return EmbeddedStore(config.gateway.state_file)

@@ -77,6 +77,13 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     dir: Path
 
+    def kill(self) -> None:
+        """SIGKILL: gone at once, as a crashed host's server is."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
