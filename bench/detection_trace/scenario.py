@@ -11,11 +11,17 @@ refused wholesale), a destination's outage and a destination refusing
 everything for a few hours, the minutes an egress address is on
 zen.spamhaus.org for something no system did before the guard takes it
 out (every system's mail to servers that consult it refused), and daily
-batches (night reports, morning digests). A blocklist_spam incident's own
+batches (night reports, morning digests, the robot's notices to
+citizens at 8 in the morning). Per sender: one person mailing 300
+addresses once (one message each, or one message to all), a press
+officer's release to media at many domains the system never wrote to, a
+new employee's first day (an address never seen, some new
+correspondents, a typo or two); each labelled with its mailbox, which a
+false restriction's reason names. A blocklist_spam incident's own
 refusals are its alone: the trace does not make its listing hit the other
 systems, since rules that stop it early would have prevented that.
 
-Incidents: seven kinds, several each, on systems of every size (ranks
+Incidents: eleven kinds, several each, on systems of every size (ranks
 split into big, medium, small, tiny), never in the first week (the systems
 need history), at most one at a time on a system (12 h apart), none on a
 system that has a hard case of its own, except the compromise inside a
