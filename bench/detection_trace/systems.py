@@ -133,11 +133,11 @@ class System:
     def people(self) -> list[str]:
         return self.senders[1 + self.roles:]
 
-    def sender(self, d: int) -> str:
+    def sender(self, d: int, robot: bool = True) -> str:
         """The mailbox of one ordinary message on day `d` (not yet the
-        envelope: see `envelope`)."""
+        envelope: see `envelope`); a person's or a role's if not `robot`."""
         rng = self.rng
-        if rng.random() < self.robot_share:
+        if robot and rng.random() < self.robot_share:
             return self.robot
         for _ in range(4):
             i = bisect.bisect_right(self.sender_cum, rng.random() * self.sender_cum[-1])

@@ -69,7 +69,8 @@ class Traffic:
             if stuck and stuck[0] <= t < stuck[1]:
                 self.backlog.setdefault(s.id, []).append(t)
             elif rush and d in rush[0] and rng.random() < 0.3 * (rush[1] - 1) / rush[1]:
-                self.message(s, t, [rush[2]])
+                # reports are people's work: whoever is on them sends them
+                self.message(s, t, [rush[2]], sender=s.sender(d, robot=False))
             else:
                 self.message(s, t)
         if stuck and d == self.cal.day_of(stuck[1]):
