@@ -148,7 +148,8 @@ def deliver(sink: Sink, system: str, ts: float, qid: str, sender: str,
                 event, code, response = answer(r, d, t, attempt) if attempt < 9 else \
                     delivered(d, r)
                 sink.add({"ts": t, "system": system, "event": event, "queue_id": qid,
-                          "recipient": r, "code": code, "response": response})
+                          "sender": sender, "recipient": r, "code": code,
+                          "response": response})
                 if stats is not None:
                     stats["attempts"] += 1
                     if event != "delivered":

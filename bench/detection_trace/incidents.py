@@ -17,6 +17,23 @@
   out from listed after 10-40 minutes (then 30-50% more refused naming
   zen.spamhaus.org, SpamCop, Barracuda or Microsoft's list).
 
+Sender-level incidents (issue 14), each labelled with its mailboxes:
+
+- mailbox_spam: one person's mailbox spams a harvested list inside the
+  office day, 60-400 an hour for 1-3 hours (a small, a medium and a big
+  system);
+- mailbox_drip: one mailbox, 8-40 spam messages an hour all day (5-9 h);
+- sender_rotation: a spammer writing MAIL FROM with addresses of the
+  system that never sent before, a new one every 15-80 messages, 150-800
+  an hour for 1-2.5 hours;
+- multi_compromise: a phishing wave, 2-3 people's mailboxes spamming at
+  once, 50-300 an hour each, starting within half an hour of each other.
+
+The older kinds are one mailbox's too: a person's (spam, drips, bursts,
+the ministry compromise), the newsletter's role address (info@ or
+press@; the bounce storm), a person's forwarding rule or the chancellery's
+auto-acknowledgment (mail loops).
+
 About 30% of spam bounces (domains that do not exist, unknown users,
 refusals for its content), and some is greylisted. An incident's messages
 carry the incident's queue-id prefix; its sender is a real mailbox of the
@@ -47,7 +64,8 @@ from .sink import Sink
 from .world import SPAM_PROVIDERS, World, citizen
 
 MAX_RECIPIENTS = {"spam_random": 6, "night_drip": 2, "night_burst": 4,
-                  "ministry_compromise": 3, "blocklist_spam": 5}
+                  "ministry_compromise": 3, "blocklist_spam": 5, "mailbox_spam": 4,
+                  "mailbox_drip": 2, "sender_rotation": 6, "multi_compromise": 3}
 
 
 class Incidents:
@@ -66,20 +84,41 @@ class Incidents:
             batches = -(-p["list"] // p["batch"])
             times = [inc.start + (i + rng.random()) * HOUR / p["per_hour"]
                      for i in range(batches)]
+        elif inc.kind == "multi_compromise":
+            times = sorted((t, i) for i, (rate, offset) in enumerate(
+                zip(p["per_hour"], p["offsets"], strict=True))
+                for t in self._poisson(rng, inc.start + offset, inc.end, rate))
         else:
             times = self._poisson(rng, inc.start, inc.end, p["per_hour"])
+        if inc.kind == "multi_compromise":
+            by = [i for _, i in times]
+            times = [t for t, _ in times]
+        elif inc.kind == "sender_rotation":
+            # a new MAIL FROM every `per_address` messages or so
+            by, i, left = [], 0, p["per_address"]
+            for _ in times:
+                if left <= 0 and i + 1 < len(inc.senders):
+                    i, left = i + 1, max(3, round(p["per_address"] * rng.uniform(0.5, 1.5)))
+                by.append(i)
+                left -= 1
+        else:
+            by = [0] * len(times)
         rcpts = self._recipients(inc, rng, len(times))
         answer = self._answerer(inc, rng)
         sink = self.sink
-        for n, (ts, to) in enumerate(zip(times, rcpts, strict=True)):
+        for n, (ts, to, who) in enumerate(zip(times, rcpts, by, strict=True)):
             qid = f"{inc.prefix}{n:08X}"
+            sender = inc.senders[who]
             sink.add({"ts": ts, "system": inc.system, "event": "accepted", "queue_id": qid,
-                      "sender": inc.sender, "recipients": [r for r, _ in to],
+                      "sender": sender, "recipients": [r for r, _ in to],
                       "size": rng.randint(2_000, 15_000)})
-            deliver(sink, inc.system, ts, qid, inc.sender, to, answer, rng)
+            deliver(sink, inc.system, ts, qid, sender, to, answer, rng)
             inc.recipients += len(to)
         inc.accepted = [round(t, 3) for t in times]
+        inc.by = by
         inc.end = inc.accepted[-1]
+        if inc.kind == "sender_rotation":  # addresses it never came to
+            inc.senders = inc.senders[:max(by) + 1]
 
     @staticmethod
     def _poisson(rng: random.Random, start: float, end: float, per_hour: float) -> list[float]:

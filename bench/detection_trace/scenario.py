@@ -11,11 +11,17 @@ refused wholesale), a destination's outage and a destination refusing
 everything for a few hours, the minutes an egress address is on
 zen.spamhaus.org for something no system did before the guard takes it
 out (every system's mail to servers that consult it refused), and daily
-batches (night reports, morning digests). A blocklist_spam incident's own
+batches (night reports, morning digests, the robot's notices to
+citizens at 8 in the morning). Per sender: one person mailing 300
+addresses once (one message each, or one message to all), a press
+officer's release to media at many domains the system never wrote to, a
+new employee's first day (an address never seen, some new
+correspondents, a typo or two); each labelled with its mailbox, which a
+false restriction's reason names. A blocklist_spam incident's own
 refusals are its alone: the trace does not make its listing hit the other
 systems, since rules that stop it early would have prevented that.
 
-Incidents: seven kinds, several each, on systems of every size (ranks
+Incidents: eleven kinds, several each, on systems of every size (ranks
 split into big, medium, small, tiny), never in the first week (the systems
 need history), at most one at a time on a system (12 h apart), none on a
 system that has a hard case of its own, except the compromise inside a
@@ -33,11 +39,16 @@ from . import clock
 from .clock import DAY, HOUR, Calendar, at
 from .delivery import EGRESS, PARTNER_TEXTS, Destinations
 from .systems import System
-from .world import ROLES, World
+from .world import ROLES, World, person, word
 
 KINDS = (("spam_random", 5), ("night_drip", 4), ("mail_loop", 4), ("bounce_storm", 4),
-         ("night_burst", 4), ("ministry_compromise", 3), ("blocklist_spam", 4))
+         ("night_burst", 4), ("ministry_compromise", 3), ("blocklist_spam", 4),
+         ("mailbox_spam", 3), ("mailbox_drip", 2), ("sender_rotation", 2),
+         ("multi_compromise", 2))
 TIERS = ("big", "medium", "small", "tiny")
+# the sender-level incidents' own tiers, in order
+KIND_TIERS = {"mailbox_spam": ("small", "medium", "big"), "mailbox_drip": ("medium", "big"),
+              "sender_rotation": ("small", "medium"), "multi_compromise": ("medium", "big")}
 
 
 @dataclass
@@ -49,6 +60,7 @@ class Case:
     start: float
     end: float
     note: str
+    sender: str | None = None  # the mailbox it is about, if one
 
 
 @dataclass
@@ -59,10 +71,15 @@ class Incident:
     tier: str
     start: float
     end: float  # planned; the last accepted message once generated
-    sender: str
+    senders: list[str]  # the mailboxes it sends from (as attributed: no tag, lower case)
     params: dict[str, Any]
     accepted: list[float] = field(default_factory=list)
+    by: list[int] = field(default_factory=list)  # index in `senders` of each accepted
     recipients: int = 0
+
+    @property
+    def sender(self) -> str:
+        return self.senders[0]
 
     @property
     def prefix(self) -> str:
@@ -91,6 +108,11 @@ class Plan:
         self.rejections: dict[str, tuple[float, list[tuple[float, int, float]]]] = {}
         self.batches: dict[str, list[tuple[str, float, int, list[str]]]] = {}
         self.dnsbl: list[dict[str, Any]] = []  # the guard's own events
+        # a mailbox's one-off mailing: (system, day) -> (ts, mailbox, recipients,
+        # messages: one each or Bcc batches of this many, over seconds)
+        self.mailings: dict[tuple[str, int], list[tuple[float, str, list[str], int, float]]] = {}
+        # a new employee's first day: (system, day) -> (mailbox, messages)
+        self.newcomers: dict[tuple[str, int], tuple[str, int]] = {}
         self._rush()
         self._circulars()
         self._new_and_back()
@@ -100,6 +122,8 @@ class Plan:
         self._destinations()
         self._batches()
         self._listings()
+        self._mailings()
+        self._newcomers()
         self._incidents()
 
     def _pool(self, lo: float, hi: float, kinds: tuple[str, ...] = ("ministry", "office"),
@@ -230,10 +254,17 @@ class Plan:
                                f"{domain} refuses everything (relay access denied)"))
 
     def _batches(self) -> None:
-        for i in range(6):
-            s = self._take(self._pool(3, 0.5, ("ministry", "office", "duty", "portal")))
+        for i in range(8):
+            s = self._take(self._pool(3 if i < 6 else 12, 0.5,
+                                      ("ministry", "office", "duty", "portal")))
             assert s.book is not None
-            if i < 3:
+            if i >= 6:
+                # the robot's daily notices to citizens: most of them new
+                # addresses at the public providers, some mistyped
+                hour = self.rng.uniform(7.5, 9)
+                count = int(min(600, max(150, 0.1 * s.daily)))
+                self.batches.setdefault(s.id, []).append(("citizen notices", hour, count, []))
+            elif i < 3:
                 hour, count = self.rng.uniform(2, 5), self.rng.randint(5, 40)
                 to = [f"monitoring@{self.rng.choice(self.world.gov)}"
                       for _ in range(self.rng.randint(1, 3))]
@@ -247,7 +278,61 @@ class Plan:
             kind, hour, count, _ = self.batches[s.id][-1]
             when = f"{int(hour):02d}:{int(hour % 1 * 60):02d}"
             self.cases.append(Case("daily_batch", s.id, clock.T0, self.end,
-                                   f"{kind}: {count} messages at {when}"))
+                                   f"{kind}: {count} messages at {when}", s.robot))
+
+    def _mailings(self) -> None:
+        """One person mailing 300 addresses once (a mail merge, or one
+        message), and a press officer's release to media at many domains
+        the system never wrote to."""
+        rng, world = self.rng, self.world
+        days = self.cal.working_days(7)
+        for i in range(4):
+            s = self._take(self._pool(12, 0.6))
+            assert s.book is not None
+            d = rng.choice(days)
+            ts = at(d, rng.uniform(9.5, 16.5))
+            if i < 2:
+                mailbox = rng.choice([p for p, j in zip(s.people, s.joined[1 + s.roles:],
+                                                        strict=True) if j == 0])
+                rcpts = list(dict.fromkeys(
+                    s.book.addresses[s.book.pick_flat(rng)] if rng.random() < 0.6 else
+                    f"{person(rng)}@{world.new_domain(rng)}" for _ in range(300)))
+                batch = 1 if i == 0 else len(rcpts)
+                span = rng.uniform(20, 60) * 60 if batch == 1 else 0.0
+                kind, note = "person_mailing", (
+                    f"{mailbox} mails {len(rcpts)} addresses, "
+                    + ("one message each" if batch == 1 else "in one message"))
+            else:
+                roles = s.senders[1:1 + s.roles]
+                mailbox = next((r for r in roles if r.startswith(("press@", "info@"))), roles[0])
+                rcpts = list(dict.fromkeys(
+                    f"{rng.choice(('news', 'editor', 'info', 'redaktsiya', 'press'))}@"
+                    f"{rng.choice(world.corp) if rng.random() < 0.8 else world.new_domain(rng)}"
+                    for _ in range(rng.randint(150, 400))))
+                batch = 1 if rng.random() < 0.5 else rng.randint(20, 50)
+                span = len(rcpts) / batch * rng.uniform(2, 6)
+                kind, note = "press_mailing", (f"{mailbox} sends a release to {len(rcpts)} media "
+                                               f"addresses, mostly at new domains")
+            stale = rng.uniform(0.02, 0.08)
+            self.dead.update((r, "user") for r in rcpts if rng.random() < stale)
+            self.mailings.setdefault((s.id, d), []).append((ts, mailbox, rcpts, batch, span))
+            self.cases.append(Case(kind, s.id, ts, ts + span + HOUR, note, mailbox))
+
+    def _newcomers(self) -> None:
+        """A new employee's first day: an address never seen before, mail
+        to the system's correspondents and to some new ones."""
+        rng = self.rng
+        for _ in range(3):
+            s = self._take(self._pool(12, 0.7))
+            d = rng.choice(self.cal.working_days(7))
+            mailbox = f"{person(rng)}{rng.randrange(10, 99)}@{s.domain}"
+            n = rng.randint(15, 60)
+            self.newcomers[(s.id, d)] = (mailbox, n)
+            s.senders.append(mailbox)  # from the next day on, an ordinary colleague
+            s.joined.append(d + 1)
+            s.sender_cum.append(s.sender_cum[-1] * (1 + 1 / max(10, len(s.people))))
+            self.cases.append(Case("new_employee", s.id, at(d, 9), at(d, 19),
+                                   f"{mailbox}'s first day: {n} messages", mailbox))
 
     def _incidents(self) -> None:
         n = len(self.systems)
@@ -258,7 +343,8 @@ class Plan:
         for kind, count in KINDS:
             for j in range(count):
                 number += 1
-                tier = "huge" if kind == "ministry_compromise" else TIERS[j % len(TIERS)]
+                tier = "huge" if kind == "ministry_compromise" else \
+                    KIND_TIERS[kind][j] if kind in KIND_TIERS else TIERS[j % len(TIERS)]
                 lo, hi = (j, j + 1) if tier == "huge" else bounds[tier]
                 self._place(f"{number:02d}", kind, tier, lo, hi)
 
@@ -283,11 +369,37 @@ class Plan:
                 continue
             if s.id in self.rush and self.cal.day_of(start) in self.rush[s.id][0]:
                 continue
-            sender = s.senders[rng.randrange(2, len(s.senders))] if len(s.senders) > 2 \
-                else s.senders[-1]
-            self.incidents.append(Incident(number, kind, s.id, tier, start, end, sender, params))
+            senders = self._senders(kind, s, params)
+            self.incidents.append(Incident(number, kind, s.id, tier, start, end, senders, params))
             return
         raise SystemExit(f"no room for a {kind} incident: more days or systems needed")
+
+    def _senders(self, kind: str, s: System, p: dict[str, Any]) -> list[str]:
+        """Whose mailbox it is: a person's (anyone: phishing picks no one in
+        particular), the chancellery's auto-acknowledgment in half the mail
+        loops, a role address sending a newsletter; a spammer's new
+        addresses of the system, one after another; 2-3 people at once."""
+        rng = self.rng
+        people = [m for m, j in zip(s.people, s.joined[1 + s.roles:], strict=True) if j == 0]
+        if kind == "bounce_storm":
+            roles = s.senders[1:1 + s.roles]
+            return [next((r for r in roles if r.startswith(("info@", "press@"))), roles[0])]
+        if kind == "mail_loop" and rng.random() < 0.5:
+            return [s.senders[1]]
+        if kind == "multi_compromise":
+            return rng.sample(people, min(len(people), p["mailboxes"]))
+        if kind == "sender_rotation":
+            known = set(s.senders)
+            out: list[str] = []
+            while len(out) < p["addresses"]:
+                local = rng.choice((person(rng), f"{rng.choice(ROLES)}{rng.randrange(1, 99)}",
+                                    word(rng, 3) + str(rng.randrange(10, 999))))
+                address = f"{local}@{s.domain}"
+                if address not in known:
+                    known.add(address)
+                    out.append(address)
+            return out
+        return [rng.choice(people)]
 
     def _day(self, working: bool | None) -> int:
         days = [d for d in range(7, self.cal.days)
@@ -328,6 +440,28 @@ class Plan:
             p["per_minute"] = logu(rng, 1, 25)
             p["addresses"] = rng.randint(1, 3)
             duration = rng.uniform(0.7, 4) * HOUR
+        elif kind == "mailbox_spam":  # inside the office day
+            start = at(self._day(True), rng.uniform(9.5, 16))
+            p["per_hour"] = logu(rng, 60, 400)
+            duration = rng.uniform(1, 3) * HOUR
+        elif kind == "mailbox_drip":  # low and slow, all day
+            start = at(self._day(True), rng.uniform(9, 11))
+            p["per_hour"] = logu(rng, 8, 40)
+            duration = rng.uniform(5, 9) * HOUR
+        elif kind == "sender_rotation":
+            r = rng.random()
+            d = self._day(True if r < 0.5 else None)
+            start = at(d, rng.uniform(9, 17) if r < 0.5 else rng.uniform(0, 24))
+            p["per_hour"] = logu(rng, 150, 800)
+            p["per_address"] = round(logu(rng, 15, 80))
+            duration = rng.uniform(1, 2.5) * HOUR
+            p["addresses"] = max(2, round(p["per_hour"] * duration / HOUR / p["per_address"]))
+        elif kind == "multi_compromise":  # a phishing wave: 2-3 mailboxes
+            start = at(self._day(True), rng.uniform(10, 15))
+            p["mailboxes"] = rng.randint(2, 3)
+            p["per_hour"] = [logu(rng, 50, 300) for _ in range(p["mailboxes"])]
+            p["offsets"] = [0.0] + [rng.uniform(0, 30) * 60 for _ in range(p["mailboxes"] - 1)]
+            duration = rng.uniform(1.5, 3) * HOUR
         else:  # blocklist_spam
             working = rng.random() < 0.5
             start = at(self._day(True if working else None),

@@ -9,8 +9,19 @@ services (police, emergencies, hospitals: round the clock, weekends too)
 and e-service portals (notices to citizens, one recipient each, mostly new
 addresses at the public mailbox providers, more typos). Each system has its
 own usual hard-bounce rate (0.3-3%, log-uniform; portals 1.5-3%), a small
-usual deferral rate, its own rhythm (the hour profile jittered), senders
+usual deferral rate, its own rhythm (the hour profile jittered), mailboxes
 and address book.
+
+Mailboxes (who sends inside a system): a handful in a tiny body, thousands
+in a ministry, each person's share of the mail heavy-tailed (log-normal:
+a few secretaries and heads of department send much, most people a little);
+a few shared role addresses (the chancellery kanc@, info@, press@, the
+accountants...) and the system's notification robot (noreply@: document
+management notices, portal notices), which sends a large share of the
+system's mail, one recipient at a time; nearly all of a portal's. Some
+systems' mail servers write the robot's address with a `+tag` (a ticket
+number) and declare `subaddress = "+"`; some clients write the domain in
+capitals. A few people join during the trace (new employees).
 """
 
 from __future__ import annotations
@@ -79,8 +90,14 @@ class System:
     typo_rate: float = 0.05  # a new correspondent's address that bounces
     hours_work: list[float] = field(default_factory=list, repr=False)
     hours_off: list[float] = field(default_factory=list, repr=False)
+    # its mailboxes: the robot first, then role addresses, then people
     senders: list[str] = field(default_factory=list, repr=False)
     sender_cum: list[float] = field(default_factory=list, repr=False)
+    joined: list[int] = field(default_factory=list, repr=False)  # day each starts sending
+    robot_share: float = 0.0  # of the messages, the notification robot's
+    roles: int = 0  # senders[1:1 + roles] are role addresses
+    subaddress: str | None = None  # "+": the robot tags its envelope sender
+    upper_domain: float = 0.0  # share of people's mail with the domain in capitals
     book: Book | None = field(default=None, repr=False)
     # its distribution lists (indices into the book), most used first
     lists: list[list[int]] = field(default_factory=list, repr=False)
@@ -108,9 +125,38 @@ class System:
             return False
         return self.silent is None or not self.silent[0] <= d <= self.silent[1]
 
-    def sender(self) -> str:
-        return self.senders[bisect.bisect_right(self.sender_cum,
-                                                self.rng.random() * self.sender_cum[-1])]
+    @property
+    def robot(self) -> str:
+        return self.senders[0]
+
+    @property
+    def people(self) -> list[str]:
+        return self.senders[1 + self.roles:]
+
+    def sender(self, d: int, robot: bool = True) -> str:
+        """The mailbox of one ordinary message on day `d` (not yet the
+        envelope: see `envelope`); a person's or a role's if not `robot`."""
+        rng = self.rng
+        if robot and rng.random() < self.robot_share:
+            return self.robot
+        for _ in range(4):
+            i = bisect.bisect_right(self.sender_cum, rng.random() * self.sender_cum[-1])
+            if self.joined[i] <= d:
+                return self.senders[i]
+        return self.senders[1]
+
+    def envelope(self, mailbox: str) -> str:
+        """The MAIL FROM its server writes for `mailbox`: the robot's with a
+        ticket tag where the system uses subaddresses, now and then a
+        person's with the domain in capitals."""
+        rng = self.rng
+        if mailbox == self.robot and self.subaddress and rng.random() < 0.8:
+            local, _, domain = mailbox.partition("@")
+            return f"{local}{self.subaddress}{rng.randrange(10**5, 10**7)}@{domain}"
+        if self.upper_domain and rng.random() < self.upper_domain:
+            local, _, domain = mailbox.partition("@")
+            return f"{local}@{domain.upper()}"
+        return mailbox
 
     def recipient_count(self) -> int:
         if self.kind == "portal":
@@ -202,10 +248,7 @@ def _habits(s: System, rng: random.Random, world: World) -> None:
         # a ministry's few hundred new correspondents a day are a small share
         s.new_rate = rng.uniform(0.015, 0.05) * min(1.0, (500 / v) ** 0.4)
         s.typo_rate = min(0.3, 3 * s.bounce)
-    n_senders = max(1, min(4000, round(v ** 0.75)))
-    names = dict.fromkeys(f"{person(rng)}@{s.domain}" for _ in range(n_senders))
-    s.senders = [f"noreply@{s.domain}", f"kanc@{s.domain}", *names]
-    s.sender_cum = list(itertools.accumulate(1.0 / (i + 1) ** 0.9 for i in range(len(s.senders))))
+    _mailboxes(s, rng, v)
     n_domains = max(4, min(1500, round(4 * v ** 0.5)))
     n_addresses = max(8, min(12000, round(12 * v ** 0.6)))
     if s.kind == "portal":
@@ -221,11 +264,57 @@ def _habits(s: System, rng: random.Random, world: World) -> None:
     s.lists_cum = list(itertools.accumulate(1.0 / (i + 1) for i in range(len(s.lists))))
 
 
+ROLE_SENDERS = ("info", "press", "buh", "kadry", "zakup", "priemnaya", "yurist", "support")
+
+
+def _mailboxes(s: System, rng: random.Random, v: float) -> None:
+    """The robot, the role addresses and the people of a system, with
+    their shares of its mail (see the module's docstring)."""
+    n_people = min(5000, max(rng.randint(2, 5), round(v ** 0.78 * rng.uniform(0.8, 1.2))))
+    people: dict[str, None] = {}
+    while len(people) < n_people:
+        name = person(rng)
+        if name in people:
+            name = f"{name}{rng.randrange(2, 100)}"
+        people[name] = None
+    n_roles = 1 + min(len(ROLE_SENDERS), int(math.log10(v + 1) * 2 * rng.uniform(0.5, 1.2)))
+    roles = ["kanc", *rng.sample(ROLE_SENDERS, n_roles - 1)]
+    if s.kind == "portal":
+        s.robot_share = rng.uniform(0.85, 0.95)
+    elif s.kind == "ministry":
+        s.robot_share = rng.uniform(0.15, 0.45)
+    elif s.kind == "duty":
+        s.robot_share = rng.uniform(0.1, 0.4)
+    else:
+        s.robot_share = rng.uniform(0.0, 0.1) if v < 20 else rng.uniform(0.05, 0.35)
+    s.senders = [f"noreply@{s.domain}", *(f"{r}@{s.domain}" for r in roles),
+                 *(f"{p}@{s.domain}" for p in people)]
+    s.roles = len(roles)
+    # shares of the mail that is not the robot's: the chancellery 3-10%,
+    # other roles 0.5-3% each, the people the rest, log-normal
+    weights = [0.0, rng.uniform(0.03, 0.1)] + [rng.uniform(0.005, 0.03) for _ in roles[1:]]
+    left = max(0.3, 1 - sum(weights))
+    mine = [rng.lognormvariate(0, 1.4) for _ in people]
+    total = sum(mine)
+    weights += [left * w / total for w in mine]
+    s.sender_cum = list(itertools.accumulate(weights))
+    # nearly everyone is there from the start; a few join during the trace
+    s.joined = [0] * (1 + len(roles)) + [0 if rng.random() < 0.985 else rng.randrange(1, 60)
+                                         for _ in people]
+    if v >= 20 and rng.random() < 0.3:
+        s.subaddress = "+"
+    if rng.random() < 0.1:
+        s.upper_domain = 0.05
+
+
 def write_config(path: Path, systems: list[System], note: str) -> None:
     """Every system declared; no [anomaly]: the rules are mailgw's defaults."""
     lines = [f"# {note}", "# rules: mailgw's defaults (mailgw/config.py)", ""]
     for s in systems:
         lines += ["[[systems]]", f'id = "{s.id}"', f'name = "{s.name}"',
                   f'owners = ["admin@{s.domain}"]', f'networks = ["{s.network}"]',
-                  f'sender_domains = ["{s.domain}"]', ""]
+                  f'sender_domains = ["{s.domain}"]']
+        if s.subaddress:
+            lines.append(f'subaddress = "{s.subaddress}"')
+        lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")

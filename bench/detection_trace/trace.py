@@ -27,7 +27,7 @@ from .sink import Sink
 from .traffic import Traffic, scanners
 
 # bumped whenever the same parameters would give a different trace
-VERSION = 1
+VERSION = 2
 
 
 def generate(out: Path, seed: int, days: int, n_systems: int, scale: float,
@@ -71,11 +71,12 @@ def generate(out: Path, seed: int, days: int, n_systems: int, scale: float,
         "systems": [_system(s, days) for s in systems],
         "incidents": [{"id": i.id, "kind": i.kind, "system": i.system, "tier": i.tier,
                        "start": i.start, "end": i.end, "sender": i.sender,
+                       "senders": i.senders, "by": i.by,
                        "queue_id_prefix": i.prefix, "messages": len(i.accepted),
                        "recipients": i.recipients, "params": i.params, "accepted": i.accepted}
                       for i in plan.incidents],
         "cases": [{"kind": c.kind, "system": c.system, "start": c.start, "end": c.end,
-                   "note": c.note} for c in plan.cases],
+                   "note": c.note, "sender": c.sender} for c in plan.cases],
     }
     (out / "labels.json").write_bytes(orjson.dumps(labels))
     return labels
@@ -89,6 +90,8 @@ def _system(s: systems_mod.System, days: int) -> dict[str, Any]:
             "usual_bounce_rate": round(st["bounced"] / attempts, 4),
             "usual_deferral_rate": round(st["deferred"] / attempts, 4),
             "messages": st["messages"], "first_day": s.first_day,
+            "mailboxes": len(s.senders), "robot": s.robot,
+            "robot_share": round(s.robot_share, 3), "subaddress": s.subaddress,
             "silent": list(s.silent) if s.silent else None,
             "active_days": sum(1 for d in range(days) if s.active(d))}
 

@@ -69,7 +69,8 @@ class Traffic:
             if stuck and stuck[0] <= t < stuck[1]:
                 self.backlog.setdefault(s.id, []).append(t)
             elif rush and d in rush[0] and rng.random() < 0.3 * (rush[1] - 1) / rush[1]:
-                self.message(s, t, [rush[2]])
+                # reports are people's work: whoever is on them sends them
+                self.message(s, t, [rush[2]], sender=s.sender(d, robot=False))
             else:
                 self.message(s, t)
         if stuck and d == self.cal.day_of(stuck[1]):
@@ -83,7 +84,15 @@ class Traffic:
         if s.active(d):
             self._batches(s, d)
         for ts, rcpts in self.plan.circulars.get((s.id, d), ()):
-            self.message(s, ts, rcpts, sender=f"kanc@{s.domain}", size=350_000)
+            self.message(s, ts, rcpts, sender=s.senders[1], size=350_000)
+        for ts, mailbox, rcpts, batch, span in self.plan.mailings.get((s.id, d), ()):
+            parts = [rcpts[i:i + batch] for i in range(0, len(rcpts), batch)]
+            for i, part in enumerate(parts):
+                self.message(s, ts + span * i / len(parts) + rng.uniform(0, 2), part,
+                             sender=mailbox, size=rng.randint(30_000, 900_000))
+        newcomer = self.plan.newcomers.get((s.id, d))
+        if newcomer is not None:
+            self._first_day(s, d, *newcomer)
         self._rejections(s, d)
 
     def _times(self, s: System, d: int) -> list[float]:
@@ -142,10 +151,10 @@ class Traffic:
             return delivered(d, r)
         return answer
 
-    def recipients(self, s: System) -> list[tuple[str, str]]:
+    def recipients(self, s: System, robot: bool = False) -> list[tuple[str, str]]:
         rng, book = s.rng, s.book
         assert book is not None
-        k = s.recipient_count()
+        k = 1 if robot and s.kind != "portal" else s.recipient_count()
         out: dict[str, str] = {}
         if k > 5 and s.lists and rng.random() < 0.8:
             chosen = s.lists[bisect.bisect_right(s.lists_cum, rng.random() * s.lists_cum[-1])]
@@ -177,25 +186,55 @@ class Traffic:
     def message(self, s: System, ts: float, rcpts: list[str] | None = None,
                 sender: str | None = None, size: int | None = None) -> None:
         sink, rng = self.sink, s.rng
-        pairs = self.recipients(s) if rcpts is None else [(r, r.rpartition("@")[2]) for r in rcpts]
+        mailbox = sender or s.sender(self.cal.day_of(ts))
+        pairs = self.recipients(s, mailbox == s.robot) if rcpts is None else \
+            [(r, r.rpartition("@")[2]) for r in rcpts]
+        if rcpts is None and sender is None and len(pairs) > 5 and rng.random() < 0.4:
+            mailbox = s.senders[1]  # the chancellery sends much of what goes to many
         qid = sink.queue_id()
-        sender = sender or s.sender()
+        sender = s.envelope(mailbox)
         sink.add({"ts": ts, "system": s.id, "event": "accepted", "queue_id": qid,
                   "sender": sender, "recipients": [r for r, _ in pairs],
                   "size": size or s.message_size()})
         s.stats["messages"] += 1
         deliver(sink, s.id, ts, qid, sender, pairs, self.answers[s.id], rng, s.stats)
 
+    def _first_day(self, s: System, d: int, mailbox: str, n: int) -> None:
+        """A new employee: introductions to colleagues' correspondents and
+        to new ones, a mistyped address or two."""
+        rng, book = s.rng, s.book
+        assert book is not None
+        for _ in range(n):
+            ts = at(d, rng.uniform(9.5, 18))
+            to = []
+            for _ in range(1 if rng.random() < 0.8 else rng.randint(2, 4)):
+                if rng.random() < 0.3:
+                    domain = self.world.new_domain(rng)
+                    r = f"{person(rng)}@{domain}"
+                    if rng.random() < 0.08:
+                        self.dead[s.id][r] = "user"
+                else:
+                    r = book.addresses[book.pick(rng)]
+                to.append(r)
+            self.message(s, ts, list(dict.fromkeys(to)), sender=mailbox)
+
     def _batches(self, s: System, d: int) -> None:
         for kind, hour, count, to in self.plan.batches.get(s.id, ()):
-            if kind == "morning digest" and not self.cal.working(d):
+            if kind in ("morning digest", "citizen notices") and not self.cal.working(d):
                 continue
             start = at(d, hour + s.rng.uniform(0, 0.05))
-            span = 120.0 if kind == "night report" else 300.0
+            span = {"night report": 120.0, "morning digest": 300.0}.get(kind, 900.0)
             n = count if kind == "morning digest" else max(1, count + s.rng.randint(-3, 3))
+            if kind == "citizen notices":
+                n = max(1, round(count * s.rng.uniform(0.7, 1.3)))
             for i in range(n):
-                r = to[i % len(to)]
-                self.message(s, start + span * i / n, [r], sender=f"noreply@{s.domain}")
+                if kind == "citizen notices":
+                    r = f"{citizen(s.rng)}@{self.world.public_domain(s.rng)}"
+                    if s.rng.random() < 0.03:
+                        self.dead[s.id][r] = "user"
+                else:
+                    r = to[i % len(to)]
+                self.message(s, start + span * i / n, [r], sender=s.robot)
 
     def _rejections(self, s: System, d: int) -> None:
         plan = self.plan.rejections.get(s.id)
