@@ -158,15 +158,13 @@ def replay(config_path: Path, events: BinaryIO) -> None:
     """Run the configured anomaly rules on an event log (ts ascending), with
     the clock taken from the events; print one JSON line per decision, and
     a summary per rule and per system on stderr."""
-    from mailgw.anomaly.engine import Engine
-    from mailgw.anomaly.rules import Rule
+    from mailgw.anomaly.judge import engines
     from mailgw.replay import BadLog, Replay
 
     cfg = _load(config_path)
-    engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
-                    {s.id: s.anomaly for s in cfg.systems if s.anomaly}, history=False)
+    engine, senders = engines(cfg.anomaly, cfg.systems, history=False)
     try:
-        Replay(engine, sys.stdout, sys.stderr).run(events, events.name)
+        Replay(engine, senders, sys.stdout, sys.stderr).run(events, events.name)
     except BadLog as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

@@ -279,7 +279,9 @@ WATCH, SUSPEND = 1e-3, 1e-7  # chances: one in a thousand alerts, one in ten mil
 # Volume alone, refusals at the gateway and remote throttling only watch:
 # a backlog flushed at once, a reporting rush, a misconfigured client are
 # not abuse, and stopping them protects no address.
-DEFAULT_RULES = (
+
+# evidence of what gets the gateway's addresses listed, judged on the system
+_EVIDENCE = (
     _rule("bounce_rate_1h", "ratio", "perm_failures", "1h", 0.05, per="attempts",
           baseline=WEEK, factor=3, prior=0.02, min_count=10, min_sample=20,
           watch=WATCH, suspend=SUSPEND),
@@ -289,6 +291,9 @@ DEFAULT_RULES = (
     _rule("new_domains_1h", "ratio", "to_new_domains", "1h", 0.05, per="messages",
           baseline=WEEK, factor=3, prior=0.3, min_count=15, min_sample=20,
           watch=WATCH, suspend=SUSPEND),
+)
+DEFAULT_RULES = (
+    *_EVIDENCE,
     _rule("mail_loop_1h", "spike", "top_pair", "1h", 10, baseline=WEEK,
           min_sample=20, floor=1, min_count=20, watch=WATCH, suspend=SUSPEND),
     _rule("spike_1h", "spike", "messages", "1h", 3, baseline=WEEK, min_sample=50, floor=1,
@@ -296,6 +301,13 @@ DEFAULT_RULES = (
     _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.3, per="attempts",
           baseline=WEEK, factor=3, prior=0.05, min_count=50, min_sample=100, watch=WATCH),
     _rule("rejections_10m", "ceiling", "rejections", "10m", 50, respond="watch"),
+    # the same evidence on each sender's own traffic: one compromised mailbox
+    # is restricted while the agency's other senders flow, also in a
+    # ministry whose own traffic hides it; a restricted sender's traffic no
+    # longer counts against its system, a system rule crossed by one
+    # sender's traffic restricts that sender (anomaly/judge.py), and
+    # [anomaly.senders] suspends the system when the trouble spreads
+    *(r.model_copy(update={"name": f"sender_{r.name}", "scope": "sender"}) for r in _EVIDENCE),
 )
 
 

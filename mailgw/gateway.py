@@ -21,8 +21,7 @@ from aiohttp import web
 from mailgw import config as config_mod
 from mailgw import templating
 from mailgw.anomaly.engine import Engine
-from mailgw.anomaly.judge import Judge
-from mailgw.anomaly.rules import Rule
+from mailgw.anomaly.judge import Judge, engines
 from mailgw.blocklist_guard.dnsbl import DnsblWatch, dnsbl_resolver
 from mailgw.blocklist_guard.egress import Egress
 from mailgw.blocklist_guard.hold import Hold
@@ -96,6 +95,7 @@ class Gateway:
         self.servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, int]] = []
         self.windows: RedisWindows | None = None  # window counts shared with other instances
+        self.sender_windows: RedisWindows | None = None  # and those of senders
         self.journal: Journal | None = None
         self._web: web.AppRunner | None = None
         self.http_addresses: list[tuple[str, int]] = []
@@ -111,9 +111,8 @@ class Gateway:
                                   line_buffered=cfg.gateway.flush_interval == 0)
         self.events.subscribe(self.event_log.write)
         self.events.subscribe(self.metrics.count)
-        engine = Engine([Rule.from_config(r) for r in cfg.anomaly.rules],
-                        {s.id: s.anomaly for s in cfg.systems if s.anomaly})
-        self._open_state(engine)
+        engine, senders = engines(cfg.anomaly, cfg.systems, attribution=self.senders)
+        self._open_state(engine, senders)
         self.egress = Egress([str(a) for a in cfg.delivery.source_addresses], clock)
         self.events.subscribe(self.egress.count)
         templates = templating.environment(cfg.gateway.templates_dir)
@@ -121,7 +120,8 @@ class Gateway:
         outbox = Outbox(self.spool, clock, submit=lambda meta, data: loop.call_soon_threadsafe(
             self.delivery.submit, meta, data))
         self.judge = Judge(engine, suspend=lambda d: self.suspensions.decided(d),
-                           watch=lambda d: self.watcher.watched(d), shared=self.windows)
+                           watch=lambda d: self.watcher.watched(d), shared=self.windows,
+                           senders=senders, shared_senders=self.sender_windows)
         self.hold = Hold(spool=self.spool, events=self.events, run_io=run_io,
                          in_force=lambda key: self.suspensions.record(key),
                          sender_of=self.senders.of_meta,
@@ -202,7 +202,7 @@ class Gateway:
             self.events.emit("set_aside", aside.meta.system if aside.meta else None,
                              queue_id=aside.id, reason=aside.why)
 
-    def _open_state(self, engine: Engine) -> None:
+    def _open_state(self, engine: Engine, senders: Engine | None) -> None:
         cfg = self.config
         self.store = open_store(cfg)
         self.store_access = StoreAccess(
@@ -217,9 +217,16 @@ class Gateway:
             # Redis may be away or come back empty: the journal covers that;
             # the embedded store is itself local and durable
             self.journal = Journal(cfg.gateway.spool_dir)
-            self.windows = RedisWindows(cfg.state.redis_url, cfg.state.redis_prefix,
-                                        engine.windows, metrics=engine.metrics,
-                                        on_error=self.metrics.backend_error)
+            state = cfg.state
+            connect = {"ca_file": str(state.tls_ca_file) if state.tls_ca_file else None,
+                       "sentinel_password": state.sentinel_password}
+            self.windows = RedisWindows(state.redis_url, state.redis_prefix, engine.windows,
+                                        metrics=engine.metrics,
+                                        on_error=self.metrics.backend_error, **connect)
+            if senders is not None:
+                self.sender_windows = RedisWindows(
+                    state.redis_url, f"{state.redis_prefix}u:", senders.windows,
+                    metrics=senders.metrics, on_error=self.metrics.backend_error, **connect)
 
     def _delivery(self, outbox: Outbox, templates: jinja2.Environment) -> Delivery:
         cfg = self.config.delivery
@@ -385,8 +392,9 @@ class Gateway:
         self.store.close()
         if self.journal is not None:
             self.journal.close()
-        if self.windows is not None:
-            await self.windows.close()
+        for windows in (self.windows, self.sender_windows):
+            if windows is not None:
+                await windows.close()
         self.spool_lock.release()
         log.info("mailgw stopped")
 

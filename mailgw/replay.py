@@ -17,7 +17,8 @@ from typing import TextIO
 
 import orjson  # parses an event about twice as fast as json: replay reads millions
 
-from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.engine import DECIDED, Engine
+from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Decision
 from mailgw.clock import utc_time
 
@@ -29,8 +30,11 @@ class BadLog(Exception):
 
 
 class Replay:
-    def __init__(self, engine: Engine, out: TextIO, err: TextIO):
-        self.engine, self.out, self.err = engine, out, err
+    def __init__(self, engine: Engine, senders: Engine | None, out: TextIO, err: TextIO):
+        """`engine`, `senders`: the system's and the senders' (anomaly/judge.py),
+        judged in process as a gateway without Redis judges."""
+        self.judge = Judge(engine, senders=senders, suspend=self._decided, watch=self._decided)
+        self.out, self.err = out, err
         self.events = 0
         self.first: float | None = None
         self.last = float("-inf")
@@ -57,8 +61,10 @@ class Replay:
             if self.first is None:
                 self.first = ts
             self.events += 1
-            for decision in self.engine.observe(event):
-                self._decided(decision)
+            if event.get("event") in DECIDED and event.get("system") is not None:
+                self.judge.decided(event)
+            else:
+                self.judge.observe(event)
             if not self.events % 65536 and time.monotonic() - shown >= PROGRESS_EVERY:
                 shown = time.monotonic()
                 self.err.write(f"replay: {self.events:,} events, up to {utc_time(ts)}, "
@@ -66,8 +72,9 @@ class Replay:
         self.err.write(self.summary(time.monotonic() - started))
 
     def _decided(self, d: Decision) -> None:
-        self.out.write(json.dumps(d.as_dict()) + "\n")
-        self.by_rule[(d.rule, d.action)] += 1
+        said = d.as_dict()
+        self.out.write(json.dumps(said) + "\n")
+        self.by_rule[(d.rule, str(said["action"]))] += 1
         if d.action == "suspend":
             self.suspensions.setdefault(d.system, []).append(d)
         else:
@@ -81,15 +88,16 @@ class Replay:
             lines.append("no rule was crossed: nothing would have been suspended or watched")
             return "\n".join(lines) + "\n"
         width = max(len(r) for r in rules)
-        lines.append(f"{'rule':<{width}}  suspend  watch")
+        lines.append(f"{'rule':<{width}}  suspend  restrict  watch")
         lines += [f"{r:<{width}}  {self.by_rule[(r, 'suspend')]:>7}  "
-                  f"{self.by_rule[(r, 'watch')]:>5}" for r in rules]
+                  f"{self.by_rule[(r, 'restrict')]:>8}  {self.by_rule[(r, 'watch')]:>5}"
+                  for r in rules]
         systems = sorted(set(self.suspensions) | set(self.watches))
         width = max(len(s) for s in systems)
         lines.append(f"{'system':<{width}}  what would have happened")
         for system in systems:
-            said = [f"suspended {utc_time(d.ts)} ({d.rule})"
-                    for d in self.suspensions.get(system, [])]
+            said = [f"{'suspended' if d.sender is None else 'restricted ' + d.sender} "
+                    f"{utc_time(d.ts)} ({d.rule})" for d in self.suspensions.get(system, [])]
             if self.watches[system]:
                 said.append(f"{self.watches[system]} watch" +
                             ("es" if self.watches[system] > 1 else ""))

@@ -23,9 +23,8 @@ from typing import Any
 import jinja2
 from jinja2.loaders import split_template_path
 
-from mailgw.anomaly.engine import Engine
-from mailgw.anomaly.judge import Judge
-from mailgw.anomaly.rules import Decision, Rule
+from mailgw.anomaly.judge import Judge, engines
+from mailgw.anomaly.rules import Decision
 from mailgw.blocklist_guard.notices import Notifier
 from mailgw.blocklist_guard.watch import alert_context
 from mailgw.clock import SystemClock, utc_time
@@ -165,8 +164,9 @@ async def _status(cfg: Config, system: System, suspended: Suspension, now: float
                   ) -> tuple[dict[str, Any], float, list[float], list[dict[str, Any]]]:
     """What the status page of a suspended `system` shows, with a day of
     traffic for its chart, from the configured rules."""
-    judge = Judge(Engine([Rule.from_config(r) for r in cfg.anomaly.rules]),
-                  suspend=lambda decision: None, watch=lambda decision: None)
+    engine, senders = engines(cfg.anomaly, [system])
+    judge = Judge(engine, senders=senders, suspend=lambda decision: None,
+                  watch=lambda decision: None)
     for minutes in range(0, 24 * 60, 25):
         judge.observe({"ts": now - minutes * 60, "system": system.id, "event": "accepted",
                        "sender": "clerk@example.gov.kz", "recipients": ["a@example.com"],

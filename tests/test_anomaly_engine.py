@@ -13,11 +13,12 @@ import sys
 import pytest
 
 from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.judge import engines
 from mailgw.anomaly.metrics import METRICS, per_key, summed
 from mailgw.anomaly.rules import Rule
 from mailgw.anomaly.windows import KEY_CAP, Counter, KeyCounter
-from mailgw.config import DEFAULT_RULES
-from tests.support.shared_windows import fresh_prefix, run_on_redis
+from mailgw.config import Anomaly
+from tests.support.shared_windows import fresh_prefix, run_in_process, run_on_redis
 
 T0 = 1_732_406_400.0  # a Monday, 00:00 UTC
 
@@ -33,7 +34,13 @@ def outcome(ts, kind, system="mfa", **extra):
 
 
 def default_engine():
-    return Engine([Rule.from_config(r) for r in DEFAULT_RULES])
+    """The defaults' engine of systems."""
+    return engines(Anomaly(), [])[0]
+
+
+def default_senders():
+    """The defaults' engine of senders."""
+    return engines(Anomaly(), [])[1]
 
 
 def observe(engine, events):
@@ -44,9 +51,10 @@ def observe(engine, events):
 def run(request):
     """The engine over a stream, counting in process or in a real Redis."""
     if request.param == "in-process":
-        return observe
+        return run_in_process
     url, prefix = request.getfixturevalue("redis_server").url, fresh_prefix()
-    return lambda engine, events: run_on_redis(url, prefix, engine, events)
+    return lambda engine, events, senders=None: run_on_redis(url, prefix, engine, events,
+                                                             senders)
 
 
 @pytest.mark.parametrize("times,at,expected", [
@@ -157,7 +165,8 @@ def suspensions(decisions):
 
 
 def test_defaults_never_suspend_a_normal_government_week(run):
-    assert suspensions(run(default_engine(), office_week(random.Random(7)))) == []
+    assert suspensions(run(default_engine(), office_week(random.Random(7)),
+                           default_senders())) == []
 
 
 def spam_blast(rng):
@@ -204,7 +213,7 @@ def after_a_normal_week(abuse):
 ])
 def test_defaults_suspend_abuse_within_its_first_few_hundred_messages(run, name, abuse, rule):
     week, abuse = after_a_normal_week(abuse)
-    decisions = suspensions(run(default_engine(), week + abuse))
+    decisions = suspensions(run(default_engine(), week + abuse, default_senders()))
     assert decisions, name
     (i, d), *_ = decisions
     messages = sum(1 for e in abuse[: i + 1 - len(week)] if e["event"] == "accepted")
@@ -251,14 +260,16 @@ def test_replay_prints_the_engines_decisions(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mailgw", "replay", "--config", str(config),
                           str(log)], capture_output=True, text=True, check=True)
     decisions = [json.loads(line) for line in out.stdout.splitlines()]
-    (decision,) = [d for d in decisions if d["action"] == "suspend"]
+    # a loop is one mailbox's: that sender is restricted, not the system
+    (decision,) = [d for d in decisions if d["action"] != "watch"]
+    assert decision["action"] == "restrict" and decision["sender"] == "a@mfa.gov.kz"
     assert decision["system"] == "mfa" and decision["rule"] == "mail_loop_1h"
     assert decision["observed"] > decision["expected"] and decision["chance"] < 1e-7
     # what an operator backtesting a config reads at the end
     summary = out.stderr.splitlines()
     assert summary[0].startswith(f"replay: {len(week) + len(loop):,} events from 2024-11-24")
-    assert any(line.split() == ["mail_loop_1h", "1", "1"] for line in summary)  # a watch first
-    assert any(line.startswith("mfa") and "suspended 2024-12-01 10:00 UTC" in line
+    assert any(line.split() == ["mail_loop_1h", "0", "1", "1"] for line in summary)  # a watch first
+    assert any(line.startswith("mfa") and "restricted a@mfa.gov.kz 2024-12-01 10:00 UTC" in line
                and "(mail_loop_1h); 1 watch" in line for line in summary)
 
 

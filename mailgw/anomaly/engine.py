@@ -14,17 +14,26 @@ of what the system does (its suspension, the gateway's own trouble:
 metrics.NOT_THE_SYSTEMS) are not the system's activity.
 A system is suspended at most once until it is lifted (`lift`), which also
 clears its windows. `tally` changes no state.
+
+An engine given `senders` (an Attribution) judges each sender inside its
+system instead: its windows, rules and decisions are per subject ("system
+sender", senders.subject), a decision names the sender (a restriction of
+that sender alone), and a novel metric asks the system's memory, so "a
+domain never mailed" means never by the system, not by a new mailbox. At
+most `max_senders` of a system are counted at a time; the one idle longest
+gives way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric
 from mailgw.anomaly.rules import Decision, Reading, Rule
 from mailgw.anomaly.tally import Counts, Tally, Window
 from mailgw.anomaly.windows import Baseline, LocalWindows
+from mailgw.senders import Attribution, split, subject
 
 
 class _Reads(NamedTuple):
@@ -35,24 +44,39 @@ class _Reads(NamedTuple):
     long_per: int
 
 
+# the log's record of what was decided, which replay follows
+DECIDED = frozenset({"suspended", "lifted", "restricted", "unrestricted"})
+
+
 class Engine:
     def __init__(
         self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None,
         history: bool = True, metrics: Mapping[str, Metric] = METRICS,
+        senders: Attribution | None = None, max_senders: int = 5000,
+        counted: Iterable[Window] = (),
     ):
         """`overrides`: system id -> rule name -> threshold for that system;
         `history`: keep each system's 24-hour traffic (the status page);
-        `metrics`: what the rules' metrics count (metrics.py)."""
+        `metrics`: what the rules' metrics count (metrics.py);
+        `senders`: judge each sender, attributed so (module docstring);
+        `counted`: windows to count although no rule here reads them (a
+        sender's share of what a system rule judged)."""
+        scope = "system" if senders is None else "sender"
+        if any(r.scope != scope for r in rules):
+            raise ValueError(f"an engine of scope {scope!r} judges only rules of that scope")
         self.rules = rules
+        self.senders = senders
         self.overrides = overrides or {}
         self.metrics = metrics
         # every (metric, seconds) a rule reads, over its window and over its
         # baseline; a window's id is its index here
         self.windows: list[Window] = sorted(
             {(m, w) for r in rules for m in (r.metric, r.per) if m
-             for w in (r.window, r.baseline) if w})
+             for w in (r.window, r.baseline) if w} | set(counted))
         ids = {w: i for i, w in enumerate(self.windows)}
-        self.local = LocalWindows(self.windows, history, metrics)
+        self.local = LocalWindows(self.windows, history and senders is None, metrics,
+                                  cap=max_senders if senders is not None else 0,
+                                  on_evict=self._forget)
         self.suspended: set[str] = set()
         # (system, rule) -> when it last watched: once a window, not at every event
         self.watched: dict[tuple[str, str], float] = {}
@@ -118,6 +142,13 @@ class Engine:
         # where the suspension record's top recipient domains come from: the widest
         self.top_domains_window: int | None = domains[-1] if domains else None
 
+    def window_of(self, metric: str, seconds: float) -> int | None:
+        """The id of the window (metric, seconds), if the rules read it."""
+        for i, window in enumerate(self.windows):
+            if window == (metric, seconds):
+                return i
+        return None
+
     def named(self, counts: Counts) -> dict[Window, float]:
         """`counts` by (metric, seconds) rather than window id."""
         return {self.windows[i]: v for i, v in counts.values.items()}
@@ -138,6 +169,35 @@ class Engine:
         it until it is lifted."""
         self.suspended.add(system)
 
+    def relent(self, system: str) -> None:
+        """Its suspension given way to a sender's restriction: judged on."""
+        self.suspended.discard(system)
+
+    def crossed_without(self, system: str, ts: float, name: str,
+                        less: Mapping[Window, float]) -> bool:
+        """Whether rule `name` would suspend `system` on its counts in
+        process less `less` (some of its senders' counts, by window): if
+        not, the trouble is theirs."""
+        rule = next(r for r in self.rules if r.name == name)
+        counts = self.named(self.local.count(self.reading(system, ts)))
+
+        def value(metric: str | None, seconds: float | None) -> float:
+            if not metric or not seconds:
+                return 0.0
+            return max(0.0, counts.get((metric, seconds), 0.0) - less.get((metric, seconds), 0.0))
+
+        usual = None
+        if rule.kind == "spike":
+            baseline = self.learned.get(system, {}).get(rule.metric)
+            usual = baseline.expected(ts, rule.min_history) if baseline else None
+        mine = self.overrides.get(system)
+        verdict = rule.judge(Reading(
+            value(rule.metric, rule.window), value(rule.per, rule.window),
+            value(rule.metric, rule.baseline), value(rule.per, rule.baseline), usual,
+            ts - self.first_seen.get(system, ts)),
+            mine.get(rule.name, rule.threshold) if mine else rule.threshold)
+        return verdict is not None and verdict.action == "suspend"
+
     def lift(self, system: str) -> None:
         """An operator judged the cause gone: counting starts afresh, or the
         traffic that led to the suspension would bring it straight back; what
@@ -146,9 +206,16 @@ class Engine:
         self.local.reset(system)
         self.first_seen.pop(system, None)  # its windows hold no history now
 
+    def _forget(self, key: str) -> None:
+        """A sender whose windows gave way (the cap): what was kept of it goes too."""
+        self.first_seen.pop(key, None)
+        self.learned.pop(key, None)
+        for rule in self.rules:
+            self.watched.pop((key, rule.name), None)
+
     def tally(self, event: Mapping[str, Any]) -> Tally | None:
-        """What `event` adds to its system's windows, or None if it is not
-        the system's traffic."""
+        """What `event` adds to its system's (or sender's) windows, or None
+        if it is not the system's traffic (or, judging senders, nobody's)."""
         system = event.get("system")
         kind = event.get("event")
         if system is None or event.get("origin", "system") != "system":
@@ -157,19 +224,28 @@ class Engine:
         if kind not in self._constant or (
                 kind == "rejected" and event.get("reason") in NOT_THE_SYSTEMS):
             return None
+        key = system
+        if self.senders is not None:
+            sender = self.senders.of_event(event)
+            if sender is None:
+                return None
+            key = subject(system, sender)
+        memory = system if self.senders is not None else ""
         fixed = self._fixed.get(kind)
         if fixed is not None:
             sums, hours, traffic = fixed
-            return Tally(system, ts, kind, sums, (), hours, self._reads[kind], traffic)
+            return Tally(key, ts, kind, sums, (), hours, self._reads[kind], traffic,
+                         memory=memory)
         amounts = self._constant[kind].copy()
         for m, amount in self._computed[kind]:
             amounts[m] = amount(event)
         sums, hours, traffic = self._added(kind, amounts)
-        return Tally(system, ts, kind, sums,
+        return Tally(key, ts, kind, sums,
                      tuple((i, counted) for keys, windows in self._keys[kind]
                            for counted in (keys(event),) for i in windows),
                      hours, self._reads[kind], traffic,
-                     tuple((m, keys(event), windows) for m, keys, windows in self._novel[kind]))
+                     tuple((m, keys(event), windows) for m, keys, windows in self._novel[kind]),
+                     memory)
 
     def _added(self, kind: str, amounts: dict[str, float]
                ) -> tuple[tuple[tuple[int, float], ...], tuple[tuple[str, float], ...], float]:
@@ -189,18 +265,19 @@ class Engine:
         is crossed and the system is not suspended already (at most one),
         else a watch for each rule whose evidence is weaker (each rule once a
         window)."""
-        system, ts = tally.system, tally.ts
-        learned = self.learned.get(system)
+        key, ts = tally.system, tally.ts
+        learned = self.learned.get(key)
         for metric, count in counts.hours.items():
             if learned is None:
-                learned = self.learned[system] = {}
+                learned = self.learned[key] = {}
             baseline = learned.get(metric)
             if baseline is None:
                 baseline = learned[metric] = Baseline()
             baseline.seen(ts, count)
-        first = self.first_seen.setdefault(system, ts)
-        if system in self.suspended:
+        first = self.first_seen.setdefault(key, ts)
+        if key in self.suspended:
             return []
+        system, sender = split(key) if self.senders is not None else (key, None)
         mine = self.overrides.get(system)
         values = counts.values
         watches: list[Decision] = []
@@ -221,27 +298,32 @@ class Engine:
             if verdict is None:
                 continue
             if verdict.action == "watch":
-                last = self.watched.get((system, rule.name))
+                last = self.watched.get((key, rule.name))
                 if last is not None and ts - last < rule.window:
                     continue
-                self.watched[(system, rule.name)] = ts
+                self.watched[(key, rule.name)] = ts
             decision = Decision(
                 ts, system, rule.name, verdict.observed, threshold, rule.window,
                 evidence={f"{m}/{w:g}s": v for (m, w), v in self.named(counts).items()},
                 action=verdict.action, usual=verdict.usual, expected=verdict.expected,
-                surprise=verdict.surprise)
+                surprise=verdict.surprise, sender=sender,
+                first_seen=first if sender is not None else None)
             if verdict.action == "suspend":
-                self.suspended.add(system)
+                self.suspended.add(key)
                 return [decision]
             watches.append(decision)
         return watches
 
     def observe(self, event: Mapping[str, Any]) -> list[Decision]:
         """Tally, count in process, judge: `mailgw replay`, where the recorded
-        suspensions and lifts of the log take effect as they come."""
+        suspensions and lifts of the log (restrictions and their lifts, for
+        an engine of senders) take effect as they come."""
         kind, system = event.get("event"), event.get("system")
-        if system is not None and kind in ("suspended", "lifted"):
-            (self.suspend if kind == "suspended" else self.lift)(system)
+        if system is not None and kind in DECIDED:
+            sender = event.get("sender") if kind in ("restricted", "unrestricted") else None
+            if (sender is None) == (self.senders is None):
+                key = subject(system, sender)
+                (self.suspend if kind in ("suspended", "restricted") else self.lift)(key)
             return []
         tally = self.tally(event)
         return self.judge(tally, self.local.count(tally)) if tally is not None else []

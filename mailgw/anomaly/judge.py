@@ -1,9 +1,11 @@
 """The judge: each system's traffic counted as it happens, the rules judged on
 it, and what crosses one handed on as a decision.
 
-It owns the engine and the windows: in process always, and, with `shared`
-(Redis), across every gateway too, judged on the shared counts when they
-come back and on the in-process ones while Redis is away. It listens to the
+It owns the engines and their windows: in process always, and, with
+`shared` (Redis), across every gateway too, judged on the shared counts
+when they come back and on the in-process ones while Redis is away. Two
+engines at most: the system's (scope "system" rules) and, when a rule has
+scope "sender", one of senders, whose decisions name the sender. It listens to the
 event bus like any other record keeper; suspensions tell it in so many
 words what was decided elsewhere (`suspended`, `lifted`). Nothing else
 touches the engine; the status page reads through the views at the end.
@@ -11,46 +13,154 @@ touches the engine; the status page reads through the views at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Decision, Rule
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, SharedWindows, Tally
+from mailgw.config import Anomaly, System
 from mailgw.events import Event
-from mailgw.senders import subject
+from mailgw.senders import Attribution, split, subject
+
+
+def engines(anomaly: Anomaly, systems: Sequence[System], *, history: bool = True,
+            attribution: Attribution | None = None) -> tuple[Engine, Engine | None]:
+    """The configured rules' engines: the system's, and the senders' if a
+    rule has scope "sender" (its senders attributed by `attribution`, by
+    default the systems' own policies). The senders' also counts what each
+    system rule that suspends reads over its window, so that a suspension
+    one sender makes restricts that sender (Judge._whose)."""
+    rules = [Rule.from_config(r) for r in anomaly.rules]
+    overrides = {s.id: s.anomaly for s in systems if s.anomaly}
+    of_systems = [r for r in rules if r.scope == "system"]
+    of_senders = [r for r in rules if r.scope == "sender"]
+    if not of_senders:
+        return Engine(of_systems, overrides, history), None
+    shares = {(m, r.window) for r in of_systems if r.stops for m in (r.metric, r.per) if m}
+    return (Engine(of_systems, overrides, history),
+            Engine(of_senders, overrides, history=False,
+                   senders=attribution or Attribution.of(systems),
+                   max_senders=anomaly.senders.max_per_system, counted=shares))
+
+
+def _add(to: dict[tuple[str, float], float], counts: Mapping[tuple[str, float], float]) -> None:
+    for window, value in counts.items():
+        to[window] = to.get(window, 0.0) + value
 
 
 class Judge:
     def __init__(self, engine: Engine, *, suspend: Callable[[Decision], None],
-                 watch: Callable[[Decision], None], shared: SharedWindows | None = None):
+                 watch: Callable[[Decision], None], shared: SharedWindows | None = None,
+                 senders: Engine | None = None, shared_senders: SharedWindows | None = None):
         """`suspend(decision)`, `watch(decision)`: a rule was crossed, with
-        strong or weak evidence (on the event loop)."""
+        strong or weak evidence (on the event loop); a decision that names a
+        sender restricts that sender. `senders`, `shared_senders`: the engine
+        of senders and its shared windows."""
         self.engine, self.shared = engine, shared
+        self.senders, self.shared_senders = senders, shared_senders
         self.suspend, self.watch = suspend, watch
+        self._judges = [(engine, shared, self._judger(engine))]
+        if senders is not None:
+            self._judges.append((senders, shared_senders, self._judger(senders)))
 
     def observe(self, event: Event) -> None:
         """A subscriber of the event bus: count the event if it is a system's
-        traffic, and judge the rules it may cross."""
+        traffic, and judge the rules it may cross. A sender's first: the
+        traffic of a sender restricted (by this event, or before) is
+        contained, not its system's any more, so a trouble that one mailbox
+        makes does not also stop the agency."""
+        if self.senders is not None:
+            tally = self.senders.tally(event)
+            if tally is not None:
+                self._count(self.senders, self.shared_senders, tally, self._judges[1][2])
+                if tally.system in self.senders.suspended:
+                    return
         tally = self.engine.tally(event)
-        if tally is None:
-            return
-        counts = self.engine.local.count(tally)
-        if self.shared is None:
-            self._judge(tally, counts)
-        else:
-            self.shared.submit(tally, counts, self._judge)
+        if tally is not None:
+            self._count(self.engine, self.shared, tally, self._judges[0][2])
 
-    def _judge(self, tally: Tally, counts: Counts) -> None:
-        for decision in self.engine.judge(tally, counts):
-            (self.suspend if decision.action == "suspend" else self.watch)(decision)
+    @staticmethod
+    def _count(engine: Engine, shared: SharedWindows | None, tally: Tally,
+               judge: Callable[[Tally, Counts], None]) -> None:
+        counts = engine.local.count(tally)
+        if shared is None:
+            judge(tally, counts)
+        else:
+            shared.submit(tally, counts, judge)
+
+    def decided(self, event: Event) -> None:
+        """A decision recorded in an event log (`mailgw replay`) takes
+        effect as it comes, as one made live does."""
+        system, sender = event["system"], event.get("sender")
+        kind, once = event["event"], str(event["ts"])
+        if kind == "suspended":
+            self.suspended(system)
+        elif kind == "lifted":
+            self.lifted(system, once)
+        elif kind == "restricted" and sender is not None:
+            self.restricted(system, sender)
+        elif kind == "unrestricted" and sender is not None:
+            self.unrestricted(system, sender, once)
+
+    def _judger(self, engine: Engine) -> Callable[[Tally, Counts], None]:
+        def judge(tally: Tally, counts: Counts) -> None:
+            for decision in engine.judge(tally, counts):
+                if decision.action == "watch":
+                    self.watch(decision)
+                    continue
+                whose = decision if engine is not self.engine else self._whose(decision)
+                if whose is not None:
+                    self.suspend(whose)
+        return judge
+
+    def _whose(self, d: Decision) -> Decision | None:
+        """A system's suspension, unless one sender's traffic makes it: the
+        rule judged again on the system's counts in process without its
+        restricted senders' (crossed only by them: nothing to decide); then
+        the sender with the most of the rule's metric, if it has at least
+        half of it and the rule is not crossed without it, is restricted
+        and the agency's other senders go on. Trouble spread over several
+        senders suspends the system."""
+        senders = self.senders
+        rule = self.rule(d.rule)
+        window = None if senders is None or rule is None else \
+            senders.window_of(rule.metric, rule.window)
+        if senders is None or window is None:
+            return d
+        keys = senders.local.keys_of(d.system)
+        less: dict[tuple[str, float], float] = {}
+        for key in keys:
+            if key in senders.suspended:
+                _add(less, senders.named(senders.local.count(senders.reading(key, d.ts))))
+        if less and not self.engine.crossed_without(d.system, d.ts, d.rule, less):
+            self.engine.relent(d.system)
+            return None
+        top = max((k for k in keys if k not in senders.suspended), default=None,
+                  key=lambda k: senders.local.read(k, window, d.ts))
+        if top is None:
+            return d
+        assert rule is not None
+        mine = senders.local.read(top, window, d.ts)
+        total = self.engine.named(self.engine.local.count(
+            self.engine.reading(d.system, d.ts))).get((rule.metric, rule.window), 0.0)
+        _add(less, senders.named(senders.local.count(senders.reading(top, d.ts))))
+        if 2 * mine < total - less.get((rule.metric, rule.window), 0.0) + mine or \
+                self.engine.crossed_without(d.system, d.ts, d.rule, less):
+            return d
+        self.engine.relent(d.system)
+        senders.suspend(top)
+        return replace(d, sender=split(top)[1], first_seen=senders.first_seen.get(top))
 
     async def settled(self, system: str) -> None:
-        """Return once the system's events so far are judged: with shared
-        counts that is a round trip away, and a transaction must not slip in
-        between the event that crosses a rule and the suspension."""
-        if self.shared is not None:
-            await self.shared.settled(system)
+        """Return once the system's events so far are judged (its senders'
+        too): with shared counts that is a round trip away, and a
+        transaction must not slip in between the event that crosses a rule
+        and the suspension."""
+        for _, shared, _ in self._judges:
+            if shared is not None:
+                await shared.settled(system)
 
     def suspended(self, system: str) -> None:
         """Suspended elsewhere (an operator, another gateway): no decision on
@@ -66,15 +176,21 @@ class Judge:
 
     def restricted(self, system: str, sender: str) -> None:
         """One sender of the system restricted: no decision on it until lifted."""
-        self.engine.suspend(subject(system, sender))
+        if self.senders is not None:
+            self.senders.suspend(subject(system, sender))
 
     def unrestricted(self, system: str, sender: str, once: str) -> None:
         """That sender's restriction lifted: it is judged afresh, as `lifted`."""
-        self.lifted(subject(system, sender), once)
+        if self.senders is not None:
+            self.senders.lift(subject(system, sender))
+            if self.shared_senders is not None:
+                self.shared_senders.reset(subject(system, sender), once)
 
     def set_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> None:
-        """Per-system thresholds (a config reload)."""
-        self.engine.overrides = overrides
+        """Per-system thresholds (a config reload); they hold for the
+        system's senders too."""
+        for engine, _, _ in self._judges:
+            engine.overrides = overrides
 
     def baselines(self) -> dict[str, dict[str, Any]]:
         return self.engine.baselines()
@@ -86,7 +202,8 @@ class Judge:
 
     def rule(self, name: str) -> Rule | None:
         """The rule of that name, as configured (None: no such rule now)."""
-        return next((r for r in self.engine.rules if r.name == name), None)
+        return next((r for engine, _, _ in self._judges for r in engine.rules
+                     if r.name == name), None)
 
     async def top_domains(self, system: str, since: float, n: int = 5) -> list[str]:
         """The recipient domains the system mailed most, in its widest window."""

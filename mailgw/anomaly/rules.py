@@ -75,12 +75,18 @@ class Rule:
     suspend: float | None = None  # the chance at or below which the system is suspended
     respond: Action = "suspend"  # a bare comparison's action
     per_key: bool = False  # spike: its metric is counted per key (no hour-of-week usual)
+    scope: Literal["system", "sender"] = "system"  # whose traffic it judges
 
     @classmethod
     def from_config(cls, r: AnomalyRule) -> Rule:
         return cls(r.name, r.kind, r.metric, r.window, r.threshold, r.per, r.min_sample,
                    r.min_history, r.min_count, r.baseline, r.factor, r.prior, r.floor,
-                   r.watch, r.suspend, r.respond, METRICS[r.metric].how != "sum")
+                   r.watch, r.suspend, r.respond, METRICS[r.metric].how != "sum", r.scope)
+
+    @property
+    def stops(self) -> bool:
+        """Whether it may suspend (else it only watches)."""
+        return self.suspend is not None if self.weighs else self.respond == "suspend"
 
     @property
     def weighs(self) -> bool:

@@ -31,6 +31,9 @@ class Tally(NamedTuple):
     traffic: float = 0.0  # messages to add to the system's 24-hour history
     # (metric, keys, windows): the keys' count never seen before, to add to the windows
     novel: tuple[tuple[str, tuple[str, ...], tuple[int, ...]], ...] = ()
+    # whose memory of the keys seen a novel metric asks: the system's, also
+    # for one of its senders ("": `system` itself)
+    memory: str = ""
 
 
 class Counts(NamedTuple):
@@ -47,10 +50,11 @@ class SharedWindows(Protocol):
         (the in-process ones) if the backend cannot be had."""
 
     def reset(self, system: str, once: str) -> None:
-        """Clear a lifted system's windows, once per lift `once`."""
+        """Clear a lifted system's (or sender's) windows, once per lift `once`."""
 
     async def settled(self, system: str) -> None:
-        """Return once every tally of `system` submitted so far is judged."""
+        """Return once every tally of `system` (and of its senders) submitted
+        so far is judged."""
 
     async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
         """The `n` keys counted most in `window`, or None if it cannot say."""

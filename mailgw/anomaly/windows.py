@@ -17,6 +17,7 @@ same code serves live traffic and `mailgw replay`. Time must not go back.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -250,15 +251,14 @@ class Seen:
 
 
 class SystemWindows:
-    """One system's windows, indexed as the engine's list of windows."""
+    """One system's (or sender's) windows, indexed as the engine's list of windows."""
 
-    __slots__ = ("sums", "keyed", "readers", "hours", "history", "seen")
+    __slots__ = ("sums", "keyed", "readers", "hours", "history")
 
     def __init__(self, windows: Sequence[Window], metrics: Mapping[str, Metric]) -> None:
         self.sums: dict[int, Counter] = {}
         self.keyed: dict[int, KeyCounter] = {}
         self.readers: list[Callable[[float], float]] = []
-        self.seen: dict[str, Seen] = {}  # novel metric -> what the system has sent to
         for i, (metric, seconds) in enumerate(windows):
             how = metrics[metric].how
             if summed_windows(how):
@@ -273,14 +273,25 @@ class SystemWindows:
 
 class LocalWindows:
     """The in-process backend: every system's windows in this process. The
-    embedded default, `mailgw replay`, and the fallback while Redis is away."""
+    embedded default, `mailgw replay`, and the fallback while Redis is away.
+
+    With `cap`, the windows of at most `cap` keys of one memory (a system's
+    senders) are kept: a key counted again goes to the back of the line, and
+    a new one beyond the cap pushes out the one idle longest (`on_evict` is
+    told), so a system that invents senders costs bounded memory."""
 
     def __init__(self, windows: Sequence[Window], history: bool = True,
-                 metrics: Mapping[str, Metric] = METRICS) -> None:
+                 metrics: Mapping[str, Metric] = METRICS, cap: int = 0,
+                 on_evict: Callable[[str], None] | None = None) -> None:
         self.windows = windows
         self.metrics = metrics
         self.keep_history = history
         self.systems: dict[str, SystemWindows] = {}
+        # per memory (a system): what it has sent to, per novel metric
+        self.memory: dict[str, dict[str, Seen]] = {}
+        self.cap = cap
+        self.on_evict = on_evict
+        self._lines: dict[str, OrderedDict[str, None]] = {}  # memory -> its keys, idle first
         # keyed window -> read as distinct keys (else as the top count)
         self._distinct = {i: metrics[m].how == "distinct" for i, (m, _) in enumerate(windows)
                           if not summed_windows(metrics[m].how)}
@@ -289,6 +300,8 @@ class LocalWindows:
         w = self.systems.get(t.system)
         if w is None:
             w = self.systems[t.system] = SystemWindows(self.windows, self.metrics)
+        if self.cap:
+            self._queue(t.system, t.memory or t.system)
         ts, sums, keyed = t.ts, w.sums, w.keyed
         # a window the event adds to is one its rules read (engine.py)
         values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
@@ -296,9 +309,12 @@ class LocalWindows:
             distinct, top = keyed[window].add(ts, keys)
             values[window] = distinct if self._distinct[window] else top
         for metric, keys, windows in t.novel:
-            seen = w.seen.get(metric)
+            memory = self.memory.get(t.memory or t.system)
+            if memory is None:
+                memory = self.memory[t.memory or t.system] = {}
+            seen = memory.get(metric)
             if seen is None:
-                seen = w.seen[metric] = Seen()
+                seen = memory[metric] = Seen()
             new = 1.0 if seen.novel(ts, keys) else 0.0
             for window in windows:
                 values[window] = sums[window].add(ts, new)
@@ -323,6 +339,29 @@ class LocalWindows:
                 values[r] = readers[r](ts)
         return Counts(values, hours)
 
+    def _queue(self, key: str, memory: str) -> None:
+        line = self._lines.get(memory)
+        if line is None:
+            line = self._lines[memory] = OrderedDict()
+        if key in line:
+            line.move_to_end(key)
+            return
+        line[key] = None
+        if len(line) > self.cap:
+            idle, _ = line.popitem(last=False)
+            del self.systems[idle]
+            if self.on_evict is not None:
+                self.on_evict(idle)
+
+    def keys_of(self, memory: str) -> list[str]:
+        """The keys counted under `memory` (a system's senders; with `cap`)."""
+        return list(self._lines.get(memory, ()))
+
+    def read(self, key: str, window: int, ts: float) -> float:
+        """One window of `key` now (0 if it has none)."""
+        w = self.systems.get(key)
+        return w.readers[window](ts) if w is not None else 0.0
+
     def top_keys(self, system: str, ts: float, window: int, n: int) -> list[str]:
         w = self.systems.get(system)
         kc = w.keyed.get(window) if w else None
@@ -339,4 +378,4 @@ class LocalWindows:
         w = self.systems.pop(system, None)
         if w is not None:
             self.systems[system] = fresh = SystemWindows(self.windows, self.metrics)
-            fresh.history, fresh.seen = w.history, w.seen
+            fresh.history = w.history

@@ -27,7 +27,8 @@ def watch_fields(d: Decision) -> dict[str, Any]:
     """What a watch records: in its event and its audit entry."""
     return {"rule": d.rule, "observed": d.observed, "threshold": d.threshold,
             "window": d.window, "usual": d.usual, "expected": d.expected,
-            "chance": d.as_dict().get("chance")}
+            "chance": d.as_dict().get("chance"),
+            **({"sender": d.sender} if d.sender is not None else {})}
 
 
 def alert_context(d: Decision) -> dict[str, Any]:
@@ -48,8 +49,9 @@ class Watcher:
 
     def watched(self, d: Decision) -> None:
         fields = watch_fields(d)
-        log.warning("watching %s: %s observed %s over %gs (usual %s), not suspended",
-                    d.system, d.rule, d.observed, d.window, d.usual)
+        log.warning("watching %s%s: %s observed %s over %gs (usual %s), not %s",
+                    d.system, f" sender {d.sender}" if d.sender else "", d.rule, d.observed,
+                    d.window, d.usual, "restricted" if d.sender else "suspended")
         self.events.emit("watch", d.system, **fields)
         self.audit(AuditEntry(d.ts, d.system, "watch", "auto", d.rule, fields))
         self.spawn(self._alert(d, fields))

@@ -7,7 +7,9 @@ The windows have the shape of the in-process ones (windows.py): 12 buckets
 per window, a running total, so an event costs a few hash increments and a
 window slides with work once per bucket. Every key expires once its window
 has passed with no traffic, so an idle system costs nothing. All of a
-system's keys share the hash tag {system}.
+system's keys share the hash tag {system}; a sender's windows (an engine of
+senders) are another instance's, under a prefix of their own and the tag
+{system sender}, and ask their system's memory of recipient domains there.
 
 Scripts go out batched in one pipeline per turn of the event loop, so the
 decision on an event arrives one round trip after it; until then the
@@ -30,13 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio
 from redis.exceptions import NoScriptError, RedisError
 
 from mailgw.anomaly.metrics import METRICS, Metric, summed_windows
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, KEY_CAP, SEEN_CAP, SEEN_PERIOD
 from mailgw.outage import Outage
+from mailgw.state.redis_client import asyncio_client
 
 log = logging.getLogger("mailgw.windows")
 
@@ -161,7 +163,9 @@ local function all_set(key, ps)
   return true
 end
 for _, nv in ipairs(spec.novel) do  -- {name, {keys}, {{name, width, ttl}, ...}}
-  local cur, prev = base .. nv[1] .. ':' .. spec.gen, base .. nv[1] .. ':' .. (spec.gen - 1)
+  -- the memory is the system's, also for one of its senders
+  local cur = spec.memory .. nv[1] .. ':' .. spec.gen
+  local prev = spec.memory .. nv[1] .. ':' .. (spec.gen - 1)
   local new = 0
   for _, member in ipairs(nv[2]) do
     local ps = probes(member)
@@ -260,13 +264,14 @@ class RedisWindows:
 
     def __init__(self, url: str, prefix: str, windows: Sequence[Window],
                  on_error: Callable[[str], None] = lambda operation: None,
-                 metrics: Mapping[str, Metric] = METRICS):
+                 metrics: Mapping[str, Metric] = METRICS, *, ca_file: str | None = None,
+                 sentinel_password: str | None = None):
         """`windows`: the engine's windows (a tally names them by index);
         `on_error(operation)`: told of each failed call (metrics);
-        `metrics`: the engine's, which say how each window counts."""
+        `metrics`: the engine's, which say how each window counts;
+        `url`, `ca_file`, `sentinel_password`: as state/redis_client.py takes them."""
         # redis-py types every reply as "maybe awaitable"
-        self.r: Any = redis.asyncio.Redis.from_url(url, socket_timeout=2,
-                                                   socket_connect_timeout=2)
+        self.r: Any = asyncio_client(url, ca_file, sentinel_password)
         self.prefix = prefix
         self._count = self.r.register_script(_COUNT)
         self._reset = self.r.register_script(_RESET)
@@ -304,7 +309,8 @@ class RedisWindows:
             then(tally, fallback)
             return
         self._queue.append(_Pending(tally, fallback, then))
-        self._pending[tally.system] = self._pending.get(tally.system, 0) + 1
+        owner = tally.memory or tally.system  # a sender's tallies are its system's
+        self._pending[owner] = self._pending.get(owner, 0) + 1
         self._start()
 
     async def settled(self, system: str, timeout: float = 2.0) -> None:
@@ -381,7 +387,7 @@ class RedisWindows:
                         item.then(item.tally, counts or item.fallback)
                     except Exception:
                         log.exception("judging %s's event failed", item.tally.system)
-                    self._judged(item.tally.system)
+                    self._judged(item.tally.memory or item.tally.system)
                 if self._resets:
                     break
 
@@ -431,6 +437,7 @@ class RedisWindows:
             "keys": [(*window[i], keys) for i, keys in t.keys],
             "novel": [(f"seen:{metric}", keys, [window[i] for i in windows])
                       for metric, keys, windows in t.novel],
+            "memory": self._base(t.memory or t.system),
             "gen": int(t.ts // SEEN_PERIOD), "seen_cap": SEEN_CAP,
             "seen_ttl": 2 * SEEN_PERIOD,
             "hours": t.hours,

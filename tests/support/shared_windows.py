@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.engine import DECIDED, Engine
 from mailgw.anomaly.judge import Judge
 from mailgw.anomaly.rules import Decision
 from mailgw.anomaly.tally import Counts, Tally
@@ -30,31 +30,47 @@ async def count(windows: RedisWindows, tally: Tally, fallback: Counts = EMPTY) -
     return await done
 
 
-def run_on_redis(url: str, prefix: str, engine: Engine,
-                 events: Iterable[Mapping[str, Any]]) -> list[tuple[int, Decision]]:
-    """Like Engine.observe over `events`, through the judge as a gateway runs
-    it, with the counts from Redis; each event judged before the next."""
+def run_on_redis(url: str, prefix: str, engine: Engine, events: Iterable[Mapping[str, Any]],
+                 senders: Engine | None = None) -> list[tuple[int, Decision]]:
+    """Like Engine.observe over `events` (and `senders`' too), through the
+    judge as a gateway runs it, with the counts from Redis; each event
+    judged before the next."""
 
     async def go() -> list[tuple[int, Decision]]:
         windows = RedisWindows(url, prefix, engine.windows, metrics=engine.metrics)
+        of_senders = None if senders is None else RedisWindows(
+            url, f"{prefix}u:", senders.windows, metrics=senders.metrics)
         decided: list[Decision] = []
-        judge = Judge(engine, suspend=decided.append, watch=decided.append, shared=windows)
+        judge = Judge(engine, suspend=decided.append, watch=decided.append, shared=windows,
+                      senders=senders, shared_senders=of_senders)
         decisions = []
         try:
             for i, event in enumerate(events):
-                system = event["system"]
-                if event["event"] == "lifted":
-                    judge.lifted(system, once=str(event["ts"]))
-                elif event["event"] == "suspended":
-                    judge.suspended(system)
+                if event["event"] in DECIDED:
+                    judge.decided(event)
                 else:
                     judge.observe(event)
-                    await judge.settled(system)
+                    await judge.settled(event["system"])
                 decisions += [(i, d) for d in decided]
                 decided.clear()
             assert not windows.degraded
         finally:
             await windows.close()
+            if of_senders is not None:
+                await of_senders.close()
         return decisions
 
     return asyncio.run(go())
+
+
+def run_in_process(engine: Engine, events: Iterable[Mapping[str, Any]],
+                   senders: Engine | None = None) -> list[tuple[int, Decision]]:
+    """The same, counting in process: the judge of a gateway without Redis."""
+    decided: list[Decision] = []
+    judge = Judge(engine, suspend=decided.append, watch=decided.append, senders=senders)
+    decisions = []
+    for i, event in enumerate(events):
+        (judge.decided if event["event"] in DECIDED else judge.observe)(event)
+        decisions += [(i, d) for d in decided]
+        decided.clear()
+    return decisions

@@ -1,0 +1,173 @@
+"""Rules of scope "sender": each sender judged on its own traffic inside its
+system, counting in process and in a real Redis. A sender that crosses one
+is restricted, not its system; what it does afterwards no longer counts
+against the system; a domain is new when the system never mailed it; a
+system's senders are counted up to a cap. End to end on real gateways: the
+restricted sender gets 450 while its system's other sender is accepted, also
+when its mail is spread over two gateways sharing Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.rules import Rule
+from mailgw.senders import Attribution, Policy
+from tests.support.mail import send
+from tests.support.process import ServeProcess, free_port
+from tests.support.shared_windows import fresh_prefix, run_in_process, run_on_redis
+from tests.support.waiting import wait_until
+from tests.test_cli_suspensions import mail_code
+from tests.test_serve_e2e import write_config
+
+T0 = 1_732_406_400.0
+ALICE, BOB = "alice@mfa.gov.kz", "bob@mfa.gov.kz"
+
+
+def accepted(ts, sender, rcpt="x@example.com", system="mfa"):
+    return {"ts": ts, "system": system, "event": "accepted", "queue_id": "q",
+            "sender": sender, "recipients": [rcpt], "size": 100}
+
+
+def bounced(ts, sender, system="mfa"):
+    return {"ts": ts, "system": system, "event": "bounced", "sender": sender,
+            "recipient": "gone@example.com", "code": 550}
+
+
+def senders_engine(*rules, policies=None, cap=5000, counted=()):
+    return Engine(list(rules), senders=Attribution(policies or {}), max_senders=cap,
+                  counted=counted)
+
+
+SENDER_BURST = Rule("sender_burst", "ceiling", "messages", 600, 5, scope="sender")
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def run(request):
+    if request.param == "in-process":
+        return run_in_process
+    url, prefix = request.getfixturevalue("redis_server").url, fresh_prefix()
+    return lambda engine, events, senders=None: run_on_redis(url, prefix, engine, events,
+                                                             senders)
+
+
+def test_the_sender_that_crosses_is_restricted_and_its_systems_other_senders_are_not(run):
+    order = [BOB, ALICE, ALICE, BOB, ALICE, ALICE, BOB, ALICE, ALICE, BOB]
+    events = [accepted(T0 + i, sender) for i, sender in enumerate(order)]
+    (i, d), = run(Engine([]), events, senders_engine(SENDER_BURST))
+    assert i == 8 and (d.system, d.sender, d.observed) == ("mfa", ALICE, 6)
+    assert d.as_dict()["action"] == "restrict" and d.first_seen == T0 + 1
+
+
+def test_a_restricted_senders_traffic_no_longer_counts_against_its_system(run):
+    system_bounces = Rule("bounces_10m", "ceiling", "perm_failures", 600, 5)
+    alice = [accepted(T0 + i, ALICE) for i in range(6)]  # restricted at the 6th
+    # the bounces of what alice sent before, and three of bob's
+    after = [bounced(T0 + 10 + i, ALICE) for i in range(8)] + \
+            [bounced(T0 + 20 + i, BOB) for i in range(3)]
+    decisions = run(Engine([system_bounces]), alice + after, senders_engine(SENDER_BURST))
+    assert [(d.rule, d.sender) for _, d in decisions] == [("sender_burst", ALICE)]
+    # without the sender rule the system takes the blame for alice
+    (_, d), = run(Engine([system_bounces]), alice + after)
+    assert (d.rule, d.sender) == ("bounces_10m", None)
+
+
+SYSTEM_BOUNCES = Rule("bounces_10m", "ceiling", "perm_failures", 600, 5)
+
+
+def test_a_system_rule_crossed_by_one_senders_traffic_restricts_that_sender(run):
+    events = [bounced(T0 + i, BOB if i in (0, 4) else ALICE) for i in range(8)]
+    (i, d), = run(Engine([SYSTEM_BOUNCES]), events,
+                  senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
+    # the 6th bounce crosses the system's line; five of them are alice's
+    assert (i, d.rule, d.system, d.sender) == (5, "bounces_10m", "mfa", ALICE)
+    assert d.as_dict()["action"] == "restrict"
+
+
+def test_a_system_rule_crossed_by_trouble_spread_over_senders_suspends_the_system(run):
+    events = [bounced(T0 + i, f"u{i % 4}@mfa.gov.kz") for i in range(8)]
+    (i, d), = run(Engine([SYSTEM_BOUNCES]), events,
+                  senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
+    assert (i, d.rule, d.sender) == (5, "bounces_10m", None)
+
+
+def test_a_domain_is_new_when_its_system_never_mailed_it(run):
+    new_domains = Rule("sender_new", "ceiling", "to_new_domains", 3600, 2, scope="sender")
+    alice = [accepted(T0 + i, ALICE, f"x@d{i}.example") for i in range(2)]
+    bob_old = [accepted(T0 + 10 + i, BOB, f"y@d{i}.example") for i in range(2)]
+    bob_new = [accepted(T0 + 20 + i, BOB, f"y@e{i}.example") for i in range(3)]
+    (i, d), = run(Engine([]), alice + bob_old + bob_new, senders_engine(new_domains))
+    # bob's mail to the system's correspondents is nothing new: his third
+    # domain new to the system crosses
+    assert (i, d.sender, d.observed) == (6, BOB, 3)
+
+
+def test_subaddresses_of_one_mailbox_are_one_sender(run):
+    policy = {"mfa": Policy(subaddress="+")}
+    events = [accepted(T0 + i, f"alice+t{i}@MFA.gov.kz") for i in range(6)]
+    (_, d), = run(Engine([]), events, senders_engine(SENDER_BURST, policies=policy))
+    assert d.sender == ALICE
+
+
+def test_a_lifted_restriction_counts_afresh_and_a_recorded_one_is_obeyed(run):
+    events = [accepted(T0 + i, ALICE) for i in range(6)]
+    lift = {"ts": T0 + 7, "system": "mfa", "event": "unrestricted", "sender": ALICE}
+    again = [accepted(T0 + 8 + i, ALICE) for i in range(6)]
+    restricted = {"ts": T0 + 20, "system": "mfa", "event": "restricted", "sender": BOB}
+    bob = [accepted(T0 + 21 + i, BOB) for i in range(6)]
+    decisions = run(Engine([]), [*events, lift, *again, restricted, *bob],
+                    senders_engine(SENDER_BURST))
+    assert [(i, d.sender) for i, d in decisions] == [(5, ALICE), (12, ALICE)]
+
+
+def test_a_systems_senders_beyond_the_cap_give_way_to_the_idle_longest():
+    engine = senders_engine(SENDER_BURST, cap=2)
+    for n, sender in enumerate((ALICE, BOB, ALICE, "carol@mfa.gov.kz")):
+        engine.observe(accepted(T0 + n, sender))
+    assert sorted(engine.local.systems) == ["mfa alice@mfa.gov.kz", "mfa carol@mfa.gov.kz"]
+    assert "mfa bob@mfa.gov.kz" not in engine.first_seen
+    engine.observe(accepted(T0 + 9, "dan@other.kz", system="other"))  # a cap per system
+    assert len(engine.local.systems) == 3
+
+
+def test_an_engine_takes_only_rules_of_its_scope():
+    with pytest.raises(ValueError, match="scope"):
+        Engine([SENDER_BURST])
+
+
+SENDER_RULE = """[[anomaly.rules]]
+name = "sender_burst"
+scope = "sender"
+kind = "ceiling"
+metric = "messages"
+window = "10m"
+threshold = 3
+"""
+
+
+def test_two_gateways_restrict_a_sender_whose_mail_is_spread_over_both(dest, redis_server,
+                                                                         tmp_path):
+    state = f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n' \
+            'redis_prefix = "twin-senders:"\n'
+    gateways = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        port = free_port()
+        config = write_config(tmp_path / name, dest.port, port, anomaly=SENDER_RULE + state)
+        gateways.append(ServeProcess(config, port))
+    a, b = gateways
+    try:
+        a.start(), b.start()
+        # two each: under the rule on either gateway alone; bob's three
+        # (the rule's most) between
+        for n, gw in enumerate((a, b, a, b)):
+            assert send(gw.port, n, ALICE)[0] == 250
+            if n < 3:
+                assert send(gw.port, 100 + n, BOB)[0] == 250
+        wait_until(lambda: mail_code(a.port, ALICE) == 450 and mail_code(b.port, ALICE) == 450,
+                   timeout=5, what="alice restricted on both")
+        assert mail_code(a.port, BOB) == mail_code(b.port, BOB) == 250
+        assert mail_code(a.port) == 250  # the system's other senders flow
+    finally:
+        a.stop(), b.stop()
+
