@@ -315,7 +315,7 @@ class Senders(_Model):
     """Restrictions of single senders, and when they become the system's."""
 
     # senders of one system counted at a time: the busiest stay, the idle go
-    max_per_system: int = Field(default=5000, ge=1)
+    max_per_system: int = Field(default=2000, ge=1)
     # the system is suspended when this many of its senders were restricted
     # within `escalate_window`, or when a sender first seen after one of its
     # senders was restricted is restricted too (a spammer changing MAIL FROM)

@@ -52,7 +52,7 @@ class Engine:
     def __init__(
         self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None,
         history: bool = True, metrics: Mapping[str, Metric] = METRICS,
-        senders: Attribution | None = None, max_senders: int = 5000,
+        senders: Attribution | None = None, max_senders: int = 2000,
         counted: Iterable[Window] = (),
     ):
         """`overrides`: system id -> rule name -> threshold for that system;

@@ -276,12 +276,15 @@ class LocalWindows:
     embedded default, `mailgw replay`, and the fallback while Redis is away.
 
     With `cap`, the windows of at most `cap` keys of one memory (a system's
-    senders) are kept: a key counted again goes to the back of the line, and
-    a new one beyond the cap pushes out the one idle longest (`on_evict` is
-    told), so a system that invents senders costs bounded memory."""
+    senders) are kept, and none of a key idle for longer than `idle`
+    seconds (its windows are empty by then): a key counted again goes to
+    the back of the line, and the one idle longest leaves when it has been
+    idle too long or a new one comes beyond the cap (`on_evict` is told).
+    So a system's senders cost memory while they send, and a system that
+    invents senders costs bounded memory."""
 
     def __init__(self, windows: Sequence[Window], history: bool = True,
-                 metrics: Mapping[str, Metric] = METRICS, cap: int = 0,
+                 metrics: Mapping[str, Metric] = METRICS, cap: int = 0, idle: float = 0.0,
                  on_evict: Callable[[str], None] | None = None) -> None:
         self.windows = windows
         self.metrics = metrics
@@ -290,8 +293,10 @@ class LocalWindows:
         # per memory (a system): what it has sent to, per novel metric
         self.memory: dict[str, dict[str, Seen]] = {}
         self.cap = cap
+        self.idle = idle
         self.on_evict = on_evict
-        self._lines: dict[str, OrderedDict[str, None]] = {}  # memory -> its keys, idle first
+        # memory -> its keys, idle longest first, with when each was last counted
+        self._lines: dict[str, OrderedDict[str, float]] = {}
         # keyed window -> read as distinct keys (else as the top count)
         self._distinct = {i: metrics[m].how == "distinct" for i, (m, _) in enumerate(windows)
                           if not summed_windows(metrics[m].how)}
@@ -301,7 +306,7 @@ class LocalWindows:
         if w is None:
             w = self.systems[t.system] = SystemWindows(self.windows, self.metrics)
         if self.cap:
-            self._queue(t.system, t.memory or t.system)
+            self._queue(t.system, t.memory or t.system, t.ts)
         ts, sums, keyed = t.ts, w.sums, w.keyed
         # a window the event adds to is one its rules read (engine.py)
         values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
@@ -339,19 +344,22 @@ class LocalWindows:
                 values[r] = readers[r](ts)
         return Counts(values, hours)
 
-    def _queue(self, key: str, memory: str) -> None:
+    def _queue(self, key: str, memory: str, ts: float) -> None:
         line = self._lines.get(memory)
         if line is None:
             line = self._lines[memory] = OrderedDict()
-        if key in line:
+        known = key in line
+        line[key] = ts
+        if known:
             line.move_to_end(key)
-            return
-        line[key] = None
-        if len(line) > self.cap:
-            idle, _ = line.popitem(last=False)
-            del self.systems[idle]
+        while line:
+            oldest, last = next(iter(line.items()))
+            if len(line) <= self.cap and (not self.idle or last >= ts - self.idle):
+                break
+            del line[oldest]
+            del self.systems[oldest]
             if self.on_evict is not None:
-                self.on_evict(idle)
+                self.on_evict(oldest)
 
     def keys_of(self, memory: str) -> list[str]:
         """The keys counted under `memory` (a system's senders; with `cap`)."""
