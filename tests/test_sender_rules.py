@@ -91,6 +91,16 @@ def test_a_system_rule_crossed_by_trouble_spread_over_senders_suspends_the_syste
     assert (i, d.rule, d.sender) == (5, "bounces_10m", None)
 
 
+def test_a_system_rule_crossed_again_after_a_sender_is_contained_suspends_the_system(run):
+    alice = [bounced(T0 + i, ALICE) for i in range(6)]
+    # bob's trouble is his own, but coming after alice's it is the agency's
+    bob = [bounced(T0 + 10 + i, BOB) for i in range(6)]
+    decisions = run(Engine([SYSTEM_BOUNCES]), alice + bob,
+                    senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
+    assert [(i, d.rule, d.sender) for i, d in decisions] == [
+        (5, "bounces_10m", ALICE), (11, "bounces_10m", None)]
+
+
 def test_a_domain_is_new_when_its_system_never_mailed_it(run):
     new_domains = Rule("sender_new", "ceiling", "to_new_domains", 3600, 2, scope="sender")
     alice = [accepted(T0 + i, ALICE, f"x@d{i}.example") for i in range(2)]
@@ -128,6 +138,20 @@ def test_a_systems_senders_beyond_the_cap_give_way_to_the_idle_longest():
     assert "mfa bob@mfa.gov.kz" not in engine.first_seen
     engine.observe(accepted(T0 + 9, "dan@other.kz", system="other"))  # a cap per system
     assert len(engine.local.systems) == 3
+
+
+def test_a_sender_idle_past_its_windows_is_forgotten_but_not_as_a_newcomer():
+    engine = senders_engine(SENDER_BURST)  # windows of 10 minutes
+    engine.observe(accepted(T0, ALICE))
+    engine.observe(accepted(T0 + 60, BOB))
+    assert sorted(engine.local.systems) == ["mfa alice@mfa.gov.kz", "mfa bob@mfa.gov.kz"]
+    engine.observe(accepted(T0 + 700, BOB))  # alice idle for more than 10 min and a bucket
+    assert list(engine.local.systems) == ["mfa bob@mfa.gov.kz"]
+    # back: counted afresh, but the system knows her; carol is new to it
+    decisions = [d for n in range(6) for sender in (ALICE, "carol@mfa.gov.kz")
+                 for d in engine.observe(accepted(T0 + 800 + n, sender))]
+    assert [(d.sender, d.first_seen) for d in decisions] == [
+        (ALICE, None), ("carol@mfa.gov.kz", T0 + 800)]
 
 
 def test_an_engine_takes_only_rules_of_its_scope():

@@ -19,9 +19,12 @@ An engine given `senders` (an Attribution) judges each sender inside its
 system instead: its windows, rules and decisions are per subject ("system
 sender", senders.subject), a decision names the sender (a restriction of
 that sender alone), and a novel metric asks the system's memory, so "a
-domain never mailed" means never by the system, not by a new mailbox. At
-most `max_senders` of a system are counted at a time; the one idle longest
-gives way.
+domain never mailed" means never by the system, not by a new mailbox. A
+sender is forgotten once its windows are empty (idle for the longest
+window and a bucket), and at most `max_senders` of a system are counted at
+a time (the one idle longest gives way): memory follows the senders
+sending now. A decision's `first_seen` is set for a sender its system had
+not seen for a month or more (the rotation of a spammer's addresses).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any, NamedTuple
 from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric
 from mailgw.anomaly.rules import Decision, Reading, Rule
 from mailgw.anomaly.tally import Counts, Tally, Window
-from mailgw.anomaly.windows import Baseline, LocalWindows
+from mailgw.anomaly.windows import BUCKETS, Baseline, LocalWindows
 from mailgw.senders import Attribution, split, subject
 
 
@@ -74,14 +77,21 @@ class Engine:
             {(m, w) for r in rules for m in (r.metric, r.per) if m
              for w in (r.window, r.baseline) if w} | set(counted))
         ids = {w: i for i, w in enumerate(self.windows)}
+        # a sender's windows are empty a window and a bucket after its last
+        # message: it is forgotten then (what it is usually like goes with it)
+        judged = max((r.window for r in rules), default=0.0)
+        judged = max([judged, *(seconds for _, seconds in counted)])
         self.local = LocalWindows(self.windows, history and senders is None, metrics,
                                   cap=max_senders if senders is not None else 0,
+                                  idle=judged * (1 + 1 / BUCKETS) if senders is not None else 0,
                                   on_evict=self._forget)
         self.suspended: set[str] = set()
         # (system, rule) -> when it last watched: once a window, not at every event
         self.watched: dict[tuple[str, str], float] = {}
         # when each system was first counted: how much history its windows hold
         self.first_seen: dict[str, float] = {}
+        # senders new to their system (never seen in its memory) when first counted
+        self.newcomers: dict[str, float] = {}
         self.learned: dict[str, dict[str, Baseline]] = {}  # system -> metric -> baseline
         # the summed metrics spike rules judge by hour of the week (learned
         # baselines); a per-key one compares with its baseline window only
@@ -209,6 +219,7 @@ class Engine:
     def _forget(self, key: str) -> None:
         """A sender whose windows gave way (the cap): what was kept of it goes too."""
         self.first_seen.pop(key, None)
+        self.newcomers.pop(key, None)
         self.learned.pop(key, None)
         for rule in self.rules:
             self.watched.pop((key, rule.name), None)
@@ -274,10 +285,14 @@ class Engine:
             if baseline is None:
                 baseline = learned[metric] = Baseline()
             baseline.seen(ts, count)
-        first = self.first_seen.setdefault(key, ts)
+        first = self.first_seen.get(key)
+        system, sender = split(key) if self.senders is not None else (key, None)
+        if first is None:
+            first = self.first_seen[key] = ts
+            if sender is not None and self.local.first_time(system, sender, ts):
+                self.newcomers[key] = ts
         if key in self.suspended:
             return []
-        system, sender = split(key) if self.senders is not None else (key, None)
         mine = self.overrides.get(system)
         values = counts.values
         watches: list[Decision] = []
@@ -306,8 +321,7 @@ class Engine:
                 ts, system, rule.name, verdict.observed, threshold, rule.window,
                 evidence={f"{m}/{w:g}s": v for (m, w), v in self.named(counts).items()},
                 action=verdict.action, usual=verdict.usual, expected=verdict.expected,
-                surprise=verdict.surprise, sender=sender,
-                first_seen=first if sender is not None else None)
+                surprise=verdict.surprise, sender=sender, first_seen=self.newcomers.get(key))
             if verdict.action == "suspend":
                 self.suspended.add(key)
                 return [decision]

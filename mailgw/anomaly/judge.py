@@ -116,13 +116,15 @@ class Judge:
         return judge
 
     def _whose(self, d: Decision) -> Decision | None:
-        """A system's suspension, unless one sender's traffic makes it: the
-        rule judged again on the system's counts in process without its
-        restricted senders' (crossed only by them: nothing to decide); then
-        the sender with the most of the rule's metric, if it has at least
-        half of it and the rule is not crossed without it, is restricted
-        and the agency's other senders go on. Trouble spread over several
-        senders suspends the system."""
+        """A system's suspension, unless one sender's traffic makes it. The
+        rule is judged again on the system's counts in process without its
+        restricted senders': crossed only by them, there is nothing to
+        decide; crossed without them, the trouble did not stay with the
+        senders contained, and the system is suspended. With none
+        restricted, the sender with the most of the rule's metric, if it
+        has at least half of it and the rule is not crossed without it, is
+        restricted and the agency's other senders go on; trouble spread
+        over several senders suspends the system."""
         senders = self.senders
         rule = self.rule(d.rule)
         window = None if senders is None or rule is None else \
@@ -134,9 +136,11 @@ class Judge:
         for key in keys:
             if key in senders.suspended:
                 _add(less, senders.named(senders.local.count(senders.reading(key, d.ts))))
-        if less and not self.engine.crossed_without(d.system, d.ts, d.rule, less):
-            self.engine.relent(d.system)
-            return None
+        if less:
+            if not self.engine.crossed_without(d.system, d.ts, d.rule, less):
+                self.engine.relent(d.system)
+                return None
+            return d  # crossed again with a sender contained: the trouble is not one mailbox's
         top = max((k for k in keys if k not in senders.suspended), default=None,
                   key=lambda k: senders.local.read(k, window, d.ts))
         if top is None:
@@ -151,7 +155,7 @@ class Judge:
             return d
         self.engine.relent(d.system)
         senders.suspend(top)
-        return replace(d, sender=split(top)[1], first_seen=senders.first_seen.get(top))
+        return replace(d, sender=split(top)[1], first_seen=senders.newcomers.get(top))
 
     async def settled(self, system: str) -> None:
         """Return once the system's events so far are judged (its senders'

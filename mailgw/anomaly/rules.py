@@ -180,7 +180,8 @@ class Decision:
     # a rule of scope "sender": the sender inside the system it judged, whom
     # a "suspend" restricts (the system's other senders go on)
     sender: str | None = None
-    first_seen: float | None = None  # a sender's: when the engine first counted it
+    # a sender new to its system: when it first sent (None: a sender it knew)
+    first_seen: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         action = "restrict" if self.sender is not None and self.action == "suspend" \

@@ -74,7 +74,8 @@ class KeyCounter:
 
     def __init__(self, window: float, buckets: int = BUCKETS):
         self.width = window / buckets
-        self.slots: list[dict[str, int]] = [{} for _ in range(buckets)]
+        # a bucket's counts per key; None while it has none (most, for a sender)
+        self.slots: list[dict[str, int] | None] = [None] * buckets
         self.epoch = -(1 << 62)
         self.totals: dict[str, int] = {}
         self.top_count = 0
@@ -86,6 +87,8 @@ class KeyCounter:
             expired = False
             for e in range(max(self.epoch + 1, epoch - n + 1), epoch + 1):
                 slot = self.slots[e % n]
+                if slot is None:
+                    continue
                 for key, count in slot.items():
                     left = self.totals[key] - count
                     if left:
@@ -93,7 +96,7 @@ class KeyCounter:
                     else:
                         del self.totals[key]
                     expired = True
-                slot.clear()
+                self.slots[e % n] = None
             if expired:
                 self.top_count = max(self.totals.values(), default=0)
             self.epoch = epoch
@@ -106,6 +109,8 @@ class KeyCounter:
         if epoch <= self.epoch - len(self.slots):
             return len(self.totals), self.top_count
         slot = self.slots[epoch % len(self.slots)]
+        if slot is None:
+            slot = self.slots[epoch % len(self.slots)] = {}
         totals = self.totals
         for key in keys:
             if key in slot:
@@ -251,22 +256,20 @@ class Seen:
 
 
 class SystemWindows:
-    """One system's (or sender's) windows, indexed as the engine's list of windows."""
+    """One system's (or sender's) windows, indexed as the engine's list of
+    windows. A sender's cost little: no bound methods or dicts per window
+    beyond its counters."""
 
-    __slots__ = ("sums", "keyed", "readers", "hours", "history")
+    __slots__ = ("sums", "keyed", "hours", "history")
 
     def __init__(self, windows: Sequence[Window], metrics: Mapping[str, Metric]) -> None:
         self.sums: dict[int, Counter] = {}
         self.keyed: dict[int, KeyCounter] = {}
-        self.readers: list[Callable[[float], float]] = []
         for i, (metric, seconds) in enumerate(windows):
-            how = metrics[metric].how
-            if summed_windows(how):
-                counter = self.sums[i] = Counter(seconds)
-                self.readers.append(counter.total)
+            if summed_windows(metrics[metric].how):
+                self.sums[i] = Counter(seconds)
             else:
-                kc = self.keyed[i] = KeyCounter(seconds)
-                self.readers.append(kc.distinct if how == "distinct" else kc.top)
+                self.keyed[i] = KeyCounter(seconds)
         self.hours: dict[str, tuple[int, float]] = {}  # metric -> (clock hour, count)
         self.history: dict[int, float] = {}  # history step -> messages
 
@@ -338,11 +341,17 @@ class LocalWindows:
                 for old in [s for s in history if s <= step - HISTORY_STEPS]:
                     del history[old]
             history[step] = history.get(step, 0.0) + t.traffic
-        readers = w.readers
         for r in t.reads:
             if r not in values:
-                values[r] = readers[r](ts)
+                values[r] = self._read(w, r, ts)
         return Counts(values, hours)
+
+    def _read(self, w: SystemWindows, window: int, ts: float) -> float:
+        counter = w.sums.get(window)
+        if counter is not None:
+            return counter.total(ts)
+        kc = w.keyed[window]
+        return float(kc.distinct(ts) if self._distinct[window] else kc.top(ts))
 
     def _queue(self, key: str, memory: str, ts: float) -> None:
         line = self._lines.get(memory)
@@ -361,6 +370,17 @@ class LocalWindows:
             if self.on_evict is not None:
                 self.on_evict(oldest)
 
+    def first_time(self, memory: str, key: str, ts: float) -> bool:
+        """Whether `memory` (a system) never saw `key` (a sender) in the last
+        one to two SEEN_PERIODs; it has now."""
+        seen = self.memory.get(memory)
+        if seen is None:
+            seen = self.memory[memory] = {}
+        senders = seen.get("")  # the novel metrics' names are never empty
+        if senders is None:
+            senders = seen[""] = Seen()
+        return senders.novel(ts, (key,)) > 0
+
     def keys_of(self, memory: str) -> list[str]:
         """The keys counted under `memory` (a system's senders; with `cap`)."""
         return list(self._lines.get(memory, ()))
@@ -368,7 +388,7 @@ class LocalWindows:
     def read(self, key: str, window: int, ts: float) -> float:
         """One window of `key` now (0 if it has none)."""
         w = self.systems.get(key)
-        return w.readers[window](ts) if w is not None else 0.0
+        return self._read(w, window, ts) if w is not None else 0.0
 
     def top_keys(self, system: str, ts: float, window: int, n: int) -> list[str]:
         w = self.systems.get(system)
