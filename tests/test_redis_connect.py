@@ -14,10 +14,11 @@ import trustme
 
 from mailgw.state.records import Suspension
 from mailgw.state.redis_store import RedisStore
+from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
 from tests.support.redis_server import RedisServer, SentinelGroup
 from tests.support.waiting import wait_until
-from tests.test_cli_suspensions import cli
+from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
 from tests.test_serve_e2e import write_config
 
 
@@ -123,4 +124,62 @@ def test_the_store_follows_a_failover_and_writes_back_what_the_new_master_lacks(
         back, restored = store.confirm(lost, time.time())
         assert restored and back.system == "moj" and "moj" in store.active()
     finally:
+        store.close()
+
+
+def test_two_gateways_ride_a_sentinel_failover_losing_nothing(sentinels, dest, tmp_path):
+    """Two gateways on one Sentinel group: a suspension decided once before
+    the master dies holds through the failover; an operator's lift after
+    it reaches both; their shared counts go on on the new master (the next
+    burst is decided once again); every message accepted is delivered."""
+    state = redis_state(sentinels.url, 'redis_prefix = "sentinel-twins:"\n')
+    gateways = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        port = free_port()
+        config = write_config(tmp_path / name, dest.port, port, anomaly=BURST_RULE + state)
+        gateways.append(ServeProcess(config, port))
+    a, b = gateways
+    accepted = 0
+    store = RedisStore(sentinels.url, "sentinel-twins:")
+
+    def active() -> set[str]:
+        try:
+            return set(store.active())
+        except Exception:  # between masters
+            return set()
+
+    try:
+        a.start(), b.start()
+        for n, gw in enumerate((a, b, a, b)):  # the fourth crosses the shared count
+            assert send_as_mfa(gw.port, n)[0] == 250
+            accepted += 1
+        wait_until(lambda: "mfa" in active(), what="the suspension recorded")
+        wait_until(lambda: mail_code(a.port) == mail_code(b.port) == 450, timeout=5,
+                   what="both refusing")
+        old = sentinels.master_port()
+        sentinels.master.kill()
+        wait_until(lambda: sentinels.master_port() != old, timeout=30, what="the failover")
+        wait_until(lambda: "mfa" in active(), timeout=15, what="the record on the new master")
+        assert mail_code(a.port) == mail_code(b.port) == 450  # held through it
+
+        assert cli(a.config_path, "lift", "mfa", "--reason", "password changed").returncode == 0
+        wait_until(lambda: mail_code(a.port) == mail_code(b.port) == 250, timeout=10,
+                   what="the lift on both")
+        for n, gw in enumerate((a, b, a, b)):
+            assert send_as_mfa(gw.port, 100 + n)[0] == 250
+            accepted += 1
+        wait_until(lambda: "mfa" in active(), what="the second suspension")
+        # the first record is there as replicated or, if the failover lost
+        # it (replication is asynchronous), as a gateway wrote it back
+        history = [h.action for h in store.history("mfa") if h.action != "held"]
+        assert history in (["suspended", "lifted", "suspended"],
+                           ["restored", "lifted", "suspended"]), history
+        # held mail goes out at the lift; the second burst's is held: lift again
+        assert cli(a.config_path, "lift", "mfa", "--reason", "done").returncode == 0
+        wait_until(lambda: len(dest.messages) >= accepted, timeout=30, what="all delivered")
+        delivered = [m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"]
+        assert len(delivered) == accepted == 8
+    finally:
+        a.stop(), b.stop()
         store.close()
