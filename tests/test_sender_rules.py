@@ -46,9 +46,10 @@ SENDER_BURST = Rule("sender_burst", "ceiling", "messages", 600, 5, scope="sender
 def run(request):
     if request.param == "in-process":
         return run_in_process
-    url, prefix = request.getfixturevalue("redis_server").url, fresh_prefix()
-    return lambda engine, events, senders=None: run_on_redis(url, prefix, engine, events,
-                                                             senders)
+    url = request.getfixturevalue("redis_server").url
+    # each run counts afresh, as each of its engines does
+    return lambda engine, events, senders=None: run_on_redis(url, fresh_prefix(), engine,
+                                                             events, senders)
 
 
 def test_the_sender_that_crosses_is_restricted_and_its_systems_other_senders_are_not(run):
@@ -99,6 +100,23 @@ def test_a_system_rule_crossed_again_after_a_sender_is_contained_suspends_the_sy
                     senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
     assert [(i, d.rule, d.sender) for i, d in decisions] == [
         (5, "bounces_10m", ALICE), (11, "bounces_10m", None)]
+
+
+def test_evidence_that_only_watches_suspends_a_system_with_a_sender_restricted(run):
+    rule = Rule("bounces_1h", "ratio", "perm_failures", 3600, 0.05, per="attempts",
+                min_count=5, min_sample=10, watch=1e-3, suspend=1e-7)
+    # 8 of 20 bounce where the line lets 1 through: about 1 in 15,000 by chance
+    outcomes = [{**bounced(T0 + i, BOB), "event": "delivered" if i % 10 < 6 else "bounced"}
+                for i in range(20)]
+    (_, d), = run(Engine([rule]), outcomes, senders_engine(SENDER_BURST))
+    assert d.action == "watch"
+    restricted = {"ts": T0 - 1, "system": "mfa", "event": "restricted", "sender": ALICE}
+    (_, d), = run(Engine([rule]), [restricted, *outcomes], senders_engine(SENDER_BURST))
+    assert (d.action, d.rule, d.sender) == ("suspend", "bounces_1h", None)
+    # lifted, the system is held to the usual line again
+    lifted = {**restricted, "event": "unrestricted"}
+    (_, d), = run(Engine([rule]), [restricted, lifted, *outcomes], senders_engine(SENDER_BURST))
+    assert d.action == "watch"
 
 
 def test_a_domain_is_new_when_its_system_never_mailed_it(run):

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric
-from mailgw.anomaly.rules import Decision, Reading, Rule
+from mailgw.anomaly.rules import Action, Decision, Reading, Rule, Verdict
 from mailgw.anomaly.tally import Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, Baseline, LocalWindows
 from mailgw.senders import Attribution, split, subject
@@ -86,6 +86,7 @@ class Engine:
                                   idle=judged * (1 + 1 / BUCKETS) if senders is not None else 0,
                                   on_evict=self._forget)
         self.suspended: set[str] = set()
+        self.wary: set[str] = set()  # see `beware`
         # (system, rule) -> when it last watched: once a window, not at every event
         self.watched: dict[tuple[str, str], float] = {}
         # when each system was first counted: how much history its windows hold
@@ -179,6 +180,12 @@ class Engine:
         it until it is lifted."""
         self.suspended.add(system)
 
+    def beware(self, system: str, wary: bool) -> None:
+        """While one of its senders is restricted, a system is suspect: a rule
+        that may suspend it does so on the evidence that would otherwise only
+        watch (a compromise known inside raises the odds of more)."""
+        (self.wary.add if wary else self.wary.discard)(system)
+
     def relent(self, system: str) -> None:
         """Its suspension given way to a sender's restriction: judged on."""
         self.suspended.discard(system)
@@ -206,7 +213,13 @@ class Engine:
             value(rule.metric, rule.baseline), value(rule.per, rule.baseline), usual,
             ts - self.first_seen.get(system, ts)),
             mine.get(rule.name, rule.threshold) if mine else rule.threshold)
-        return verdict is not None and verdict.action == "suspend"
+        return verdict is not None and self._acts(system, rule, verdict) == "suspend"
+
+    def _acts(self, key: str, rule: Rule, verdict: Verdict) -> Action:
+        """A verdict's action; evidence that only watches suspends a wary system."""
+        if verdict.action == "watch" and key in self.wary and rule.stops:
+            return "suspend"
+        return verdict.action
 
     def lift(self, system: str) -> None:
         """An operator judged the cause gone: counting starts afresh, or the
@@ -312,7 +325,8 @@ class Engine:
                 threshold)
             if verdict is None:
                 continue
-            if verdict.action == "watch":
+            action = self._acts(key, rule, verdict)
+            if action == "watch":
                 last = self.watched.get((key, rule.name))
                 if last is not None and ts - last < rule.window:
                     continue
@@ -320,9 +334,9 @@ class Engine:
             decision = Decision(
                 ts, system, rule.name, verdict.observed, threshold, rule.window,
                 evidence={f"{m}/{w:g}s": v for (m, w), v in self.named(counts).items()},
-                action=verdict.action, usual=verdict.usual, expected=verdict.expected,
+                action=action, usual=verdict.usual, expected=verdict.expected,
                 surprise=verdict.surprise, sender=sender, first_seen=self.newcomers.get(key))
-            if verdict.action == "suspend":
+            if action == "suspend":
                 self.suspended.add(key)
                 return [decision]
             watches.append(decision)

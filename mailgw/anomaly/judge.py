@@ -111,8 +111,11 @@ class Judge:
                     self.watch(decision)
                     continue
                 whose = decision if engine is not self.engine else self._whose(decision)
-                if whose is not None:
-                    self.suspend(whose)
+                if whose is None:
+                    continue
+                if whose.sender is not None:
+                    self.engine.beware(whose.system, True)
+                self.suspend(whose)
         return judge
 
     def _whose(self, d: Decision) -> Decision | None:
@@ -136,11 +139,11 @@ class Judge:
         for key in keys:
             if key in senders.suspended:
                 _add(less, senders.named(senders.local.count(senders.reading(key, d.ts))))
-        if less:
-            if not self.engine.crossed_without(d.system, d.ts, d.rule, less):
-                self.engine.relent(d.system)
-                return None
-            return d  # crossed again with a sender contained: the trouble is not one mailbox's
+        if less and not self.engine.crossed_without(d.system, d.ts, d.rule, less):
+            self.engine.relent(d.system)
+            return None
+        if d.system in self.engine.wary:
+            return d  # crossed with a sender contained: the trouble is not one mailbox's
         top = max((k for k in keys if k not in senders.suspended), default=None,
                   key=lambda k: senders.local.read(k, window, d.ts))
         if top is None:
@@ -179,16 +182,24 @@ class Judge:
             self.shared.reset(system, once)
 
     def restricted(self, system: str, sender: str) -> None:
-        """One sender of the system restricted: no decision on it until lifted."""
+        """One sender of the system restricted: no decision on it until
+        lifted, and its system is suspect meanwhile (Engine.beware)."""
+        self.engine.beware(system, True)
         if self.senders is not None:
             self.senders.suspend(subject(system, sender))
 
     def unrestricted(self, system: str, sender: str, once: str) -> None:
-        """That sender's restriction lifted: it is judged afresh, as `lifted`."""
+        """That sender's restriction lifted: it is judged afresh, as `lifted`;
+        its system is no longer suspect once none of its senders is restricted."""
         if self.senders is not None:
-            self.senders.lift(subject(system, sender))
+            key = subject(system, sender)
+            self.senders.lift(key)
             if self.shared_senders is not None:
-                self.shared_senders.reset(subject(system, sender), once)
+                self.shared_senders.reset(key, once)
+            self.engine.beware(system, any(
+                k.startswith(f"{system} ") for k in self.senders.suspended))
+        else:
+            self.engine.beware(system, False)
 
     def set_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> None:
         """Per-system thresholds (a config reload); they hold for the
