@@ -314,12 +314,16 @@ DEFAULT_RULES = (
 class Senders(_Model):
     """Restrictions of single senders, and when they become the system's."""
 
-    # senders of one system counted at a time: the busiest stay, the idle go
+    # senders of one system counted at a time: the recently active stay, the
+    # idle go
     max_per_system: int = Field(default=2000, ge=1)
     # the system is suspended when this many of its senders were restricted
-    # within `escalate_window`, or when a sender first seen after one of its
-    # senders was restricted is restricted too (a spammer changing MAIL FROM)
-    escalate_after: int = Field(default=3, ge=2)
+    # within `escalate_window` (two mailboxes of one agency in an hour is
+    # rarely chance: a phishing wave inside it, or its own server), or when a
+    # sender first seen after one of its senders was restricted is
+    # restricted too (a spammer changing MAIL FROM; with 2, the first rule
+    # covers it)
+    escalate_after: int = Field(default=2, ge=2)
     escalate_window: Duration = 3600.0
 
 

@@ -47,7 +47,9 @@ def notices(dest):
 def gw(request, make_config, dest, redis_server):
     dest.faults.data = "451 4.3.0 not now"  # keep mail spooled so that holding shows
     cfg = make_config(delivery={"relayhost": f"[127.0.0.1]:{dest.port}"},
-                      anomaly={"rules": []},  # restrictions here by hand or by decision
+                      # restrictions here by hand or by decision; escalation
+                      # by three, so that the rotation rule shows on its own
+                      anomaly={"rules": [], "senders": {"escalate_after": 3}},
                       state={"backend": request.param, "redis_url": redis_server.url,
                              "redis_prefix": f"restrict{next(_prefixes)}:"},
                       http={"listen": ["127.0.0.1:0"], "operator_tokens": [
