@@ -1,5 +1,6 @@
 """The anomaly engine judges every event, live and in `mailgw replay`.
-Compiled with mypyc it runs 2-3x faster. Compiling is asked for with
+Compiled with mypyc it runs 2-3x faster (with the judge and who-sent-it,
+which run for every event too). Compiling is asked for with
 MAILGW_COMPILE=1 (as mypy and black build theirs), so that a checkout
 installed with `pip install -e .` runs its sources as edited: a compiled
 module would shadow its .py file until the next install."""
@@ -10,7 +11,8 @@ from setuptools import setup
 
 ENGINE = ["mailgw/anomaly/metrics.py", "mailgw/anomaly/tally.py", "mailgw/anomaly/windows.py",
           "mailgw/anomaly/evidence.py",
-          "mailgw/anomaly/rules.py", "mailgw/anomaly/engine.py"]
+          "mailgw/anomaly/rules.py", "mailgw/anomaly/engine.py", "mailgw/anomaly/judge.py",
+          "mailgw/senders.py"]
 
 ext_modules = []
 if os.environ.get("MAILGW_COMPILE") == "1":

@@ -307,7 +307,11 @@ DEFAULT_RULES = (
     # longer counts against its system, a system rule crossed by one
     # sender's traffic restricts that sender (anomaly/judge.py), and
     # [anomaly.senders] suspends the system when the trouble spreads
-    *(r.model_copy(update={"name": f"sender_{r.name}", "scope": "sender"}) for r in _EVIDENCE),
+    # (held to the fleet's prior, not to a week of their own: a sender is
+    # forgotten an hour after its last message, so its week would mostly be
+    # empty, and it would double what each sender costs)
+    *(r.model_copy(update={"name": f"sender_{r.name}", "scope": "sender", "baseline": None})
+      for r in _EVIDENCE),
 )
 
 

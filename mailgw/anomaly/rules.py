@@ -8,7 +8,8 @@ Three kinds, each named and tunable per system (`threshold`):
   attempt), judged only once the divisor reaches `min_sample` and the
   metric `min_count`. Abnormal is above `threshold` and above `factor`
   times the system's own usual share, learned over the `baseline` window
-  (a week), starting from `prior` for a system without history;
+  (a week), starting from `prior` for a system without history (a rule
+  with no `baseline` holds every system, or sender, to `prior`);
 - spike: a count over the window above `threshold` times the system's own
   usual count for that hour of the week (learned; silent while it has less
   than `min_history`; a metric counted per key has no hour of the week: its
@@ -138,9 +139,10 @@ class Rule:
 
     def _usual_share(self, r: Reading) -> float | None:
         """The system's usual share before this window, its history weighed
-        against the prior as if the prior were `PRIOR_WEIGHT` attempts."""
+        against the prior as if the prior were `PRIOR_WEIGHT` attempts;
+        without a `baseline` window, the prior itself (None if unset)."""
         if self.baseline is None:
-            return None
+            return self.prior or None
         seen, of = r.long_value - r.value, r.long_per - r.per
         return (seen + PRIOR_WEIGHT * self.prior) / (of + PRIOR_WEIGHT)
 
