@@ -8,6 +8,8 @@ when its mail is spread over two gateways sharing Redis."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mailgw.anomaly.engine import Engine
@@ -189,6 +191,9 @@ threshold = 3
 
 def test_two_gateways_restrict_a_sender_whose_mail_is_spread_over_both(dest, redis_server,
                                                                          tmp_path):
+    """The restricted sender gets 450 from both, its mail waiting at either is
+    held, and its colleague's is accepted and delivered."""
+    dest.faults.data = "451 4.3.0 not now"  # mail stays spooled until the restriction
     state = f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n' \
             'redis_prefix = "twin-senders:"\n'
     gateways = []
@@ -198,6 +203,15 @@ def test_two_gateways_restrict_a_sender_whose_mail_is_spread_over_both(dest, red
         config = write_config(tmp_path / name, dest.port, port, anomaly=SENDER_RULE + state)
         gateways.append(ServeProcess(config, port))
     a, b = gateways
+
+    def events(kind: str) -> list[dict]:
+        found = []
+        for gw in gateways:
+            log = gw.config_path.parent / "events.jsonl"
+            lines = log.read_text().splitlines() if log.exists() else []
+            found += [e for e in map(json.loads, lines) if e["event"] == kind]
+        return found
+
     try:
         a.start(), b.start()
         # two each: under the rule on either gateway alone; bob's three
@@ -210,6 +224,13 @@ def test_two_gateways_restrict_a_sender_whose_mail_is_spread_over_both(dest, red
                    timeout=5, what="alice restricted on both")
         assert mail_code(a.port, BOB) == mail_code(b.port, BOB) == 250
         assert mail_code(a.port) == 250  # the system's other senders flow
+        (restricted,) = events("restricted")  # decided once
+        assert restricted["sender"] == ALICE and restricted["rule"] == "sender_burst"
+        wait_until(lambda: len([e for e in events("held") if e.get("sender") == ALICE]) == 4,
+                   timeout=10, what="alice's four messages held, two on each gateway")
+        dest.faults.data = None
+        wait_until(lambda: len([m for m in dest.messages if m.mail_from == BOB]) == 3,
+                   timeout=15, what="bob's mail delivered")
+        assert not [m for m in dest.messages if m.mail_from == ALICE]
     finally:
         a.stop(), b.stop()
-
