@@ -15,6 +15,7 @@ import pytest
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Rule
 from mailgw.senders import Attribution, Policy
+from mailgw.state.redis_store import RedisStore
 from tests.support.mail import send
 from tests.support.process import ServeProcess, free_port
 from tests.support.shared_windows import fresh_prefix, run_in_process, run_on_redis
@@ -224,10 +225,18 @@ def test_two_gateways_restrict_a_sender_whose_mail_is_spread_over_both(dest, red
                    timeout=5, what="alice restricted on both")
         assert mail_code(a.port, BOB) == mail_code(b.port, BOB) == 250
         assert mail_code(a.port) == 250  # the system's other senders flow
-        (restricted,) = events("restricted")  # decided once
-        assert restricted["sender"] == ALICE and restricted["rule"] == "sender_burst"
         wait_until(lambda: len([e for e in events("held") if e.get("sender") == ALICE]) == 4,
                    timeout=10, what="alice's four messages held, two on each gateway")
+        # decided once: one record, one audit entry; each gateway's log says
+        # it took effect there
+        store = RedisStore(redis_server.url, "twin-senders:")
+        try:
+            assert [h.action for h in store.history("mfa") if h.action != "held"] == ["restricted"]
+            (record,) = store.active().values()
+            assert (record.sender, record.rule, record.observed) == (ALICE, "sender_burst", 4)
+        finally:
+            store.close()
+        assert len(events("restricted")) == 2
         dest.faults.data = None
         wait_until(lambda: len([m for m in dest.messages if m.mail_from == BOB]) == 3,
                    timeout=15, what="bob's mail delivered")
