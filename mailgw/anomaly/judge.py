@@ -4,11 +4,12 @@ it, and what crosses one handed on as a decision.
 It owns the engines and their windows: in process always, and, with
 `shared` (Redis), across every gateway too, judged on the shared counts
 when they come back and on the in-process ones while Redis is away. Two
-engines at most: the system's (scope "system" rules) and, when a rule has
-scope "sender", one of senders, whose decisions name the sender. It listens to the
-event bus like any other record keeper; suspensions tell it in so many
-words what was decided elsewhere (`suspended`, `lifted`). Nothing else
-touches the engine; the status page reads through the views at the end.
+engines at most: the systems' (rules of scope "system") and, when a rule
+has scope "sender", the senders', whose decisions name the sender. It
+listens to the event bus like any other record keeper; suspensions tell
+it in so many words what was decided elsewhere (`suspended`, `lifted`,
+`restricted`, `unrestricted`). Nothing else touches the engines; the
+status page reads through the views at the end.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ class Judge:
         self.engine, self.shared = engine, shared
         self.senders, self.shared_senders = senders, shared_senders
         self.suspend, self.watch = suspend, watch
-        self._judges = [(engine, shared, self._judger(engine))]
-        if senders is not None:
-            self._judges.append((senders, shared_senders, self._judger(senders)))
+        self._of_systems = self._judger(engine)
+        self._of_senders = self._judger(senders) if senders is not None else None
+        self._engines = [engine] if senders is None else [engine, senders]
 
     def observe(self, event: Event) -> None:
         """A subscriber of the event bus: count the event if it is a system's
@@ -71,15 +72,15 @@ class Judge:
         traffic of a sender restricted (by this event, or before) is
         contained, not its system's any more, so a trouble that one mailbox
         makes does not also stop the agency."""
-        if self.senders is not None:
+        if self.senders is not None and self._of_senders is not None:
             tally = self.senders.tally(event)
             if tally is not None:
-                self._count(self.senders, self.shared_senders, tally, self._judges[1][2])
+                self._count(self.senders, self.shared_senders, tally, self._of_senders)
                 if tally.system in self.senders.suspended:
                     return
         tally = self.engine.tally(event)
         if tally is not None:
-            self._count(self.engine, self.shared, tally, self._judges[0][2])
+            self._count(self.engine, self.shared, tally, self._of_systems)
 
     @staticmethod
     def _count(engine: Engine, shared: SharedWindows | None, tally: Tally,
@@ -128,11 +129,11 @@ class Judge:
         has at least half of it and the rule is not crossed without it, is
         restricted and the agency's other senders go on; trouble spread
         over several senders suspends the system."""
-        senders = self.senders
-        rule = self.rule(d.rule)
-        window = None if senders is None or rule is None else \
-            senders.window_of(rule.metric, rule.window)
-        if senders is None or window is None:
+        senders, rule = self.senders, self.rule(d.rule)
+        if senders is None or rule is None:
+            return d
+        window = senders.window_of(rule.metric, rule.window)
+        if window is None:
             return d
         keys = senders.local.keys_of(d.system)
         less: dict[tuple[str, float], float] = {}
@@ -148,7 +149,6 @@ class Judge:
                   key=lambda k: senders.local.read(k, window, d.ts))
         if top is None:
             return d
-        assert rule is not None
         mine = senders.local.read(top, window, d.ts)
         total = self.engine.named(self.engine.local.count(
             self.engine.reading(d.system, d.ts))).get((rule.metric, rule.window), 0.0)
@@ -165,7 +165,7 @@ class Judge:
         too): with shared counts that is a round trip away, and a
         transaction must not slip in between the event that crosses a rule
         and the suspension."""
-        for _, shared, _ in self._judges:
+        for shared in (self.shared, self.shared_senders):
             if shared is not None:
                 await shared.settled(system)
 
@@ -204,7 +204,7 @@ class Judge:
     def set_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> None:
         """Per-system thresholds (a config reload); they hold for the
         system's senders too."""
-        for engine, _, _ in self._judges:
+        for engine in self._engines:
             engine.overrides = overrides
 
     def baselines(self) -> dict[str, dict[str, Any]]:
@@ -217,7 +217,7 @@ class Judge:
 
     def rule(self, name: str) -> Rule | None:
         """The rule of that name, as configured (None: no such rule now)."""
-        return next((r for engine, _, _ in self._judges for r in engine.rules
+        return next((r for engine in self._engines for r in engine.rules
                      if r.name == name), None)
 
     async def top_domains(self, system: str, since: float, n: int = 5) -> list[str]:
