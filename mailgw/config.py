@@ -301,6 +301,11 @@ DEFAULT_RULES = (
     _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.3, per="attempts",
           baseline=WEEK, factor=3, prior=0.05, min_count=50, min_sample=100, watch=WATCH),
     _rule("rejections_10m", "ceiling", "rejections", "10m", 50, respond="watch"),
+    # a login's password guessed: an alert, as the refused logins harm no address
+    _rule("auth_failures_10m", "ceiling", "auth_failures", "10m", 20, respond="watch"),
+    # one login used from more than ten addresses in an hour: its password
+    # is in other hands; that login alone is restricted
+    _rule("login_spread_1h", "ceiling", "login_clients", "1h", 10, scope="sender"),
     # the same evidence on each sender's own traffic: one compromised mailbox
     # is restricted while the agency's other senders flow, also in a
     # ministry whose own traffic hides it; a restricted sender's traffic no

@@ -98,3 +98,51 @@ def test_refusals_of_the_auth_dialogue_have_enhanced_codes_and_rejected_events(t
     assert [(e["reason"], e["code"]) for e in map(json.loads, log) if e["event"] == "rejected"] == [
         ("bad_syntax", 501), ("bad_syntax", 501), ("unknown_auth_mechanism", 504),
         ("auth_aborted", 501), ("bad_syntax", 501), ("bad_syntax", 501), ("bad_sequence", 503)]
+
+
+def authed(gw, ctx, source: str, password: str = "s3cret") -> smtplib.SMTP:
+    c = smtplib.SMTP("127.0.0.1", gw.port, source_address=(source, 0))
+    try:
+        c.ehlo("laptop.mfa.gov.kz")
+        c.starttls(context=ctx)
+        c.ehlo("laptop.mfa.gov.kz")
+        c.login("mfa-relay", password)
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+def events(gw, kind):
+    log = gw.gateway.config.gateway.event_log.read_text().splitlines()
+    return [e for e in map(json.loads, log) if e["event"] == kind]
+
+
+def test_a_burst_of_wrong_passwords_for_a_systems_login_alerts_the_operators(tls_gateway):
+    gw, ctx = tls_gateway
+    for _ in range(21):  # the default auth_failures_10m watches beyond 20
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            authed(gw, ctx, "127.0.0.1", password="guess")
+    wait_until(lambda: any(e.get("rule") == "auth_failures_10m" for e in events(gw, "watch")),
+               what="the watch")
+    (watch,) = [e for e in events(gw, "watch") if e.get("rule") == "auth_failures_10m"]
+    assert watch["system"] == "mfa" and watch["observed"] == 21
+    assert {e["system"] for e in events(gw, "rejected") if e["reason"] == "auth_failed"} == {"mfa"}
+    with authed(gw, ctx, "127.0.0.1") as c:  # the right password still works
+        assert c.mail("a@mfa.gov.kz")[0] == 250
+
+
+def test_a_login_used_from_more_than_ten_addresses_in_an_hour_restricts_its_sender(
+        tls_gateway, dest):
+    gw, ctx = tls_gateway
+    for n in range(11):  # the default login_spread_1h: more than 10
+        with authed(gw, ctx, f"127.0.0.{n + 2}") as c:
+            c.sendmail("a@mfa.gov.kz", ["x@example.com"], b"Subject: t\r\n\r\nbody\r\n")
+    wait_until(lambda: events(gw, "restricted"), what="the restriction")
+    (restricted,) = events(gw, "restricted")
+    assert (restricted["sender"], restricted["rule"], restricted["observed"]) == (
+        "a@mfa.gov.kz", "login_spread_1h", 11)
+    with authed(gw, ctx, "127.0.0.2") as c:
+        assert c.mail("a@mfa.gov.kz")[0] == 450
+        c.rset()
+        assert c.mail("b@mfa.gov.kz")[0] == 250  # the system's other senders go on

@@ -78,6 +78,16 @@ def recipient_addresses(event: Event) -> tuple[str, ...]:
     return tuple(r.lower() for r in event.get("recipients") or ())
 
 
+def login_client(event: Event) -> tuple[str, ...]:
+    """The client address of mail sent after SMTP AUTH (none without)."""
+    client = event.get("client")
+    return (str(client),) if client and event.get("auth") else ()
+
+
+def auth_failed(event: Event) -> float:
+    return 1.0 if event.get("reason") == "auth_failed" else 0.0
+
+
 def sender_to_recipient(event: Event) -> tuple[str, ...]:
     sender = str(event.get("sender", "")).lower()
     return tuple(f"{sender} {r.lower()}" for r in event.get("recipients") or ())
@@ -108,6 +118,11 @@ METRICS: dict[str, Metric] = {
     # list reaches a new domain with most messages, a system's own mail
     # rarely; a circular to 300 addresses is one message, however many new
     "to_new_domains": per_key("accepted", keys=recipient_domains, read="novel"),
+    # the addresses a login's mail came from: a person's devices are a
+    # handful in an hour, a stolen password used by many machines is not
+    "login_clients": per_key("accepted", keys=login_client, read="distinct"),
+    # SMTP AUTH refused for one of the system's logins: a password guessed
+    "auth_failures": summed("rejected", adds=auth_failed),
 }
 
 # the metric of each system's 24-hour history (the status page's chart)

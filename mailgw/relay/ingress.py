@@ -260,7 +260,7 @@ class Ingress(EdgeHandler):
         log.info("%s: accepted from=<%s> system=%s nrcpt=%d size=%d client=%s", queue_id, sender,
                  system.id, len(recipients), len(message), client_ip(session))
         self.events.emit("accepted", system.id, queue_id=queue_id, recipients=recipients,
-                         size=len(message), **meta.whose())
+                         size=len(message), client=client_ip(session), **meta.whose())
         self.on_queued(meta, message)
         if self.draining:  # the transaction in progress is done: now the session ends
             server.close_after_reply(replies.SHUTTING_DOWN)
@@ -329,10 +329,11 @@ class GatewaySMTP(EdgeSMTP[StrictLineReader]):
     def new_session(self) -> GatewaySession:
         return GatewaySession(self.loop, self.ingress.directory.by_ip(self._ip))
 
-    def refuse(self, rejection: Rejection, **fields: Any) -> str:
-        """A refusal: its `rejected` event, and a 5xx counts towards
-        max_errors, the last of which closes the session after its reply."""
-        self._record(rejection, **fields)
+    def refuse(self, rejection: Rejection, owner: System | None = None, **fields: Any) -> str:
+        """A refusal: its `rejected` event (the system's: the session's, or
+        `owner`), and a 5xx counts towards max_errors, the last of which
+        closes the session after its reply."""
+        self._record(rejection, owner, **fields)
         if rejection.reply.permanent:
             self.errors += 1
             if self.errors == self.ingress.limits.max_errors:
@@ -340,9 +341,10 @@ class GatewaySMTP(EdgeSMTP[StrictLineReader]):
                 self.close_after_reply(replies.TOO_MANY_ERRORS)
         return rejection.text
 
-    def _record(self, rejection: Rejection, **fields: Any) -> None:
+    def _record(self, rejection: Rejection, owner: System | None = None, **fields: Any) -> None:
         assert self.session is not None
-        self.ingress.refused(client_ip(self.session), self.session.system, rejection, **fields)
+        self.ingress.refused(client_ip(self.session), owner or self.session.system, rejection,
+                             **fields)
 
     def end(self, reply: Reply, reason: str) -> None:
         """End the session with `reply` (a time limit, a stop), told in the log."""
@@ -449,10 +451,14 @@ class GatewaySMTP(EdgeSMTP[StrictLineReader]):
             return result
         creds = result.auth_data
         assert isinstance(creds, LoginPassword)
+        login = creds.login.decode("utf-8", "replace")
         system = await self.ingress.verify_login(creds.login, creds.password)
         if system is None:
+            # a wrong password for a login of a system is that system's to
+            # know of (a guessed password: anomaly rules watch the bursts)
+            known = self.ingress.directory.login(login)
             text = self.refuse(Rejection.of(replies.AUTH_FAILED, "auth_failed"),
-                               login=creds.login.decode("utf-8", "replace"))
+                               known[0] if known else None, login=login)
             return AuthResult(success=False, handled=False, message=text)
         self.session.system = system
         return AuthResult(success=True, auth_data=LoginPassword(creds.login, b""))
