@@ -14,6 +14,7 @@ status page reads through the views at the end.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -165,9 +166,9 @@ class Judge:
         too): with shared counts that is a round trip away, and a
         transaction must not slip in between the event that crosses a rule
         and the suspension."""
-        for shared in (self.shared, self.shared_senders):
-            if shared is not None:
-                await shared.settled(system)
+        await asyncio.gather(*(shared.settled(system)
+                               for shared in (self.shared, self.shared_senders)
+                               if shared is not None))
 
     def suspended(self, system: str) -> None:
         """Suspended elsewhere (an operator, another gateway): no decision on
