@@ -17,8 +17,8 @@ from typing import TextIO
 
 import orjson  # parses an event about twice as fast as json: replay reads millions
 
-from mailgw.anomaly.engine import DECIDED, Engine
-from mailgw.anomaly.judge import Judge
+from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.judge import DECIDED, Judge
 from mailgw.anomaly.rules import Decision
 from mailgw.clock import utc_time
 

@@ -19,7 +19,7 @@ from tests.support.process import ServeProcess, free_port
 from tests.support.redis_server import RedisServer, SentinelGroup
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
-from tests.test_serve_e2e import write_config
+from tests.test_serve_e2e import two_gateways, write_config
 
 
 def redis_state(url: str, more: str = "") -> str:
@@ -133,12 +133,7 @@ def test_two_gateways_ride_a_sentinel_failover_losing_nothing(sentinels, dest, t
     it reaches both; their shared counts go on on the new master (the next
     burst is decided once again); every message accepted is delivered."""
     state = redis_state(sentinels.url, 'redis_prefix = "sentinel-twins:"\n')
-    gateways = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        port = free_port()
-        config = write_config(tmp_path / name, dest.port, port, anomaly=BURST_RULE + state)
-        gateways.append(ServeProcess(config, port))
+    gateways = two_gateways(tmp_path, dest.port, BURST_RULE + state)
     a, b = gateways
     accepted = 0
     store = RedisStore(sentinels.url, "sentinel-twins:")

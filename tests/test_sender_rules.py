@@ -17,11 +17,10 @@ from mailgw.anomaly.rules import Rule
 from mailgw.senders import Attribution, Policy
 from mailgw.state.redis_store import RedisStore
 from tests.support.mail import send
-from tests.support.process import ServeProcess, free_port
 from tests.support.shared_windows import fresh_prefix, run_in_process, run_on_redis
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import mail_code
-from tests.test_serve_e2e import write_config
+from tests.test_serve_e2e import two_gateways
 
 T0 = 1_732_406_400.0
 ALICE, BOB = "alice@mfa.gov.kz", "bob@mfa.gov.kz"
@@ -197,12 +196,7 @@ def test_two_gateways_restrict_a_sender_whose_mail_is_spread_over_both(dest, red
     dest.faults.data = "451 4.3.0 not now"  # mail stays spooled until the restriction
     state = f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n' \
             'redis_prefix = "twin-senders:"\n'
-    gateways = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        port = free_port()
-        config = write_config(tmp_path / name, dest.port, port, anomaly=SENDER_RULE + state)
-        gateways.append(ServeProcess(config, port))
+    gateways = two_gateways(tmp_path, dest.port, SENDER_RULE + state)
     a, b = gateways
 
     def events(kind: str) -> list[dict]:

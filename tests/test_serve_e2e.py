@@ -56,6 +56,18 @@ sender_domains = ["mfa.gov.kz"]
     return path
 
 
+def two_gateways(tmp_path: Path, dest_port: int, anomaly: str) -> list[ServeProcess]:
+    """Two `mailgw serve` (not started) as on two hosts: a directory, a port,
+    a spool each; `anomaly`: their rules and [state], which they share."""
+    gateways = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        port = free_port()
+        gateways.append(ServeProcess(write_config(tmp_path / name, dest_port, port,
+                                                  anomaly=anomaly), port))
+    return gateways
+
+
 @pytest.fixture
 def serve(tmp_path, dest):
     port = free_port()

@@ -13,18 +13,13 @@ from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
-from tests.test_serve_e2e import NO_RULES, write_config
+from tests.test_serve_e2e import NO_RULES, two_gateways, write_config
 
 
 def test_two_instances_count_together_and_suspend_once(dest, redis_server, tmp_path):
     state = f'[state]\nbackend = "redis"\nredis_url = "{redis_server.url}"\n' \
             'redis_prefix = "twins:"\n'
-    gateways = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        port = free_port()
-        config = write_config(tmp_path / name, dest.port, port, anomaly=BURST_RULE + state)
-        gateways.append(ServeProcess(config, port))
+    gateways = two_gateways(tmp_path, dest.port, BURST_RULE + state)
     a, b = gateways
     store = RedisStore(redis_server.url, "twins:")
 

@@ -47,10 +47,6 @@ class _Reads(NamedTuple):
     long_per: int
 
 
-# the log's record of what was decided, which replay follows
-DECIDED = frozenset({"suspended", "lifted", "restricted", "unrestricted"})
-
-
 class Engine:
     def __init__(
         self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None,
@@ -160,6 +156,11 @@ class Engine:
                 return i
         return None
 
+    def now(self, key: str, ts: float) -> dict[Window, float]:
+        """Every window of `key` (a system, or a sender) as it stands in
+        process, by (metric, seconds); counts nothing, moves no sender up."""
+        return {window: self.local.read(key, i, ts) for i, window in enumerate(self.windows)}
+
     def named(self, counts: Counts) -> dict[Window, float]:
         """`counts` by (metric, seconds) rather than window id."""
         return {self.windows[i]: v for i, v in counts.values.items()}
@@ -196,7 +197,7 @@ class Engine:
         process less `less` (some of its senders' counts, by window): if
         not, the trouble is theirs."""
         rule = next(r for r in self.rules if r.name == name)
-        counts = self.named(self.local.count(self.reading(system, ts)))
+        counts = self.now(system, ts)
 
         def value(metric: str | None, seconds: float | None) -> float:
             if not metric or not seconds:
@@ -343,15 +344,11 @@ class Engine:
         return watches
 
     def observe(self, event: Mapping[str, Any]) -> list[Decision]:
-        """Tally, count in process, judge: `mailgw replay`, where the recorded
-        suspensions and lifts of the log (restrictions and their lifts, for
-        an engine of senders) take effect as they come."""
+        """Tally, count in process, judge, the recorded suspensions and lifts
+        taking effect as they come (one engine alone; the judge runs both)."""
         kind, system = event.get("event"), event.get("system")
-        if system is not None and kind in DECIDED:
-            sender = event.get("sender") if kind in ("restricted", "unrestricted") else None
-            if (sender is None) == (self.senders is None):
-                key = subject(system, sender)
-                (self.suspend if kind in ("suspended", "restricted") else self.lift)(key)
+        if system is not None and kind in ("suspended", "lifted"):
+            (self.suspend if kind == "suspended" else self.lift)(system)
             return []
         tally = self.tally(event)
         return self.judge(tally, self.local.count(tally)) if tally is not None else []

@@ -47,6 +47,10 @@ def engines(anomaly: Anomaly, systems: Sequence[System], *, history: bool = True
                    max_senders=anomaly.senders.max_per_system, counted=shares))
 
 
+# the log's record of what was decided, which replay follows (`Judge.decided`)
+DECIDED = frozenset({"suspended", "lifted", "restricted", "unrestricted"})
+
+
 def _add(to: dict[tuple[str, float], float], counts: Mapping[tuple[str, float], float]) -> None:
     for window, value in counts.items():
         to[window] = to.get(window, 0.0) + value
@@ -73,7 +77,8 @@ class Judge:
         traffic of a sender restricted (by this event, or before) is
         contained, not its system's any more, so a trouble that one mailbox
         makes does not also stop the agency."""
-        if self.senders is not None and self._of_senders is not None:
+        if self.senders is not None:
+            assert self._of_senders is not None  # made with `senders`
             tally = self.senders.tally(event)
             if tally is not None:
                 self._count(self.senders, self.shared_senders, tally, self._of_senders)
@@ -140,7 +145,7 @@ class Judge:
         less: dict[tuple[str, float], float] = {}
         for key in keys:
             if key in senders.suspended:
-                _add(less, senders.named(senders.local.count(senders.reading(key, d.ts))))
+                _add(less, senders.now(key, d.ts))
         if less and not self.engine.crossed_without(d.system, d.ts, d.rule, less):
             self.engine.relent(d.system)
             return None
@@ -151,9 +156,8 @@ class Judge:
         if top is None:
             return d
         mine = senders.local.read(top, window, d.ts)
-        total = self.engine.named(self.engine.local.count(
-            self.engine.reading(d.system, d.ts))).get((rule.metric, rule.window), 0.0)
-        _add(less, senders.named(senders.local.count(senders.reading(top, d.ts))))
+        total = self.engine.now(d.system, d.ts).get((rule.metric, rule.window), 0.0)
+        _add(less, senders.now(top, d.ts))
         if 2 * mine < total - less.get((rule.metric, rule.window), 0.0) + mine or \
                 self.engine.crossed_without(d.system, d.ts, d.rule, less):
             return d
@@ -184,10 +188,11 @@ class Judge:
 
     def restricted(self, system: str, sender: str) -> None:
         """One sender of the system restricted: no decision on it until
-        lifted, and its system is suspect meanwhile (Engine.beware)."""
-        self.engine.beware(system, True)
+        lifted, and (senders judged) its system is suspect meanwhile
+        (Engine.beware)."""
         if self.senders is not None:
             self.senders.suspend(subject(system, sender))
+            self.engine.beware(system, True)
 
     def unrestricted(self, system: str, sender: str, once: str) -> None:
         """That sender's restriction lifted: it is judged afresh, as `lifted`;
@@ -199,8 +204,6 @@ class Judge:
                 self.shared_senders.reset(key, once)
             self.engine.beware(system, any(
                 k.startswith(f"{system} ") for k in self.senders.suspended))
-        else:
-            self.engine.beware(system, False)
 
     def set_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> None:
         """Per-system thresholds (a config reload); they hold for the

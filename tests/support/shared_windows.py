@@ -8,8 +8,8 @@ import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mailgw.anomaly.engine import DECIDED, Engine
-from mailgw.anomaly.judge import Judge
+from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.judge import DECIDED, Judge
 from mailgw.anomaly.rules import Decision
 from mailgw.anomaly.tally import Counts, Tally
 from mailgw.state.redis_windows import RedisWindows
