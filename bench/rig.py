@@ -15,12 +15,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A redis-server on a free loopback port, without persistence."""
+def start_redis(workdir: Path, *options: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server on a free loopback port, without persistence;
+    `options`: more of its arguments."""
     port = free_port()
     proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL)
+                             "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                             *options], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)) as c:
@@ -29,3 +30,25 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
                 return proc, port
         time.sleep(0.05)
     raise SystemExit("redis-server did not start")
+
+
+def start_cluster(workdir: Path, masters: int = 3) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """A Redis Cluster of `masters` servers on loopback, all slots assigned."""
+    nodes = []
+    for n in range(masters):
+        (workdir / f"node{n}").mkdir()
+        # the bus port named: port + 10000 (the default) may be out of range
+        nodes.append(start_redis(workdir / f"node{n}", "--cluster-enabled", "yes",
+                                 "--cluster-port", str(free_port())))
+    subprocess.run(["redis-cli", "--cluster", "create",
+                    *(f"127.0.0.1:{port}" for _, port in nodes),
+                    "--cluster-replicas", "0", "--cluster-yes"],
+                   check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = [subprocess.run(["redis-cli", "-p", str(port), "cluster", "info"],
+                                 capture_output=True, text=True).stdout for _, port in nodes]
+        if all("cluster_state:ok" in state for state in states):
+            return nodes
+        time.sleep(0.2)
+    raise SystemExit("the cluster did not form")

@@ -174,15 +174,13 @@ def _redis_refuses(cfg: config_mod.Config) -> list[str]:
     """Redis refusing this config (a wrong password, a CA that does not sign
     its certificate): an error. One that does not answer now is only a
     warning: a gateway starts without it and counts alone meanwhile."""
-    from redis import RedisError
-
-    from mailgw.state.redis_client import misconfigured
+    from mailgw.state.redis_client import UNAVAILABLE, misconfigured
     from mailgw.state.store import describe
 
     store = _store(cfg)
     try:
         store.active()
-    except RedisError as e:
+    except UNAVAILABLE as e:
         refused = misconfigured(e)
         if refused is not None:
             return [f"state: {describe(cfg)}: {refused}"]

@@ -469,7 +469,7 @@ class Dnsbl(_Resolving):
 
 class State(_Model):
     backend: Literal["embedded", "redis"] = "embedded"
-    # one server, or a Sentinel group (mailgw/state/redis_client.py)
+    # one server, a Sentinel group or a cluster (mailgw/state/redis_client.py)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "mailgw:"
     tls_ca_file: Path | None = None  # rediss://: the CA that signed Redis's certificate
@@ -480,8 +480,17 @@ class State(_Model):
     def _redis_url(cls, v: str) -> str:
         if not v.startswith(redis_client.SCHEMES):
             raise ValueError("expected redis://[:password@]host:port/db, rediss://..., "
-                             "unix://path or redis+sentinel://host:port[,host:port...]/service")
-        redis_client.sentinel_group(v)  # a malformed group says what is wrong
+                             "unix://path, redis+sentinel://host:port[,host:port...]/service "
+                             "or redis+cluster://host:port[,host:port...]")
+        redis_client.group(v)  # a malformed group says what is wrong
+        return v
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _redis_prefix(cls, v: str) -> str:
+        # the keys' hash tags ({system}) are mailgw's: a brace here would move them
+        if not v or "{" in v or "}" in v:
+            raise ValueError("expected a non-empty prefix without braces, such as \"mailgw:\"")
         return v
 
 

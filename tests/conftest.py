@@ -11,7 +11,7 @@ from mailgw.config import Config
 from tests.support.destination import Destination
 from tests.support.dns import DNSTestServer
 from tests.support.gateway import GatewayThread
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import Cluster, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,3 +85,10 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()

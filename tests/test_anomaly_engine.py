@@ -47,12 +47,15 @@ def observe(engine, events):
     return [(i, d) for i, e in enumerate(events) for d in engine.observe(e)]
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", "redis", "cluster"])
 def run(request):
-    """The engine over a stream, counting in process or in a real Redis."""
+    """The engine over a stream, counting in process, in a real Redis or in
+    a Redis Cluster of three masters."""
     if request.param == "in-process":
         return run_in_process
-    url, prefix = request.getfixturevalue("redis_server").url, fresh_prefix()
+    url = request.getfixturevalue("redis_cluster" if request.param == "cluster"
+                                  else "redis_server").url
+    prefix = fresh_prefix()
     return lambda engine, events, senders=None: run_on_redis(url, prefix, engine, events,
                                                              senders)
 

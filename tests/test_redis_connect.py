@@ -8,6 +8,7 @@ a master that lost what the old one held is written back to, never read as
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import trustme
@@ -33,11 +34,13 @@ def with_password():
     server.stop()
 
 
-def test_a_wrong_password_is_an_error_in_check_config_and_at_start(tmp_path, dest,
-                                                                    with_password):
+def refuses_the_wrong_password(tmp_path, dest_port: int, right: str) -> Path:
+    """`right` with the password "not-it" instead of "s3cret-pass" is an
+    error in check-config and stops the start; `right` passes. The config
+    with `right`."""
     port = free_port()
-    wrong = f"redis://:not-it@127.0.0.1:{with_password.port}/0"
-    config = write_config(tmp_path, dest.port, port, extra=redis_state(wrong))
+    wrong = right.replace("s3cret-pass", "not-it")
+    config = write_config(tmp_path, dest_port, port, extra=redis_state(wrong))
     out = cli(config, "check-config")
     assert out.returncode == 1
     assert "authentication failed" in out.stderr and "not-it" not in out.stderr
@@ -45,11 +48,17 @@ def test_a_wrong_password_is_an_error_in_check_config_and_at_start(tmp_path, des
     with pytest.raises(AssertionError, match="authentication failed"):
         gw.start()
     gw.stop()
-    right = f"redis://:s3cret-pass@127.0.0.1:{with_password.port}/0"
-    config = write_config(tmp_path, dest.port, port, extra=redis_state(right))
+    config = write_config(tmp_path, dest_port, port, extra=redis_state(right))
     out = cli(config, "check-config")
     assert out.returncode == 0, out.stderr
     assert "s3cret-pass" not in out.stdout  # printed masked
+    return config
+
+
+def test_a_wrong_password_is_an_error_in_check_config_and_at_start(tmp_path, dest,
+                                                                    with_password):
+    refuses_the_wrong_password(tmp_path, dest.port,
+                               f"redis://:s3cret-pass@127.0.0.1:{with_password.port}/0")
 
 
 @pytest.fixture

@@ -44,11 +44,12 @@ def senders_engine(*rules, policies=None, cap=5000, counted=()):
 SENDER_BURST = Rule("sender_burst", "ceiling", "messages", 600, 5, scope="sender")
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", "redis", "cluster"])
 def run(request):
     if request.param == "in-process":
         return run_in_process
-    url = request.getfixturevalue("redis_server").url
+    url = request.getfixturevalue("redis_cluster" if request.param == "cluster"
+                                  else "redis_server").url
     # each run counts afresh, as each of its engines does
     return lambda engine, events, senders=None: run_on_redis(url, fresh_prefix(), engine,
                                                              events, senders)

@@ -1,5 +1,6 @@
 """One behaviour, two backends: the embedded SQLite store and the Redis store
-(a real redis-server), through the same tests."""
+(a real redis-server, and a Redis Cluster of three masters), through the
+same tests."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from mailgw.state.redis_store import RedisStore
 _prefixes = itertools.count()
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def stores(request, tmp_path, redis_server):
+@pytest.fixture(params=["embedded", "redis", "cluster"])
+def stores(request, tmp_path):
     """Two handles on one store, as two gateways (or a gateway and the CLI) have."""
     if request.param == "embedded":
         made = [EmbeddedStore(tmp_path / "state.db") for _ in range(2)]
     else:
+        url = request.getfixturevalue("redis_cluster" if request.param == "cluster"
+                                      else "redis_server").url
         prefix = f"t{next(_prefixes)}:"
-        made = [RedisStore(redis_server.url, prefix) for _ in range(2)]
+        made = [RedisStore(url, prefix) for _ in range(2)]
     yield made
     for s in made:
         s.close()

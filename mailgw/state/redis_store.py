@@ -8,6 +8,11 @@ notice go in with it; a notice is claimed by removing it from the pending set,
 which exactly one caller can do. Nothing here holds mail: Redis keeps
 decisions and records, the spool keeps the messages.
 
+On a Redis Cluster every key of the store shares one hash tag (the prefix,
+`{mailgw}:`), so each script touches one slot: the store holds decisions,
+not traffic, and one slot carries it. On one server the keys keep their
+plain names (`mailgw:active`).
+
 A Redis restarted without persistence, or a failover to an empty replica,
 loses what it held; the gateways write back the suspensions they know
 (`confirm`), and audit entries written late (from a gateway's outbox) take
@@ -22,7 +27,7 @@ from typing import Any
 
 from mailgw.senders import subject
 from mailgw.state.records import RESTORED, AuditEntry, Suspension
-from mailgw.state.redis_client import blocking_client
+from mailgw.state.redis_client import blocking_client, clustered
 
 _SUSPEND = """
 local active, seq, latest, audit, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -139,7 +144,7 @@ class RedisStore:
                  sentinel_password: str | None = None):
         # redis-py types every reply as "maybe awaitable"; this client is the sync one
         self.r: Any = blocking_client(url, ca_file, sentinel_password)
-        self.p = prefix
+        self.p = f"{{{prefix.rstrip(':') or prefix}}}:" if clustered(url) else prefix
         self._suspend = self.r.register_script(_SUSPEND)
         self._lift = self.r.register_script(_LIFT)
         self._dnsbl = self.r.register_script(_DNSBL)

@@ -7,9 +7,12 @@ The windows have the shape of the in-process ones (windows.py): 12 buckets
 per window, a running total, so an event costs a few hash increments and a
 window slides with work once per bucket. Every key expires once its window
 has passed with no traffic, so an idle system costs nothing. All of a
-system's keys share the hash tag {system}; a sender's windows (an engine of
-senders) are another instance's, under a prefix of their own and the tag
-{system sender}, and ask their system's memory of recipient domains there.
+system's keys share the hash tag {system}, and a script is given its
+system's base key: on a Redis Cluster each script runs on the one node
+that holds its system. A sender's windows (an engine of senders) are
+another instance's, under a prefix of their own, keyed `{system}:sender:`
+in its system's slot, where they ask their system's memory of recipient
+domains.
 
 Scripts go out batched in one pipeline per turn of the event loop, so the
 decision on an event arrives one round trip after it; until then the
@@ -32,21 +35,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from mailgw.anomaly.metrics import METRICS, Metric, summed_windows
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, KEY_CAP, SEEN_CAP, SEEN_PERIOD
 from mailgw.outage import Outage
-from mailgw.state.redis_client import asyncio_client
+from mailgw.state.redis_client import UNAVAILABLE, asyncio_client
 
 log = logging.getLogger("mailgw.windows")
 
 Judge = Callable[[Tally, Counts], None]
 
 _COMMON = """
-local base = ARGV[1]
-local spec = cjson.decode(ARGV[2])
+local base = KEYS[1]
+local spec = cjson.decode(ARGV[1])
 local n, ts = spec.n, spec.ts
 
 -- a sum window, as windows.Counter: a hash of a slot per bucket, the
@@ -301,8 +304,12 @@ class RedisWindows:
         """Judging on in-process counts: Redis did not answer."""
         return self._outage.down
 
-    def _base(self, system: str) -> str:
-        return f"{self.prefix}w:{{{system}}}:"
+    def _base(self, name: str) -> str:
+        """The keys' base of a system, or of "system sender" (senders.subject)
+        in the slot of its system."""
+        system, _, sender = name.partition(" ")
+        return f"{self.prefix}w:{{{system}}}:{sender}:" if sender else \
+            f"{self.prefix}w:{{{system}}}:"
 
     def submit(self, tally: Tally, fallback: Counts, then: Judge) -> None:
         if time.monotonic() < self._down_until or len(self._queue) >= 50 * self.BATCH:
@@ -338,22 +345,22 @@ class RedisWindows:
     async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
         try:
             totals = await self.r.hgetall(f"{self._base(system)}{self._window[window][0]}:t")
-        except (RedisError, OSError):
+        except UNAVAILABLE:
             return None
         ranked = sorted(totals.items(), key=lambda kv: int(kv[1]), reverse=True)
         return [key.decode() for key, _ in ranked[:n]]
 
     async def counts(self, tally: Tally) -> Counts | None:
         try:
-            reply = await self._count(args=[self._base(tally.system), self._spec(tally)])
-        except (RedisError, OSError):
+            reply = await self._count(keys=[self._base(tally.system)], args=[self._spec(tally)])
+        except UNAVAILABLE:
             return None
         return self._counts(tally, reply)
 
     async def history(self, system: str, ts: float) -> dict[int, float] | None:
         try:
             steps = await self.r.hgetall(self._base(system) + "history")
-        except (RedisError, OSError):
+        except UNAVAILABLE:
             return None
         first = int(ts // HISTORY_STEP) - HISTORY_STEPS
         return {s: n for s, n in ((int(k), float(v)) for k, v in steps.items()) if s > first}
@@ -396,12 +403,19 @@ class RedisWindows:
         did not answer. Resets that did not go through are kept for later."""
         if time.monotonic() >= self._down_until:
             try:
-                try:
-                    replies = await self._pipeline(batch)
-                except NoScriptError:  # Redis restarted: none of the batch ran
+                replies = await self._pipeline(batch)
+                # a Redis that restarted (or a cluster node) lacks the scripts:
+                # what it was sent did not run, and goes again
+                again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+                if again:
                     self._loaded = False
-                    replies = await self._pipeline(batch)
-            except (RedisError, OSError) as e:
+                    for i, reply in zip(again, await self._pipeline([batch[i] for i in again]),
+                                        strict=True):
+                        replies[i] = reply
+                failed = next((r for r in replies if isinstance(r, Exception)), None)
+                if failed is not None:
+                    raise failed
+            except UNAVAILABLE as e:
                 self._down_until = time.monotonic() + self.RETRY
                 self._outage.failed(e, "judging on this instance's own counts until it is back")
             else:
@@ -423,11 +437,11 @@ class RedisWindows:
                 if isinstance(item, tuple):
                     system, once = item
                     spec = orjson.dumps({**self._reset_spec, "once": once})
-                    pipe.evalsha(self._reset.sha, 0, self._base(system), spec)
+                    pipe.evalsha(self._reset.sha, 1, self._base(system), spec)
                 else:
-                    pipe.evalsha(self._count.sha, 0, self._base(item.tally.system),
+                    pipe.evalsha(self._count.sha, 1, self._base(item.tally.system),
                                  self._spec(item.tally))
-            return await pipe.execute()  # type: ignore[no-any-return]
+            return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
     def _spec(self, t: Tally) -> bytes:
         window, how = self._window, self._how

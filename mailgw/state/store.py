@@ -6,13 +6,12 @@ import sqlite3
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import redis
-
 from mailgw.config import Config
+from mailgw.state import redis_client
 from mailgw.state.records import AuditEntry, Suspension
 
 # what a store that cannot be reached raises, whichever the backend
-UNAVAILABLE: tuple[type[Exception], ...] = (redis.RedisError, sqlite3.Error, OSError)
+UNAVAILABLE: tuple[type[Exception], ...] = (*redis_client.UNAVAILABLE, sqlite3.Error)
 
 
 class Store(Protocol):

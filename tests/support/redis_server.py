@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import redis
+import redis.cluster
 
 from tests.support.process import Daemon, free_port
 from tests.support.waiting import wait_until
@@ -111,3 +112,67 @@ class SentinelGroup:
     def stop(self) -> None:
         for daemon in [*self.sentinels, self.replica, self.master]:
             daemon.stop()
+
+
+class Cluster:
+    """Three masters in one Redis Cluster (`redis-cli --cluster create`),
+    each owning a third of the slots, on loopback; `password`: theirs."""
+
+    def __init__(self, masters: int = 3, password: str | None = None) -> None:
+        # the bus port named: port + 10000 (the default) may be out of range
+        self.nodes = [RedisServer(None, "--cluster-enabled", "yes",
+                                  "--cluster-port", str(free_port()),
+                                  "--cluster-config-file", "nodes.conf",
+                                  "--cluster-node-timeout", "2000", password=password).start()
+                      for _ in range(masters)]
+        self.password = password
+        cli = shutil.which("redis-cli")
+        assert cli, "install Debian's redis-tools (with redis-server)"
+        subprocess.run([cli, *(["-a", password] if password else []), "--cluster", "create",
+                        *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.formed, timeout=20, what="the cluster to form")
+
+    def formed(self) -> bool:
+        """Every node up and serving all the slots."""
+        for node in self.nodes:
+            client = redis.Redis(port=node.port, password=self.password)
+            try:
+                if client.cluster("info").get("cluster_state") != "ok":
+                    return False
+            except redis.ConnectionError:
+                return False
+            finally:
+                client.close()
+        return True
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def node_of(self, key: str) -> RedisServer:
+        """The master that holds `key`'s slot."""
+        client = redis.cluster.RedisCluster("127.0.0.1", self.nodes[0].port,
+                                            password=self.password)
+        try:
+            port = client.get_node_from_key(key).port
+        finally:
+            client.close()
+        return next(n for n in self.nodes if n.port == port)
+
+    def keys(self, pattern: str) -> dict[str, RedisServer]:
+        """The keys matching `pattern`, each with the node it is on."""
+        found = {}
+        for node in self.nodes:
+            client = redis.Redis(port=node.port, password=self.password)
+            try:
+                found.update({k.decode(): node for k in client.scan_iter(pattern, count=1000)})
+            finally:
+                client.close()
+        return found
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
