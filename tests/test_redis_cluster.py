@@ -25,11 +25,11 @@ from mailgw.state.redis_store import RedisStore
 from mailgw.state.redis_windows import RedisWindows
 from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
-from tests.support.redis_server import Cluster
+from tests.support.redis_server import Cluster, Tls
 from tests.support.shared_windows import count, fresh_prefix, run_on_redis
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
-from tests.test_redis_connect import redis_state, refuses_the_wrong_password
+from tests.test_redis_connect import redis_state, refuses_the_wrong_ca, refuses_the_wrong_password
 from tests.test_serve_e2e import two_gateways, write_config
 
 T0 = 1_732_406_400.0
@@ -184,3 +184,14 @@ def test_a_gateway_starts_and_accepts_mail_with_its_cluster_away(tmp_path, dest)
         wait_until(lambda: len(dest.messages) == 1, timeout=15, what="delivered")
     finally:
         gw.stop()
+
+
+def test_a_cluster_over_tls_with_the_wrong_ca_is_an_error_and_the_right_one_works(
+        tmp_path, dest):
+    """The nodes answer TLS only and talk TLS among themselves (rediss+cluster://)."""
+    tls = Tls(tmp_path)
+    cluster = Cluster(tls=tls)
+    try:
+        refuses_the_wrong_ca(tmp_path, dest.port, cluster.url, tls)
+    finally:
+        cluster.stop()

@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-import trustme
 
 from mailgw.state.records import Suspension
 from mailgw.state.redis_store import RedisStore
 from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
-from tests.support.redis_server import RedisServer, SentinelGroup
+from tests.support.redis_server import RedisServer, SentinelGroup, Tls
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
 from tests.test_serve_e2e import two_gateways, write_config
@@ -62,43 +61,53 @@ def test_a_wrong_password_is_an_error_in_check_config_and_at_start(tmp_path, des
 
 
 @pytest.fixture
-def tls_redis(tmp_path):
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "redis.pem"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    trustme.CA().cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
-    port = free_port()
-    server = RedisServer(port, "--port", "0", "--tls-port", str(port),
-                         "--tls-cert-file", str(tmp_path / "redis.pem"),
-                         "--tls-key-file", str(tmp_path / "redis.pem"),
-                         "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
-                         "--tls-auth-clients", "no",
-                         client={"ssl": True, "ssl_ca_certs": str(tmp_path / "ca.pem")}).start()
+def tls(tmp_path):
+    return Tls(tmp_path)
+
+
+@pytest.fixture
+def tls_redis(tls):
+    server = tls.server().start()
     yield server
     server.stop()
 
 
-def test_tls_with_the_wrong_ca_is_an_error_and_the_right_one_works(tmp_path, dest, tls_redis):
+def refuses_the_wrong_ca(tmp_path, dest_port: int, url: str, tls: Tls) -> None:
+    """`url` with `tls`'s other CA is an error in check-config and stops the
+    start; with its CA it works: a suspension from the CLI is in the store."""
     port = free_port()
-    url = f"rediss://127.0.0.1:{tls_redis.port}/0"
-    config = write_config(tmp_path, dest.port, port,
-                          extra=redis_state(url, f'tls_ca_file = "{tmp_path / "other-ca.pem"}"'))
+    config = write_config(tmp_path, dest_port, port,
+                          extra=redis_state(url, f'tls_ca_file = "{tls.other_ca}"'))
     out = cli(config, "check-config")
     assert out.returncode == 1 and "not trusted" in out.stderr and "tls_ca_file" in out.stderr
     gw = ServeProcess(config, port)
     with pytest.raises(AssertionError, match="not trusted"):
         gw.start()
     gw.stop()
-    config = write_config(tmp_path, dest.port, port,
-                          extra=redis_state(url, f'tls_ca_file = "{tmp_path / "ca.pem"}"'))
+    config = write_config(tmp_path, dest_port, port,
+                          extra=redis_state(url, f'tls_ca_file = "{tls.ca}"'))
     assert cli(config, "check-config").returncode == 0
     assert cli(config, "suspend", "mfa", "--reason", "over TLS").returncode == 0
-    store = RedisStore(url, ca_file=str(tmp_path / "ca.pem"))
+    store = RedisStore(url, ca_file=str(tls.ca))
     try:
         assert "mfa" in store.active()
     finally:
         store.close()
+
+
+def test_tls_with_the_wrong_ca_is_an_error_and_the_right_one_works(tmp_path, dest, tls,
+                                                                   tls_redis):
+    refuses_the_wrong_ca(tmp_path, dest.port, f"rediss://127.0.0.1:{tls_redis.port}/0", tls)
+
+
+def test_a_sentinel_group_over_tls_with_the_wrong_ca_is_an_error_and_the_right_one_works(
+        tmp_path, dest, tls):
+    """Sentinels, master and replica answer TLS only (rediss+sentinel://)."""
+    group = SentinelGroup(tls)
+    try:
+        refuses_the_wrong_ca(tmp_path, dest.port, group.url, tls)
+    finally:
+        group.stop()
 
 
 @pytest.fixture
