@@ -29,7 +29,12 @@ from tests.support.redis_server import Cluster, Tls
 from tests.support.shared_windows import count, fresh_prefix, run_on_redis
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
-from tests.test_redis_connect import redis_state, refuses_the_wrong_ca, refuses_the_wrong_password
+from tests.test_redis_connect import (
+    notices,
+    redis_state,
+    refuses_the_wrong_ca,
+    refuses_the_wrong_password,
+)
 from tests.test_serve_e2e import two_gateways, write_config
 
 T0 = 1_732_406_400.0
@@ -148,6 +153,10 @@ def test_two_gateways_on_a_cluster_decide_a_crossing_once_and_obey_a_lift(redis_
         wait_until(lambda: len(dest.messages) >= 5, timeout=30, what="all delivered")
         assert [h.action for h in store.history("mfa") if h.action != "held"] == \
             ["suspended", "lifted"]
+        # the owner is told once of each, by one of the two
+        wait_until(lambda: len(notices(dest)) >= 2, timeout=15, what="the notices")
+        time.sleep(2)
+        assert len(notices(dest)) == 2
     finally:
         a.stop(), b.stop()
         store.close()

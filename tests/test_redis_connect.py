@@ -22,6 +22,11 @@ from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
 from tests.test_serve_e2e import two_gateways, write_config
 
 
+def notices(dest) -> list:
+    """The owner's notices among what `dest` received."""
+    return [m for m in dest.messages if m.rcpt_tos == ["postmaster@mfa.gov.kz"]]
+
+
 def redis_state(url: str, more: str = "") -> str:
     return f'[state]\nbackend = "redis"\nredis_url = "{url}"\n{more}'
 
@@ -193,6 +198,10 @@ def test_two_gateways_ride_a_sentinel_failover_losing_nothing(sentinels, dest, t
         wait_until(lambda: len(dest.messages) >= accepted, timeout=30, what="all delivered")
         delivered = [m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"]
         assert len(delivered) == accepted == 8
+        # the owner told once of each suspension and lift, by one of the two
+        wait_until(lambda: len(notices(dest)) >= 4, timeout=15, what="the notices")
+        time.sleep(2)
+        assert len(notices(dest)) == 4
     finally:
         a.stop(), b.stop()
         store.close()
