@@ -255,8 +255,7 @@ class Judge:
                 per = windows.get((rule.per, rule.window), 0.0) if rule.per else 0.0
                 current = round(current / per, 4) if per else 0.0
             elif rule.kind == "spike":
-                baseline = self.engine.learned.get(system, {}).get(rule.metric)
-                usual = baseline.expected(ts, rule.min_history) if baseline else None
+                usual = self.engine.usual(system, rule, ts)
                 limit = None if usual is None else max(rule.min_sample, threshold * usual)
             out.append({"rule": rule.name, "kind": rule.kind, "metric": rule.metric,
                         "per": rule.per, "window": rule.window, "threshold": threshold,

@@ -189,6 +189,14 @@ class Baseline:
             return None
         return self.slots[hour % self.WEEK] or 0.0
 
+    def busiest(self, ts: float, rank: int) -> float | None:
+        """The usual count of the `rank`-th busiest hour of the week
+        learned so far (of the quietest, while fewer are learned); None
+        until an hour is learned."""
+        self._roll(int(ts // 3600))
+        learned = sorted((x for x in self.slots if x is not None), reverse=True)
+        return learned[min(rank, len(learned)) - 1] if learned else None
+
     def snapshot(self) -> dict[str, Any]:
         return {"slots": self.slots, "first_hour": self.first_hour, "hour": self.hour,
                 "count": self.count}
