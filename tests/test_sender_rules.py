@@ -104,6 +104,24 @@ def test_a_system_rule_crossed_again_after_a_sender_is_contained_suspends_the_sy
         (5, "bounces_10m", ALICE), (11, "bounces_10m", None)]
 
 
+def test_a_lifted_senders_traffic_before_the_lift_is_not_held_against_its_system(run):
+    alice = [bounced(T0 + i, ALICE) for i in range(6)]  # restricted at the 6th
+    lift = {"ts": T0 + 10, "system": "mfa", "event": "unrestricted", "sender": ALICE}
+    # she goes on: the system's window still holds her six from before the
+    # lift, which were judged; her own count starts afresh and crosses again
+    again = [bounced(T0 + 11 + i, ALICE) for i in range(6)]
+    decisions = run(Engine([SYSTEM_BOUNCES]), [*alice, lift, *again],
+                    senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
+    assert [(i, d.rule, d.sender) for i, d in decisions] == [
+        (5, "bounces_10m", ALICE), (12, "bounces_10m", ALICE)]
+    # trouble spread over others after her lift is still the system's
+    others = [bounced(T0 + 11 + i, f"u{i}@mfa.gov.kz") for i in range(6)]
+    decisions = run(Engine([SYSTEM_BOUNCES]), [*alice, lift, *others],
+                    senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
+    assert [(i, d.rule, d.sender) for i, d in decisions] == [
+        (5, "bounces_10m", ALICE), (12, "bounces_10m", None)]
+
+
 def test_evidence_that_only_watches_suspends_a_system_with_a_sender_restricted(run):
     rule = Rule("bounces_1h", "ratio", "perm_failures", 3600, 0.05, per="attempts",
                 min_count=5, min_sample=10, watch=1e-3, suspend=1e-7)

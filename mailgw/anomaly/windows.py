@@ -389,6 +389,11 @@ class LocalWindows:
             senders = seen[""] = Seen()
         return senders.novel(ts, (key,)) > 0
 
+    def last_counted(self, memory: str, key: str) -> float | None:
+        """When `key` (a sender of `memory`) was last counted (with `cap`)."""
+        line = self._lines.get(memory)
+        return line.get(key) if line is not None else None
+
     def keys_of(self, memory: str) -> list[str]:
         """The keys counted under `memory` (a system's senders; with `cap`)."""
         return list(self._lines.get(memory, ()))
