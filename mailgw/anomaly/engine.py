@@ -305,12 +305,10 @@ class Engine:
             if learned is None:
                 learned = self.learned[key] = {}
             # a summed metric's count this clock hour; a per-key one's window now
-            for name, count in (*counts.hours.items(),
-                                *((name, values[i]) for name, i in peaks)):
-                baseline = learned.get(name)
-                if baseline is None:
-                    baseline = learned[name] = Baseline()
-                baseline.seen(ts, count)
+            for name, count in counts.hours.items():
+                _learn(learned, name, ts, count)
+            for name, i in peaks:
+                _learn(learned, name, ts, values[i])
         first = self.first_seen.get(key)
         system, sender = split(key) if self.senders is not None else (key, None)
         if first is None:
@@ -360,6 +358,13 @@ class Engine:
             return []
         tally = self.tally(event)
         return self.judge(tally, self.local.count(tally)) if tally is not None else []
+
+
+def _learn(learned: dict[str, Baseline], name: str, ts: float, count: float) -> None:
+    baseline = learned.get(name)
+    if baseline is None:
+        baseline = learned[name] = Baseline()
+    baseline.seen(ts, count)
 
 
 # a per-key spike's usual is the peak of this busiest hour of the learned

@@ -146,7 +146,7 @@ class Baseline:
     far by the windows backend, so with Redis every gateway learns the
     system's whole traffic, not its own share."""
 
-    __slots__ = ("slots", "first_hour", "hour", "count")
+    __slots__ = ("slots", "first_hour", "hour", "count", "ranked")
     WEEK = 168
     ALPHA = 0.3
 
@@ -155,11 +155,14 @@ class Baseline:
         self.first_hour: int | None = None
         self.hour = 0
         self.count = 0.0
+        # the learned hours, busiest first (`busiest`), until an hour is blended
+        self.ranked: list[float] | None = None
 
     def _blend(self, hour: int, value: float) -> None:
         i = hour % self.WEEK
         old = self.slots[i]
         self.slots[i] = value if old is None else old + self.ALPHA * (value - old)
+        self.ranked = None
 
     def _roll(self, hour: int) -> None:
         if self.first_hour is None:
@@ -194,7 +197,10 @@ class Baseline:
         learned so far (of the quietest, while fewer are learned); None
         until an hour is learned."""
         self._roll(int(ts // 3600))
-        learned = sorted((x for x in self.slots if x is not None), reverse=True)
+        learned = self.ranked
+        if learned is None:  # sorted once an hour, not at every event
+            learned = self.ranked = sorted((x for x in self.slots if x is not None),
+                                           reverse=True)
         return learned[min(rank, len(learned)) - 1] if learned else None
 
     def snapshot(self) -> dict[str, Any]:
