@@ -318,10 +318,16 @@ DEFAULT_RULES = (
     # sender's traffic restricts that sender (anomaly/judge.py), and
     # [anomaly.senders] suspends the system when the trouble spreads
     # (held to the fleet's prior, not to a week of their own: a sender is
-    # forgotten an hour after its last message, so its week would mostly be
-    # empty, and it would double what each sender costs)
+    # forgotten once its longest window has passed since its last message,
+    # so its week would mostly be empty, and it would double what each
+    # sender costs)
     *(r.model_copy(update={"name": f"sender_{r.name}", "scope": "sender", "baseline": None})
       for r in _EVIDENCE),
+    # a mailbox's drip of spam, a few bounces an hour, never reaches an
+    # hour's least count of failures; over a working day's six hours the
+    # same line (held to the prior) has the evidence
+    _EVIDENCE[0].model_copy(update={"name": "sender_bounce_rate_6h", "scope": "sender",
+                                    "baseline": None, "window": 6 * 3600.0}),
 )
 
 

@@ -139,6 +139,33 @@ def test_evidence_that_only_watches_suspends_a_system_with_a_sender_restricted(r
     assert d.action == "watch"
 
 
+def outcomes(hours, bounced_of_seven, sender=ALICE):
+    """A mailbox's delivery attempts, 14 an hour evenly, `bounced_of_seven`
+    of each seven bounced."""
+    return [{**bounced(T0 + i * 3600 / 14, sender),
+             **({} if i % 7 < bounced_of_seven else {"event": "delivered", "code": 250})}
+            for i in range(hours * 14)]
+
+
+def test_a_mailboxs_drip_of_bounces_too_slow_for_an_hour_shows_over_six(run):
+    from mailgw.anomaly.judge import engines
+    from mailgw.config import Anomaly
+
+    # four bounces an hour never make an hour's least count (10) of failures;
+    # hours of 29% against the line of 6% do, in the six hours judged
+    systems, senders = engines(Anomaly(), [])
+    (i, d), = [(i, d) for i, d in run(systems, outcomes(7, 2), senders)
+               if d.action != "watch"]
+    assert (d.rule, d.sender) == ("sender_bounce_rate_6h", ALICE)
+    assert 4 * 14 <= i < 5 * 14  # in its fifth hour
+    # 14% of them is twice the line but not evidence of it, nor is 29% for
+    # two hours (its least count of failures)
+    systems, senders = engines(Anomaly(), [])
+    assert [d for _, d in run(systems, outcomes(7, 1), senders) if d.action != "watch"] == []
+    systems, senders = engines(Anomaly(), [])
+    assert run(systems, outcomes(2, 2), senders) == []
+
+
 def test_a_domain_is_new_when_its_system_never_mailed_it(run):
     new_domains = Rule("sender_new", "ceiling", "to_new_domains", 3600, 2, scope="sender")
     alice = [accepted(T0 + i, ALICE, f"x@d{i}.example") for i in range(2)]
