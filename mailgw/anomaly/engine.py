@@ -322,8 +322,11 @@ class Engine:
         for rule, reads in self._judged[tally.kind]:
             threshold = mine.get(rule.name, rule.threshold) if mine else rule.threshold
             value = values[reads.value]
-            if rule.kind == "ceiling" and value <= threshold:
-                continue  # the common case, decided without a call
+            # the common cases, decided without a call: under a ceiling, or
+            # fewer than the least count any rule acts on (Rule.judge)
+            if value < rule.min_count or value <= 0 or (
+                    rule.kind == "ceiling" and value <= threshold):
+                continue
             usual = _usual(learned, rule, ts) if rule.kind == "spike" else None
             verdict = rule.judge(Reading(
                 value, values[reads.per] if reads.per >= 0 else 0.0,
