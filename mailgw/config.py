@@ -294,8 +294,13 @@ _EVIDENCE = (
 )
 DEFAULT_RULES = (
     *_EVIDENCE,
-    _rule("mail_loop_1h", "spike", "top_pair", "1h", 10, baseline=WEEK,
-          min_sample=20, floor=1, min_count=20, watch=WATCH, suspend=SUSPEND),
+    # one mailbox to one address, against the most the system usually sends
+    # to one address in its busy hours (a robot's own pattern), over an
+    # hour for a fast loop and over three for one that goes on at a pace a
+    # person could keep up for an hour but not all afternoon
+    *(_rule(f"mail_loop_{w}", "spike", "top_pair", w, 3, baseline=WEEK,
+            min_sample=20, floor=10, min_count=20, watch=WATCH, suspend=SUSPEND)
+      for w in ("1h", "3h")),
     _rule("spike_1h", "spike", "messages", "1h", 3, baseline=WEEK, min_sample=50, floor=1,
           min_history="7d", watch=WATCH),
     _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.3, per="attempts",
@@ -313,10 +318,16 @@ DEFAULT_RULES = (
     # sender's traffic restricts that sender (anomaly/judge.py), and
     # [anomaly.senders] suspends the system when the trouble spreads
     # (held to the fleet's prior, not to a week of their own: a sender is
-    # forgotten an hour after its last message, so its week would mostly be
-    # empty, and it would double what each sender costs)
+    # forgotten once its longest window has passed since its last message,
+    # so its week would mostly be empty, and it would double what each
+    # sender costs)
     *(r.model_copy(update={"name": f"sender_{r.name}", "scope": "sender", "baseline": None})
       for r in _EVIDENCE),
+    # a mailbox's drip of spam, a few bounces an hour, never reaches an
+    # hour's least count of failures; over a working day's six hours the
+    # same line (held to the prior) has the evidence
+    _EVIDENCE[0].model_copy(update={"name": "sender_bounce_rate_6h", "scope": "sender",
+                                    "baseline": None, "window": 6 * 3600.0}),
 )
 
 

@@ -223,6 +223,68 @@ def test_defaults_suspend_abuse_within_its_first_few_hundred_messages(run, name,
     assert d.rule == rule and i >= len(week) and messages <= 400, (name, d, messages)
 
 
+def restrictions(decisions, rule):
+    return [(i, d) for i, d in decisions if d.rule == rule and d.action == "suspend"]
+
+
+def robot_weeks(weeks: int):
+    """An office's people, and its robot mailing the same monitoring
+    address 30 times in each of two morning hours, every working day."""
+    week = office_week(random.Random(7))
+    events = [{**e, "ts": e["ts"] + w * 7 * 86400} for w in range(weeks) for e in week]
+    for day in range(weeks * 7):
+        if day % 7 < 5:
+            events += [accepted(T0 + day * 86400 + 8 * 3600 + k * 120, ["monitor@gov.kz"],
+                                sender="noreply@mfa.gov.kz") for k in range(60)]
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def test_a_robot_past_its_own_peak_to_one_address_is_not_a_loop_and_a_new_loop_is(run):
+    engine, senders = default_engine(), default_senders()
+    assert restrictions(run(engine, robot_weeks(2), senders), "mail_loop_1h") == []
+    # quarter-end, Wednesday of week 3: the robot sends 80 in an hour, after
+    # lunch rather than in the morning; then a clerk's forwarding rule loops
+    day = T0 + 16 * 86400
+    peak = [accepted(day + 14 * 3600 + k * 45, ["monitor@gov.kz"], sender="noreply@mfa.gov.kz")
+            for k in range(80)]
+    loop = [accepted(day + 16 * 3600 + k * 12, ["desk@partner.example"],
+                     sender="clerk@mfa.gov.kz") for k in range(300)]
+    decisions = run(engine, peak + loop, senders)
+    assert [d for _, d in decisions if d.rule.startswith("mail_loop")
+            and d.ts < loop[0]["ts"]] == []
+    (i, d), = restrictions(decisions, "mail_loop_1h")
+    # three times the robot's 30, plus the floor: the loop's 110th is luck,
+    # well past it is not
+    assert d.sender == "clerk@mfa.gov.kz" and d.usual == pytest.approx(30, abs=3)
+    assert d.expected == 3 * d.usual + 20
+    assert 110 < i - len(peak) + 1 < 200
+
+
+def test_a_loop_too_slow_for_an_hour_is_caught_over_three(run):
+    engine, senders = default_engine(), default_senders()
+    week, loop = after_a_normal_week(
+        [accepted(T0 + k * 120, ["desk@partner.example"], sender="clerk@mfa.gov.kz")
+         for k in range(120)])  # one every two minutes for four hours
+    decisions = run(engine, week + loop, senders)
+    assert restrictions(decisions, "mail_loop_1h") == []
+    (i, d), = restrictions(decisions, "mail_loop_3h")
+    # past its first hour (30), within its first three (90)
+    assert d.sender == "clerk@mfa.gov.kz" and 30 < i - len(week) + 1 <= 90
+
+
+def test_the_busy_hours_usual_is_not_one_odd_hour():
+    from mailgw.anomaly.windows import Baseline
+
+    b = Baseline()
+    assert b.busiest(T0, 5) is None  # nothing learned
+    for hour, count in enumerate([3, 4]):
+        b.seen(T0 + hour * 3600, count)
+    assert b.busiest(T0 + 2 * 3600, 5) == 3  # two learned: the quieter of them
+    for hour, count in enumerate([10, 10, 10, 10, 10, 500], start=2):
+        b.seen(T0 + hour * 3600, count)  # a loop's hour among a working day's
+    assert b.busiest(T0 + 8 * 3600, 5) == 10
+
+
 def test_a_refusal_counts_as_a_blocklist_one_only_if_it_names_a_blocklist():
     rule = Rule("bl", "ceiling", "blocklist_rejections", 600, 0)
     engine = Engine([rule])
@@ -273,7 +335,7 @@ def test_replay_prints_the_engines_decisions(tmp_path):
     assert summary[0].startswith(f"replay: {len(week) + len(loop):,} events from 2024-11-24")
     assert any(line.split() == ["mail_loop_1h", "0", "1", "1"] for line in summary)  # a watch first
     assert any(line.startswith("mfa") and "restricted a@mfa.gov.kz 2024-12-01 10:00 UTC" in line
-               and "(mail_loop_1h); 1 watch" in line for line in summary)
+               and "(mail_loop_1h); 2 watches" in line for line in summary)  # an hour's, three's
 
 
 def test_replay_refuses_events_out_of_order(tmp_path):
@@ -364,6 +426,9 @@ def test_learned_baselines_survive_a_restart_through_the_state_store(tmp_path):
         usual = [e.learned["mfa"]["messages"].expected(ts, 7 * 86400) for e in (before, after)]
         assert usual[0] == usual[1] is not None
     assert after.learned["mfa"]["messages"].expected(at_10, 7 * 86400) > 30
+    # a per-key spike's busy hours too, under its metric and window
+    busy = [e.learned["mfa"]["top_pair/3600s"].busiest(at_10, 5) for e in (before, after)]
+    assert busy[0] == busy[1] == 40
 
 
 def test_refusals_of_the_gateways_own_making_are_not_the_systems_rejections():

@@ -112,18 +112,62 @@ def test_a_spike_is_silent_until_its_hour_of_week_usual_is_learned():
     assert SPIKE.judge(Reading(5000, long_value=5000, span=3600), 3) is None
 
 
-LOOP = Rule("loop", "spike", "top_pair", 3600, 10, min_sample=20, baseline=7 * 86400, floor=1,
+LOOP = Rule("loop", "spike", "top_pair", 3600, 3, min_sample=20, baseline=7 * 86400, floor=10,
             min_count=20, watch=1e-3, suspend=1e-7, per_key=True)
 
 
-def test_a_per_key_spike_compares_with_its_average_over_the_history_it_has():
-    # a pair mailed 120 times in the day of history it has: 5 an hour on average
-    day = Reading(70, long_value=120, span=86400)
-    assert LOOP.judge(day, 10) is None  # 70 is not over ten times 5, plus 20
-    week = Reading(70, long_value=120, span=7 * 86400)  # the same, spread over a week
-    verdict = LOOP.judge(week, 10)
+def first_over(line: float, chance_: float) -> int:
+    """The least count whose surprise against `line` reaches `chance_`."""
+    x = math.ceil(line)
+    while surprise(x, line) < nats(chance_):
+        x += 1
+    return x
+
+
+def test_a_per_key_spike_without_a_learned_usual_is_held_to_its_floor():
+    # a pair mailed 120 times in the day of history it has: 5 an hour on
+    # average; no busy hour learned yet: ten times that average is the line
+    line = 10 * 5
+    def at(x: float) -> Reading:
+        return Reading(x, long_value=120, span=86400)
+
+    watch, suspend = first_over(line, 1e-3), first_over(line, 1e-7)
+    assert LOOP.judge(at(line), 3) is None and LOOP.judge(at(line + 1), 3) is None
+    assert LOOP.judge(at(watch - 1), 3) is None
+    verdict = LOOP.judge(at(watch), 3)
+    assert verdict is not None and verdict.action == "watch" and verdict.expected == line
+    assert verdict.usual == 0  # nothing learned: the floor alone
+    verdict = LOOP.judge(at(suspend - 1), 3)
+    assert verdict is not None and verdict.action == "watch"
+    verdict = LOOP.judge(at(suspend), 3)
     assert verdict is not None and verdict.action == "suspend"
-    assert verdict.expected == pytest.approx(10 * 120 / 168 + 20)
+    # the same 120 spread over a week: the least floor (min_sample) decides
+    assert LOOP.judge(Reading(first_over(20, 1e-7), long_value=120, span=7 * 86400),
+                      3) is not None
+    assert LOOP.judge(Reading(first_over(20, 1e-7) - 1, long_value=120, span=7 * 86400),
+                      3).action == "watch"  # type: ignore[union-attr]
+
+
+def test_a_per_key_spike_is_judged_against_the_busy_hours_peak_it_learned():
+    # a robot that mails one address up to 30 times in its busy hours: three
+    # times that, plus the floor, is its line; the same count from a pair
+    # whose system never mails one address more than twice an hour is a loop
+    robot = 3 * 30 + 20
+    assert LOOP.judge(Reading(robot, long_value=168, usual=30, span=7 * 86400), 3) is None
+    over = first_over(robot, 1e-7)
+    verdict = LOOP.judge(Reading(over, long_value=168, usual=30, span=7 * 86400), 3)
+    assert verdict is not None and verdict.action == "suspend" and verdict.usual == 30
+    assert LOOP.judge(Reading(over - 1, long_value=168, usual=30, span=7 * 86400),
+                      3).action == "watch"  # type: ignore[union-attr]
+    quiet = 3 * 2 + 20
+    verdict = LOOP.judge(Reading(robot, long_value=40, usual=2, span=7 * 86400), 3)
+    assert verdict is not None and verdict.action == "suspend" and verdict.expected == quiet
+    # a usual learned is a count over the window already: not scaled by it
+    three_hours = Rule("loop3", "spike", "top_pair", 3 * 3600, 3, min_sample=20,
+                       baseline=7 * 86400, floor=10, min_count=20, watch=1e-3, suspend=1e-7,
+                       per_key=True)
+    verdict = three_hours.judge(Reading(200, long_value=40, usual=30, span=7 * 86400), 3)
+    assert verdict is not None and verdict.expected == 3 * 30 + 20
 
 
 def test_a_ceiling_acts_above_its_threshold_and_may_only_watch():

@@ -105,6 +105,24 @@ def test_a_system_rule_crossed_again_after_a_sender_is_contained_suspends_the_sy
         (5, "bounces_10m", ALICE), (11, "bounces_10m", None)]
 
 
+def test_a_lifted_senders_traffic_before_the_lift_is_not_held_against_its_system(run):
+    alice = [bounced(T0 + i, ALICE) for i in range(6)]  # restricted at the 6th
+    lift = {"ts": T0 + 10, "system": "mfa", "event": "unrestricted", "sender": ALICE}
+    # she goes on: the system's window still holds her six from before the
+    # lift, which were judged; her own count starts afresh and crosses again
+    again = [bounced(T0 + 11 + i, ALICE) for i in range(6)]
+    decisions = run(Engine([SYSTEM_BOUNCES]), [*alice, lift, *again],
+                    senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
+    assert [(i, d.rule, d.sender) for i, d in decisions] == [
+        (5, "bounces_10m", ALICE), (12, "bounces_10m", ALICE)]
+    # trouble spread over others after her lift is still the system's
+    others = [bounced(T0 + 11 + i, f"u{i}@mfa.gov.kz") for i in range(6)]
+    decisions = run(Engine([SYSTEM_BOUNCES]), [*alice, lift, *others],
+                    senders_engine(SENDER_BURST, counted=[("perm_failures", 600)]))
+    assert [(i, d.rule, d.sender) for i, d in decisions] == [
+        (5, "bounces_10m", ALICE), (12, "bounces_10m", None)]
+
+
 def test_evidence_that_only_watches_suspends_a_system_with_a_sender_restricted(run):
     rule = Rule("bounces_1h", "ratio", "perm_failures", 3600, 0.05, per="attempts",
                 min_count=5, min_sample=10, watch=1e-3, suspend=1e-7)
@@ -120,6 +138,33 @@ def test_evidence_that_only_watches_suspends_a_system_with_a_sender_restricted(r
     lifted = {**restricted, "event": "unrestricted"}
     (_, d), = run(Engine([rule]), [restricted, lifted, *outcomes], senders_engine(SENDER_BURST))
     assert d.action == "watch"
+
+
+def outcomes(hours, bounced_of_seven, sender=ALICE):
+    """A mailbox's delivery attempts, 14 an hour evenly, `bounced_of_seven`
+    of each seven bounced."""
+    return [{**bounced(T0 + i * 3600 / 14, sender),
+             **({} if i % 7 < bounced_of_seven else {"event": "delivered", "code": 250})}
+            for i in range(hours * 14)]
+
+
+def test_a_mailboxs_drip_of_bounces_too_slow_for_an_hour_shows_over_six(run):
+    from mailgw.anomaly.judge import engines
+    from mailgw.config import Anomaly
+
+    # four bounces an hour never make an hour's least count (10) of failures;
+    # hours of 29% against the line of 6% do, in the six hours judged
+    systems, senders = engines(Anomaly(), [])
+    (i, d), = [(i, d) for i, d in run(systems, outcomes(7, 2), senders)
+               if d.action != "watch"]
+    assert (d.rule, d.sender) == ("sender_bounce_rate_6h", ALICE)
+    assert 4 * 14 <= i < 5 * 14  # in its fifth hour
+    # 14% of them is twice the line but not evidence of it, nor is 29% for
+    # two hours (its least count of failures)
+    systems, senders = engines(Anomaly(), [])
+    assert [d for _, d in run(systems, outcomes(7, 1), senders) if d.action != "watch"] == []
+    systems, senders = engines(Anomaly(), [])
+    assert run(systems, outcomes(2, 2), senders) == []
 
 
 def test_a_domain_is_new_when_its_system_never_mailed_it(run):

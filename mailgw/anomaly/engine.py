@@ -91,9 +91,11 @@ class Engine:
         self.newcomers: dict[str, float] = {}
         self.learned: dict[str, dict[str, Baseline]] = {}  # system -> metric -> baseline
         # the summed metrics spike rules judge by hour of the week (learned
-        # baselines); a per-key one compares with its baseline window only
+        # baselines, told each clock hour's count by the windows backend)
         self._spiked = sorted({r.metric for r in rules
                                if r.kind == "spike" and metrics[r.metric].how == "sum"})
+        # every hour-of-week baseline the rules read, by the name it is learned under
+        self._learns = {name for r in rules if (name := r.learns) is not None}
         # the metrics each kind of event moves; only rules reading them are judged
         moves = {kind: {name for name, m in metrics.items() if kind in m.events}
                  for metric in metrics.values() for kind in metric.events}
@@ -124,6 +126,11 @@ class Engine:
             for kind, moved in moves.items()}
         self._reads = {kind: tuple(dict.fromkeys(i for _, reads in judged for i in reads
                                                  if i >= 0))
+                       for kind, judged in self._judged.items()}
+        # per kind of event: the per-key spike rules' windows whose peak each
+        # clock hour their baselines learn (read, so in every backend's counts)
+        self._peaks = {kind: tuple((name, reads.value) for r, reads in judged
+                                   if r.per_key and (name := r.learns) is not None)
                        for kind, judged in self._judged.items()}
         # what each kind adds to the summed metrics its tally carries (to a
         # window, a learned baseline's hour, the history): the same amount
@@ -173,7 +180,7 @@ class Engine:
     def restore_baselines(self, data: Mapping[str, Mapping[str, Any]]) -> None:
         for system, metrics in data.items():
             for metric, snapshot in metrics.items():
-                if metric in self._spiked:
+                if metric in self._learns:
                     self.learned.setdefault(system, {})[metric] = Baseline.restore(snapshot)
 
     def suspend(self, system: str) -> None:
@@ -204,17 +211,17 @@ class Engine:
                 return 0.0
             return max(0.0, counts.get((metric, seconds), 0.0) - less.get((metric, seconds), 0.0))
 
-        usual = None
-        if rule.kind == "spike":
-            baseline = self.learned.get(system, {}).get(rule.metric)
-            usual = baseline.expected(ts, rule.min_history) if baseline else None
         mine = self.overrides.get(system)
         verdict = rule.judge(Reading(
             value(rule.metric, rule.window), value(rule.per, rule.window),
-            value(rule.metric, rule.baseline), value(rule.per, rule.baseline), usual,
-            ts - self.first_seen.get(system, ts)),
+            value(rule.metric, rule.baseline), value(rule.per, rule.baseline),
+            self.usual(system, rule, ts), ts - self.first_seen.get(system, ts)),
             mine.get(rule.name, rule.threshold) if mine else rule.threshold)
         return verdict is not None and self._acts(system, rule, verdict) == "suspend"
+
+    def usual(self, key: str, rule: Rule, ts: float) -> float | None:
+        """A spike rule's learned usual (None: another kind, or not learned yet)."""
+        return _usual(self.learned.get(key), rule, ts)
 
     def _acts(self, key: str, rule: Rule, verdict: Verdict) -> Action:
         """A verdict's action; evidence that only watches suspends a wary system."""
@@ -292,13 +299,16 @@ class Engine:
         window)."""
         key, ts = tally.system, tally.ts
         learned = self.learned.get(key)
-        for metric, count in counts.hours.items():
+        values = counts.values
+        peaks = self._peaks[tally.kind]
+        if counts.hours or peaks:
             if learned is None:
                 learned = self.learned[key] = {}
-            baseline = learned.get(metric)
-            if baseline is None:
-                baseline = learned[metric] = Baseline()
-            baseline.seen(ts, count)
+            # a summed metric's count this clock hour; a per-key one's window now
+            for name, count in counts.hours.items():
+                _learn(learned, name, ts, count)
+            for name, i in peaks:
+                _learn(learned, name, ts, values[i])
         first = self.first_seen.get(key)
         system, sender = split(key) if self.senders is not None else (key, None)
         if first is None:
@@ -308,17 +318,16 @@ class Engine:
         if key in self.suspended:
             return []
         mine = self.overrides.get(system)
-        values = counts.values
         watches: list[Decision] = []
         for rule, reads in self._judged[tally.kind]:
             threshold = mine.get(rule.name, rule.threshold) if mine else rule.threshold
             value = values[reads.value]
-            if rule.kind == "ceiling" and value <= threshold:
-                continue  # the common case, decided without a call
-            usual = None
-            if rule.kind == "spike":
-                baseline = learned.get(rule.metric) if learned else None
-                usual = baseline.expected(ts, rule.min_history) if baseline else None
+            # the common cases, decided without a call: under a ceiling, or
+            # fewer than the least count any rule acts on (Rule.judge)
+            if value < rule.min_count or value <= 0 or (
+                    rule.kind == "ceiling" and value <= threshold):
+                continue
+            usual = _usual(learned, rule, ts) if rule.kind == "spike" else None
             verdict = rule.judge(Reading(
                 value, values[reads.per] if reads.per >= 0 else 0.0,
                 values[reads.long_value] if reads.long_value >= 0 else 0.0,
@@ -352,3 +361,30 @@ class Engine:
             return []
         tally = self.tally(event)
         return self.judge(tally, self.local.count(tally)) if tally is not None else []
+
+
+def _learn(learned: dict[str, Baseline], name: str, ts: float, count: float) -> None:
+    baseline = learned.get(name)
+    if baseline is None:
+        baseline = learned[name] = Baseline()
+    baseline.seen(ts, count)
+
+
+# a per-key spike's usual is the peak of this busiest hour of the learned
+# week: a daily batch recurs in five hours of it, one odd stretch (a loop
+# of a few hours, before it is stopped) is not the usual
+BUSY_RANK = 5
+
+
+def _usual(learned: Mapping[str, Baseline] | None, rule: Rule, ts: float) -> float | None:
+    """A spike rule's learned usual: a summed metric's for the hour of the
+    week `ts` falls in; a per-key metric's, its busy hours' peak (a robot's
+    batch to one address moves from hour to hour, its size to one address
+    is its own pattern; a loop goes far past it)."""
+    name = rule.learns
+    baseline = learned.get(name) if learned is not None and name is not None else None
+    if baseline is None:
+        return None
+    if rule.per_key:
+        return baseline.busiest(ts, BUSY_RANK)
+    return baseline.expected(ts, rule.min_history)

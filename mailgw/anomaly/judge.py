@@ -70,6 +70,9 @@ class Judge:
         self._of_systems = self._judger(engine)
         self._of_senders = self._judger(senders) if senders is not None else None
         self._engines = [engine] if senders is None else [engine, senders]
+        # system -> (when, windows): what a sender whose restriction was
+        # lifted had counted at its last message; `_whose`
+        self._absolved: dict[str, list[tuple[float, dict[tuple[str, float], float]]]] = {}
 
     def observe(self, event: Event) -> None:
         """A subscriber of the event bus: count the event if it is a system's
@@ -146,6 +149,15 @@ class Judge:
         for key in keys:
             if key in senders.suspended:
                 _add(less, senders.now(key, d.ts))
+        # a lifted restriction: the sender's traffic before it was judged
+        # and is not its system's to answer for while the system's windows
+        # still hold it (its own windows start afresh at the lift)
+        absolved = [(since, counts) for since, counts in self._absolved.pop(d.system, ())
+                    if any(d.ts - since < seconds for _, seconds in counts)]
+        if absolved:
+            self._absolved[d.system] = absolved
+        for since, counts in absolved:
+            _add(less, {w: v for w, v in counts.items() if d.ts - since < w[1]})
         if less and not self.engine.crossed_without(d.system, d.ts, d.rule, less):
             self.engine.relent(d.system)
             return None
@@ -195,10 +207,17 @@ class Judge:
             self.engine.beware(system, True)
 
     def unrestricted(self, system: str, sender: str, once: str) -> None:
-        """That sender's restriction lifted: it is judged afresh, as `lifted`;
+        """That sender's restriction lifted: it is judged afresh, as `lifted`,
+        and what it had sent is not held against its system either (`_whose`);
         its system is no longer suspect once none of its senders is restricted."""
         if self.senders is not None:
             key = subject(system, sender)
+            last = self.senders.local.last_counted(system, key)
+            if last is not None:
+                longest = max(seconds for _, seconds in self.senders.windows)
+                self._absolved[system] = [
+                    *(e for e in self._absolved.get(system, ()) if last - e[0] < longest),
+                    (last, self.senders.now(key, last))]
             self.senders.lift(key)
             if self.shared_senders is not None:
                 self.shared_senders.reset(key, once)
@@ -255,8 +274,7 @@ class Judge:
                 per = windows.get((rule.per, rule.window), 0.0) if rule.per else 0.0
                 current = round(current / per, 4) if per else 0.0
             elif rule.kind == "spike":
-                baseline = self.engine.learned.get(system, {}).get(rule.metric)
-                usual = baseline.expected(ts, rule.min_history) if baseline else None
+                usual = self.engine.usual(system, rule, ts)
                 limit = None if usual is None else max(rule.min_sample, threshold * usual)
             out.append({"rule": rule.name, "kind": rule.kind, "metric": rule.metric,
                         "per": rule.per, "window": rule.window, "threshold": threshold,

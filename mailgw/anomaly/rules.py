@@ -12,10 +12,14 @@ Three kinds, each named and tunable per system (`threshold`):
   with no `baseline` holds every system, or sender, to `prior`);
 - spike: a count over the window above `threshold` times the system's own
   usual count for that hour of the week (learned; silent while it has less
-  than `min_history`; a metric counted per key has no hour of the week: its
-  usual is its average per window over the `baseline` window), plus a
-  floor: `min_sample`, and `floor` times that average, so that a big
-  system's batch is not a small one's.
+  than `min_history`), plus a floor: `min_sample`, and `floor` times its
+  average per window over the `baseline` window, so that a big system's
+  batch is not a small one's. A metric counted per key (the top pair's
+  count) learns each hour's peak of its window instead of the hour's
+  count, and its usual is the busiest hour of its week: a notification
+  robot's own peak to one address, whenever its batch comes, where its
+  average over the week (the usual until `min_history` has passed)
+  understates office-hours traffic.
 
 A rule with chances set (`watch`, `suspend`) weighs evidence: the count
 against what the abnormal line would let through, scored by its surprise
@@ -44,7 +48,8 @@ class Reading:
     per: float = 0.0  # ratio: the divisor over the window
     long_value: float = 0.0  # ratio and spike: the metric over the baseline window
     long_per: float = 0.0  # ratio: the divisor over the baseline window
-    usual: float | None = None  # spike: the usual count for this hour of the week
+    usual: float | None = None  # spike: the usual count for this hour of the week (per key:
+    # the peak of its busiest hour)
     span: float = 0.0  # seconds of the system's history the baseline window holds
 
 
@@ -147,13 +152,22 @@ class Rule:
         return (seen + PRIOR_WEIGHT * self.prior) / (of + PRIOR_WEIGHT)
 
     def _usual_count(self, r: Reading) -> float | None:
-        """The hour-of-week usual of a summed metric (None until learned);
-        a per-key metric has none: its average over the baseline window."""
+        """The learned usual (None until learned), as a count over the
+        window: a per-key metric's is its window's peak already; until it
+        is learned, a per-key metric's is none (0): the floor, which weighs
+        its average over the baseline window, is the whole line."""
         if r.usual is not None:
-            return r.usual * self.window / 3600
-        if self.per_key:
-            return self._average(r)
-        return None
+            return r.usual if self.per_key else r.usual * self.window / 3600
+        return 0.0 if self.per_key else None  # per key: the floor alone
+
+    @property
+    def learns(self) -> str | None:
+        """Under what name its hour-of-week usual is learned (None: it has
+        none): a summed metric's hourly count, shared by every spike rule of
+        the metric; a per-key metric's peak, per window."""
+        if self.kind != "spike":
+            return None
+        return f"{self.metric}/{self.window:g}s" if self.per_key else self.metric
 
     def _average(self, r: Reading) -> float:
         """The metric's average per window over the history the baseline

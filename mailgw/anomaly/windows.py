@@ -146,7 +146,7 @@ class Baseline:
     far by the windows backend, so with Redis every gateway learns the
     system's whole traffic, not its own share."""
 
-    __slots__ = ("slots", "first_hour", "hour", "count")
+    __slots__ = ("slots", "first_hour", "hour", "count", "ranked")
     WEEK = 168
     ALPHA = 0.3
 
@@ -155,11 +155,14 @@ class Baseline:
         self.first_hour: int | None = None
         self.hour = 0
         self.count = 0.0
+        # the learned hours, busiest first (`busiest`), until an hour is blended
+        self.ranked: list[float] | None = None
 
     def _blend(self, hour: int, value: float) -> None:
         i = hour % self.WEEK
         old = self.slots[i]
         self.slots[i] = value if old is None else old + self.ALPHA * (value - old)
+        self.ranked = None
 
     def _roll(self, hour: int) -> None:
         if self.first_hour is None:
@@ -188,6 +191,17 @@ class Baseline:
         if self.first_hour is None or (hour - self.first_hour) * 3600 < min_history:
             return None
         return self.slots[hour % self.WEEK] or 0.0
+
+    def busiest(self, ts: float, rank: int) -> float | None:
+        """The usual count of the `rank`-th busiest hour of the week
+        learned so far (of the quietest, while fewer are learned); None
+        until an hour is learned."""
+        self._roll(int(ts // 3600))
+        learned = self.ranked
+        if learned is None:  # sorted once an hour, not at every event
+            learned = self.ranked = sorted((x for x in self.slots if x is not None),
+                                           reverse=True)
+        return learned[min(rank, len(learned)) - 1] if learned else None
 
     def snapshot(self) -> dict[str, Any]:
         return {"slots": self.slots, "first_hour": self.first_hour, "hour": self.hour,
@@ -380,6 +394,11 @@ class LocalWindows:
         if senders is None:
             senders = seen[""] = Seen()
         return senders.novel(ts, (key,)) > 0
+
+    def last_counted(self, memory: str, key: str) -> float | None:
+        """When `key` (a sender of `memory`) was last counted (with `cap`)."""
+        line = self._lines.get(memory)
+        return line.get(key) if line is not None else None
 
     def keys_of(self, memory: str) -> list[str]:
         """The keys counted under `memory` (a system's senders; with `cap`)."""
