@@ -30,10 +30,10 @@ from tests.support.shared_windows import count, fresh_prefix, run_on_redis
 from tests.support.waiting import wait_until
 from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
 from tests.test_redis_connect import (
-    notices,
     redis_state,
     refuses_the_wrong_ca,
     refuses_the_wrong_password,
+    told_once_each,
 )
 from tests.test_serve_e2e import two_gateways, write_config
 
@@ -153,10 +153,7 @@ def test_two_gateways_on_a_cluster_decide_a_crossing_once_and_obey_a_lift(redis_
         wait_until(lambda: len(dest.messages) >= 5, timeout=30, what="all delivered")
         assert [h.action for h in store.history("mfa") if h.action != "held"] == \
             ["suspended", "lifted"]
-        # the owner is told once of each, by one of the two
-        wait_until(lambda: len(notices(dest)) >= 2, timeout=15, what="the notices")
-        time.sleep(2)
-        assert len(notices(dest)) == 2
+        told_once_each(dest, 2)  # of the suspension and the lift, by one of the two
     finally:
         a.stop(), b.stop()
         store.close()

@@ -22,9 +22,16 @@ from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
 from tests.test_serve_e2e import two_gateways, write_config
 
 
-def notices(dest) -> list:
-    """The owner's notices among what `dest` received."""
-    return [m for m in dest.messages if m.rcpt_tos == ["postmaster@mfa.gov.kz"]]
+def told_once_each(dest, expected: int) -> None:
+    """`dest` received `expected` notices for the owner, and no more came
+    (several gateways, one notice each time)."""
+
+    def notices() -> int:
+        return sum(m.rcpt_tos == ["postmaster@mfa.gov.kz"] for m in dest.messages)
+
+    wait_until(lambda: notices() >= expected, timeout=15, what="the notices")
+    time.sleep(2)
+    assert notices() == expected
 
 
 def redis_state(url: str, more: str = "") -> str:
@@ -198,10 +205,7 @@ def test_two_gateways_ride_a_sentinel_failover_losing_nothing(sentinels, dest, t
         wait_until(lambda: len(dest.messages) >= accepted, timeout=30, what="all delivered")
         delivered = [m for m in dest.messages if m.mail_from == "a@mfa.gov.kz"]
         assert len(delivered) == accepted == 8
-        # the owner told once of each suspension and lift, by one of the two
-        wait_until(lambda: len(notices(dest)) >= 4, timeout=15, what="the notices")
-        time.sleep(2)
-        assert len(notices(dest)) == 4
+        told_once_each(dest, 4)  # of each suspension and lift, by one of the two
     finally:
         a.stop(), b.stop()
         store.close()

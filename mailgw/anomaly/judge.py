@@ -152,11 +152,7 @@ class Judge:
         # a lifted restriction: the sender's traffic before it was judged
         # and is not its system's to answer for while the system's windows
         # still hold it (its own windows start afresh at the lift)
-        absolved = [(since, counts) for since, counts in self._absolved.pop(d.system, ())
-                    if any(d.ts - since < seconds for _, seconds in counts)]
-        if absolved:
-            self._absolved[d.system] = absolved
-        for since, counts in absolved:
+        for since, counts in self._held_against(d.system, d.ts):
             _add(less, {w: v for w, v in counts.items() if d.ts - since < w[1]})
         if less and not self.engine.crossed_without(d.system, d.ts, d.rule, less):
             self.engine.relent(d.system)
@@ -206,6 +202,16 @@ class Judge:
             self.senders.suspend(subject(system, sender))
             self.engine.beware(system, True)
 
+    def _held_against(self, system: str, ts: float
+                      ) -> list[tuple[float, dict[tuple[str, float], float]]]:
+        """The lifted senders' counts `system`'s windows may still hold at
+        `ts`; those past every window are forgotten."""
+        held = [(since, counts) for since, counts in self._absolved.pop(system, ())
+                if any(ts - since < seconds for _, seconds in counts)]
+        if held:
+            self._absolved[system] = held
+        return held
+
     def unrestricted(self, system: str, sender: str, once: str) -> None:
         """That sender's restriction lifted: it is judged afresh, as `lifted`,
         and what it had sent is not held against its system either (`_whose`);
@@ -214,10 +220,8 @@ class Judge:
             key = subject(system, sender)
             last = self.senders.local.last_counted(system, key)
             if last is not None:
-                longest = max(seconds for _, seconds in self.senders.windows)
-                self._absolved[system] = [
-                    *(e for e in self._absolved.get(system, ()) if last - e[0] < longest),
-                    (last, self.senders.now(key, last))]
+                self._absolved[system] = [*self._held_against(system, last),
+                                          (last, self.senders.now(key, last))]
             self.senders.lift(key)
             if self.shared_senders is not None:
                 self.shared_senders.reset(key, once)

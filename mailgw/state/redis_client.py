@@ -25,6 +25,7 @@ empty master is re-seeded, never read as "lifted".
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -126,10 +127,12 @@ class _LazyCluster:
     def __init__(self, make: Callable[[], redis.RedisCluster]):
         self._make = make
         self._client: redis.RedisCluster | None = None
+        self._making = threading.Lock()  # the store is called from a pool of threads
 
     def __getattr__(self, name: str) -> Any:
-        if self._client is None:
-            self._client = self._make()
+        with self._making:
+            if self._client is None:
+                self._client = self._make()
         return getattr(self._client, name)
 
     def register_script(self, script: str) -> redis.commands.core.Script:

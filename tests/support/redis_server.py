@@ -34,12 +34,12 @@ class Tls:
                          "tls-replication": "yes"}
         self.client = {"ssl": True, "ssl_ca_certs": str(self.ca)}
 
-    def server(self, *options: str) -> RedisServer:
+    def server(self, *options: str, password: str | None = None) -> RedisServer:
         """A redis-server (not started) answering TLS only."""
         port = free_port()
         return RedisServer(port, "--port", "0", "--tls-port", str(port), *options,
                            *(x for k, v in self.settings.items() for x in (f"--{k}", str(v))),
-                           client=self.client)
+                           password=password, client=self.client)
 
 
 class RedisServer(Daemon):
@@ -160,7 +160,8 @@ class Cluster:
         self.nodes = []
         for _ in range(masters):
             bus = ("--cluster-port", str(free_port()))
-            self.nodes.append((tls.server(*options, *bus, "--tls-cluster", "yes") if tls else
+            self.nodes.append((tls.server(*options, *bus, "--tls-cluster", "yes",
+                                          password=password) if tls else
                                RedisServer(None, *options, *bus, password=password)).start())
         self.password, self.tls = password, tls
         self.client = {"password": password, **(tls.client if tls else {})}
