@@ -458,3 +458,29 @@ def test_what_a_system_has_sent_to_is_remembered_across_a_period_within_its_boun
     # past the cap the filter learns no more: a flood's later keys stay new
     assert seen.novel(later + 3 * SEEN_PERIOD, flood[-100:]) >= 95
     assert len(seen.cur) + len(seen.prev) == 16 * 1024  # its whole memory, whatever came
+
+
+def test_the_same_keys_asked_twice_get_one_answer_and_new_ones_find_them_seen():
+    from mailgw.anomaly.windows import Seen
+
+    seen = Seen()
+    keys = tuple(["new.kz"])  # made for each event, as the metrics' functions make them
+    assert seen.novel(T0, keys) == 1
+    assert seen.novel(T0, keys) == 1  # the same event's keys, asked by the other engine
+    assert seen.novel(T0, tuple(["new.kz"])) == 0  # the next message to it
+
+
+def test_a_system_and_its_senders_judge_a_domain_new_alike_from_one_memory():
+    from mailgw.anomaly.judge import Judge
+
+    engine, senders = engines(Anomaly(), [])
+    judge = Judge(engine, senders=senders, suspend=lambda d: None, watch=lambda d: None)
+    assert engine.local.memory is senders.local.memory  # one memory of the system's
+    judge.observe(accepted(T0, ["x@new.kz", "y@new.kz"]))
+    judge.observe(accepted(T0 + 1, ["z@new.kz"], sender="b@mfa.gov.kz"))
+    judge.observe(accepted(T0 + 2, ["z@other.kz"], sender="b@mfa.gov.kz"))
+    window = ("to_new_domains", 3600.0)
+    assert engine.now("mfa", T0 + 3)[window] == 2  # the first message, and the third
+    assert senders.now("mfa a@mfa.gov.kz", T0 + 3)[window] == 1
+    # new to b, not to its system, which had mailed new.kz
+    assert senders.now("mfa b@mfa.gov.kz", T0 + 3)[window] == 1

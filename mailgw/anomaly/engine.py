@@ -40,11 +40,13 @@ from mailgw.senders import Attribution, split, subject
 
 
 class _Reads(NamedTuple):
-    """The windows one rule reads, by id; -1: none."""
+    """The windows one rule reads, by id (-1: none), and the name its usual
+    is learned under (Rule.learns, worked out once)."""
     value: int
     per: int
     long_value: int
     long_per: int
+    learns: str | None
 
 
 class Engine:
@@ -53,13 +55,17 @@ class Engine:
         history: bool = True, metrics: Mapping[str, Metric] = METRICS,
         senders: Attribution | None = None, max_senders: int = 2000,
         counted: Iterable[Window] = (),
+        remembers: Engine | None = None,
     ):
         """`overrides`: system id -> rule name -> threshold for that system;
         `history`: keep each system's 24-hour traffic (the status page);
         `metrics`: what the rules' metrics count (metrics.py);
         `senders`: judge each sender, attributed so (module docstring);
         `counted`: windows to count although no rule here reads them (a
-        sender's share of what a system rule judged)."""
+        sender's share of what a system rule judged); `remembers`: the
+        engine whose memory of the keys each system has sent to this one
+        shares (a system's, for its senders': one memory, asked once an
+        event when both tallies share what they know)."""
         scope = "system" if senders is None else "sender"
         if any(r.scope != scope for r in rules):
             raise ValueError(f"an engine of scope {scope!r} judges only rules of that scope")
@@ -77,10 +83,11 @@ class Engine:
         # message: it is forgotten then (what it is usually like goes with it)
         judged = max((r.window for r in rules), default=0.0)
         judged = max([judged, *(seconds for _, seconds in counted)])
-        self.local = LocalWindows(self.windows, history and senders is None, metrics,
+        self.local: LocalWindows = LocalWindows(self.windows, history and senders is None, metrics,
                                   cap=max_senders if senders is not None else 0,
                                   idle=judged * (1 + 1 / BUCKETS) if senders is not None else 0,
-                                  on_evict=self._forget)
+                                  on_evict=self._forget,
+                                  memory=remembers.local.memory if remembers else None)
         self.suspended: set[str] = set()
         self.wary: set[str] = set()  # see `beware`
         # (system, rule) -> when it last watched: once a window, not at every event
@@ -121,16 +128,16 @@ class Engine:
         self._judged = {kind: [(r, _Reads(
             ids[(r.metric, r.window)], ids[(r.per, r.window)] if r.per else -1,
             ids[(r.metric, r.baseline)] if r.baseline else -1,
-            ids[(r.per, r.baseline)] if r.per and r.baseline else -1))
+            ids[(r.per, r.baseline)] if r.per and r.baseline else -1, r.learns))
             for r in rules if r.metric in moved or r.per in moved]
             for kind, moved in moves.items()}
-        self._reads = {kind: tuple(dict.fromkeys(i for _, reads in judged for i in reads
-                                                 if i >= 0))
+        self._reads = {kind: tuple(dict.fromkeys(i for _, reads in judged
+                                                 for i in reads[:4] if i >= 0))
                        for kind, judged in self._judged.items()}
         # per kind of event: the per-key spike rules' windows whose peak each
         # clock hour their baselines learn (read, so in every backend's counts)
         self._peaks = {kind: tuple((name, reads.value) for r, reads in judged
-                                   if r.per_key and (name := r.learns) is not None)
+                                   if r.per_key and (name := reads.learns) is not None)
                        for kind, judged in self._judged.items()}
         # what each kind adds to the summed metrics its tally carries (to a
         # window, a learned baseline's hour, the history): the same amount
@@ -221,7 +228,7 @@ class Engine:
 
     def usual(self, key: str, rule: Rule, ts: float) -> float | None:
         """A spike rule's learned usual (None: another kind, or not learned yet)."""
-        return _usual(self.learned.get(key), rule, ts)
+        return _usual(self.learned.get(key), rule, rule.learns, ts)
 
     def _acts(self, key: str, rule: Rule, verdict: Verdict) -> Action:
         """A verdict's action; evidence that only watches suspends a wary system."""
@@ -245,9 +252,12 @@ class Engine:
         for rule in self.rules:
             self.watched.pop((key, rule.name), None)
 
-    def tally(self, event: Mapping[str, Any]) -> Tally | None:
+    def tally(self, event: Mapping[str, Any], known: dict[Any, Any] | None = None
+              ) -> Tally | None:
         """What `event` adds to its system's (or sender's) windows, or None
-        if it is not the system's traffic (or, judging senders, nobody's)."""
+        if it is not the system's traffic (or, judging senders, nobody's).
+        `known`: what the metrics' functions made of this event already (the
+        other engine's tally of it), by function; filled in as they run."""
         system = event.get("system")
         kind = event.get("event")
         if system is None or event.get("origin", "system") != "system":
@@ -268,15 +278,18 @@ class Engine:
             sums, hours, traffic = fixed
             return Tally(key, ts, kind, sums, (), hours, self._reads[kind], traffic,
                          memory=memory)
+        if known is None:
+            known = {}
         amounts = self._constant[kind].copy()
         for m, amount in self._computed[kind]:
-            amounts[m] = amount(event)
+            amounts[m] = _made(known, amount, event)
         sums, hours, traffic = self._added(kind, amounts)
         return Tally(key, ts, kind, sums,
                      tuple((i, counted) for keys, windows in self._keys[kind]
-                           for counted in (keys(event),) for i in windows),
+                           for counted in (_made(known, keys, event),) for i in windows),
                      hours, self._reads[kind], traffic,
-                     tuple((m, keys(event), windows) for m, keys, windows in self._novel[kind]),
+                     tuple((m, _made(known, keys, event), windows)
+                           for m, keys, windows in self._novel[kind]),
                      memory)
 
     def _added(self, kind: str, amounts: dict[str, float]
@@ -327,7 +340,7 @@ class Engine:
             if value < rule.min_count or value <= 0 or (
                     rule.kind == "ceiling" and value <= threshold):
                 continue
-            usual = _usual(learned, rule, ts) if rule.kind == "spike" else None
+            usual = _usual(learned, rule, reads.learns, ts) if reads.learns else None
             verdict = rule.judge(Reading(
                 value, values[reads.per] if reads.per >= 0 else 0.0,
                 values[reads.long_value] if reads.long_value >= 0 else 0.0,
@@ -363,6 +376,16 @@ class Engine:
         return self.judge(tally, self.local.count(tally)) if tally is not None else []
 
 
+def _made(known: dict[Any, Any], made: Any, event: Mapping[str, Any]) -> Any:
+    """What the metric function `made` makes of `event`, worked out once:
+    a system's and its sender's engines share the work, and the very same
+    keys let the memory of keys seen answer both alike (windows.Seen)."""
+    out = known.get(made)
+    if out is None:
+        out = known[made] = made(event)
+    return out
+
+
 def _learn(learned: dict[str, Baseline], name: str, ts: float, count: float) -> None:
     baseline = learned.get(name)
     if baseline is None:
@@ -376,12 +399,13 @@ def _learn(learned: dict[str, Baseline], name: str, ts: float, count: float) -> 
 BUSY_RANK = 5
 
 
-def _usual(learned: Mapping[str, Baseline] | None, rule: Rule, ts: float) -> float | None:
-    """A spike rule's learned usual: a summed metric's for the hour of the
-    week `ts` falls in; a per-key metric's, its busy hours' peak (a robot's
-    batch to one address moves from hour to hour, its size to one address
-    is its own pattern; a loop goes far past it)."""
-    name = rule.learns
+def _usual(learned: Mapping[str, Baseline] | None, rule: Rule, name: str | None,
+           ts: float) -> float | None:
+    """A spike rule's learned usual (learned under `name`, its `learns`): a
+    summed metric's for the hour of the week `ts` falls in; a per-key
+    metric's, its busy hours' peak (a robot's batch to one address moves
+    from hour to hour, its size to one address is its own pattern; a loop
+    goes far past it)."""
     baseline = learned.get(name) if learned is not None and name is not None else None
     if baseline is None:
         return None

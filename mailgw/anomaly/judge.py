@@ -41,10 +41,11 @@ def engines(anomaly: Anomaly, systems: Sequence[System], *, history: bool = True
     if not of_senders:
         return Engine(of_systems, overrides, history), None
     shares = {(m, r.window) for r in of_systems if r.stops for m in (r.metric, r.per) if m}
-    return (Engine(of_systems, overrides, history),
-            Engine(of_senders, overrides, history=False,
-                   senders=attribution or Attribution.of(systems),
-                   max_senders=anomaly.senders.max_per_system, counted=shares))
+    engine = Engine(of_systems, overrides, history)
+    return engine, Engine(of_senders, overrides, history=False,
+                          senders=attribution or Attribution.of(systems),
+                          max_senders=anomaly.senders.max_per_system, counted=shares,
+                          remembers=engine)
 
 
 # the log's record of what was decided, which replay follows (`Judge.decided`)
@@ -80,14 +81,15 @@ class Judge:
         traffic of a sender restricted (by this event, or before) is
         contained, not its system's any more, so a trouble that one mailbox
         makes does not also stop the agency."""
+        known: dict[Any, Any] = {}  # what both tallies make of the event, made once
         if self.senders is not None:
             assert self._of_senders is not None  # made with `senders`
-            tally = self.senders.tally(event)
+            tally = self.senders.tally(event, known)
             if tally is not None:
                 self._count(self.senders, self.shared_senders, tally, self._of_senders)
                 if tally.system in self.senders.suspended:
                     return
-        tally = self.engine.tally(event)
+        tally = self.engine.tally(event, known)
         if tally is not None:
             self._count(self.engine, self.shared, tally, self._of_systems)
 

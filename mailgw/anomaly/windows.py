@@ -34,6 +34,9 @@ class Counter:
     __slots__ = ("width", "slots", "epoch", "running")
 
     def __init__(self, window: float, buckets: int = BUCKETS):
+        # a bucket's epoch is int(ts / width) (ts > 0): floor(ts / width), as
+        # the Redis backend's script takes it, where ts // width would
+        # differ at a boundary and cost an fmod at every event
         self.width = window / buckets
         self.slots = [0.0] * buckets
         self.epoch = -(1 << 62)  # epoch of the newest bucket
@@ -50,7 +53,7 @@ class Counter:
     def add(self, ts: float, amount: float = 1.0) -> float:
         """Add `amount` at `ts`; the total after it. An event older than
         the window (a clock stepped back) is not counted."""
-        epoch = int(ts // self.width)
+        epoch = int(ts / self.width)
         if epoch > self.epoch:
             self._advance(epoch)
         elif epoch <= self.epoch - len(self.slots):
@@ -60,7 +63,7 @@ class Counter:
         return self.running
 
     def total(self, ts: float) -> float:
-        epoch = int(ts // self.width)
+        epoch = int(ts / self.width)
         if epoch > self.epoch:
             self._advance(epoch)
         return self.running
@@ -81,7 +84,7 @@ class KeyCounter:
         self.top_count = 0
 
     def _advance(self, ts: float) -> int:
-        epoch = int(ts // self.width)
+        epoch = int(ts / self.width)
         if epoch > self.epoch:
             n = len(self.slots)
             expired = False
@@ -102,11 +105,11 @@ class KeyCounter:
             self.epoch = epoch
         return epoch
 
-    def add(self, ts: float, keys: Iterable[str]) -> tuple[int, int]:
+    def add(self, ts: float, keys: Sequence[str]) -> tuple[int, int]:
         """Count `keys` at `ts` (not if older than the window); the distinct
         keys and the top count after it."""
         epoch = self._advance(ts)
-        if epoch <= self.epoch - len(self.slots):
+        if not keys or epoch <= self.epoch - len(self.slots):
             return len(self.totals), self.top_count
         slot = self.slots[epoch % len(self.slots)]
         if slot is None:
@@ -235,16 +238,24 @@ class Seen:
     correspondents are never forgotten while it writes to them.
     """
 
-    __slots__ = ("gen", "cur", "prev", "count")
+    __slots__ = ("gen", "cur", "prev", "count", "asked", "answer")
 
     def __init__(self) -> None:
         self.gen = -1
         self.cur = bytearray(SEEN_BITS // 8)
         self.prev = bytearray(SEEN_BITS // 8)
         self.count = 0
+        # the last keys asked about, and the answer: asked again about the
+        # very same object (one event's keys, made for it by a metric's
+        # function, asked by a system's engine after its sender's), the
+        # answer is the same, not "seen" as they now are
+        self.asked: object = None
+        self.answer = 0
 
     def novel(self, ts: float, keys: Iterable[str]) -> int:
         """How many of `keys` were never seen; they are remembered now."""
+        if keys is self.asked:
+            return self.answer
         gen = int(ts // SEEN_PERIOD)
         if gen != self.gen:
             # a new period: the last one is kept, anything older forgotten
@@ -266,6 +277,7 @@ class Seen:
                 cur[i1] |= b1
                 cur[i2] |= b2
                 cur[i3] |= b3
+        self.asked, self.answer = keys, new
         return new
 
 
@@ -302,13 +314,15 @@ class LocalWindows:
 
     def __init__(self, windows: Sequence[Window], history: bool = True,
                  metrics: Mapping[str, Metric] = METRICS, cap: int = 0, idle: float = 0.0,
-                 on_evict: Callable[[str], None] | None = None) -> None:
+                 on_evict: Callable[[str], None] | None = None,
+                 memory: dict[str, dict[str, Seen]] | None = None) -> None:
         self.windows = windows
         self.metrics = metrics
         self.keep_history = history
         self.systems: dict[str, SystemWindows] = {}
-        # per memory (a system): what it has sent to, per novel metric
-        self.memory: dict[str, dict[str, Seen]] = {}
+        # per memory (a system): what it has sent to, per novel metric; one
+        # for a system's engine and its senders' (`memory`: the other's)
+        self.memory: dict[str, dict[str, Seen]] = {} if memory is None else memory
         self.cap = cap
         self.idle = idle
         self.on_evict = on_evict
