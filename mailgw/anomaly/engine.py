@@ -131,8 +131,8 @@ class Engine:
             ids[(r.per, r.baseline)] if r.per and r.baseline else -1, r.learns))
             for r in rules if r.metric in moved or r.per in moved]
             for kind, moved in moves.items()}
-        self._reads = {kind: tuple(dict.fromkeys(i for _, reads in judged
-                                                 for i in reads[:4] if i >= 0))
+        self._reads = {kind: tuple(dict.fromkeys(
+            i for _, r in judged for i in (r.value, r.per, r.long_value, r.long_per) if i >= 0))
                        for kind, judged in self._judged.items()}
         # per kind of event: the per-key spike rules' windows whose peak each
         # clock hour their baselines learn (read, so in every backend's counts)
