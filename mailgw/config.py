@@ -297,10 +297,12 @@ DEFAULT_RULES = (
     # one mailbox to one address, against the most the system usually sends
     # to one address in its busy hours (a robot's own pattern), over an
     # hour for a fast loop and over three for one that goes on at a pace a
-    # person could keep up for an hour but not all afternoon
-    *(_rule(f"mail_loop_{w}", "spike", "top_pair", w, 3, baseline=WEEK,
+    # person could keep up for an hour but not all afternoon; and the same
+    # over the few pairs mailed most, for a loop among a handful of
+    # addresses, each under one pair's line, all of them far over it
+    *(_rule(f"mail_loop{few}_{w}", "spike", metric, w, 3, baseline=WEEK,
             min_sample=20, floor=10, min_count=20, watch=WATCH, suspend=SUSPEND)
-      for w in ("1h", "3h")),
+      for few, metric in (("", "top_pair"), ("_few", "top_few_pairs")) for w in ("1h", "3h")),
     _rule("spike_1h", "spike", "messages", "1h", 3, baseline=WEEK, min_sample=50, floor=1,
           min_history="7d", watch=WATCH),
     _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.3, per="attempts",

@@ -200,6 +200,17 @@ METRICS: dict[str, dict[str, Said]] = {
         "kk": Said(("бір жәшіктен бір мекенжайға {n} хат",),
                    "бір жәшіктен бір мекенжайға жіберілген хаттар (ең көбі)"),
     },
+    "top_few_pairs": {
+        "en": Said(("{n} message over the three busiest pairs of mailbox and address",
+                    "{n} messages over the three busiest pairs of mailbox and address"),
+                   "messages over the three busiest pairs of mailbox and address"),
+        "ru": Said(("{n} письмо по трём самым частым парам «ящик — адрес»",
+                    "{n} письма по трём самым частым парам «ящик — адрес»",
+                    "{n} писем по трём самым частым парам «ящик — адрес»"),
+                   "письма по трём самым частым парам «ящик — адрес»"),
+        "kk": Said(("ең жиі үш «жәшік — мекенжай» жұбы бойынша {n} хат",),
+                   "ең жиі үш «жәшік — мекенжай» жұбы бойынша хаттар"),
+    },
     "to_new_domains": {
         "en": Said(("{n} message to a new domain", "{n} messages to a new domain"),
                    "messages to a domain never mailed before", did="went to a new domain"),

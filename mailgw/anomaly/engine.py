@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric
+from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric, kept
 from mailgw.anomaly.rules import Action, Decision, Reading, Rule, Verdict
 from mailgw.anomaly.tally import Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, Baseline, LocalWindows
@@ -112,11 +112,15 @@ class Engine:
                              if m in moved and metrics[m].how == "sum"]
                       for kind, moved in moves.items()}
         # a metric counted per key: its keys (worked out once an event), the
-        # windows that count them
+        # windows that count them (one of each count two windows share)
+        first: dict[Window, int] = {}
+        for i, k in enumerate(kept(self.windows, metrics)):
+            first.setdefault(k.counter, i)
+        counts = sorted(first.values())
         self._keys = {kind: tuple(
-            (keys, tuple(i for i, (wm, _) in enumerate(self.windows) if wm == m))
-            for m in sorted(moved) if (keys := metrics[m].keys) is not None
-            and metrics[m].how != "novel" and any(wm == m for wm, _ in self.windows))
+            (keys, windows) for m in sorted(moved) if (keys := metrics[m].keys) is not None
+            and metrics[m].how != "novel"
+            and (windows := tuple(i for i in counts if self.windows[i][0] == m)))
             for kind, moved in moves.items()}
         # a novel metric: its keys, and every window of it that adds their count
         self._novel = {kind: tuple(

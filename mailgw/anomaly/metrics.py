@@ -7,8 +7,9 @@ table of its own.
 
 A metric is summed (each event adds a number: a constant, or one the event
 gives) or counted per key (each event counts some keys: recipient domains,
-addresses), a per-key window reading as its distinct keys or as the count
-of its most frequent one; or it counts the keys the system never sent to
+addresses), a per-key window reading as its distinct keys, as the count
+of its most frequent one, or as the counts of its FEW most frequent
+summed; or it counts the keys the system never sent to
 before ("novel": its windows count the events that bring at least one
 such key, the system's memory of the keys it has seen being windows.Seen).
 """
@@ -16,9 +17,11 @@ such key, the system's memory of the keys it has seen being windows.Seen).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+
+from mailgw.anomaly.tally import Window
 
 Event = Mapping[str, Any]
 Amount = Callable[[Event], float]
@@ -29,23 +32,53 @@ Keys = Callable[[Event], tuple[str, ...]]
 class Metric:
     events: frozenset[str]  # the kinds of event that move it
     # "sum"; per key: "distinct" (how many keys), "top" (the top key's
-    # count) or "novel" (events with a key never seen before: a summed window)
+    # count), "few" (the FEW top keys' counts summed) or "novel" (events
+    # with a key never seen before: a summed window)
     how: str
     adds: float | Amount = 1.0  # summed: what one event adds, the same for all or its own
     keys: Keys | None = None  # per key: the keys one event counts
+    # per key: the metric whose windows it reads, counting the same keys
+    # (one count of them, read two ways); None: its own
+    reads: str | None = None
+
+    def counter(self, name: str) -> str:
+        """The name its windows are counted under (a metric's named `name`)."""
+        return self.reads or name
 
 
 def summed(*events: str, adds: float | Amount = 1.0) -> Metric:
     return Metric(frozenset(events), "sum", adds if callable(adds) else float(adds))
 
 
-def per_key(*events: str, keys: Keys, read: Literal["distinct", "top", "novel"]) -> Metric:
-    return Metric(frozenset(events), read, keys=keys)
+def per_key(*events: str, keys: Keys, read: Literal["distinct", "top", "few", "novel"],
+            of: str | None = None) -> Metric:
+    """`of`: the metric whose windows it reads (the same keys, read as `read`)."""
+    return Metric(frozenset(events), read, keys=keys, reads=of)
+
+
+# how many of a window's busiest keys a "few" reading sums: a loop between
+# a mailbox and a handful of addresses (forwards and replies among them)
+FEW = 3
 
 
 def summed_windows(how: str) -> bool:
     """Whether a metric's windows hold a running sum (else keys)."""
     return how in ("sum", "novel")
+
+
+class Counted(NamedTuple):
+    """How a backend keeps one of an engine's windows."""
+    how: str  # "sum" (also a novel metric's), else how its keys are read
+    counter: tuple[str, float]  # whose count it is: (metric, seconds), shared by Metric.reads
+    few: bool  # its keys' count keeps its FEW busiest keys (a window reads it "few")
+
+
+def kept(windows: Sequence[Window], metrics: Mapping[str, Metric]) -> list[Counted]:
+    """Each window of `windows` as a backend keeps it, by index."""
+    hows = ["sum" if summed_windows(metrics[m].how) else metrics[m].how for m, _ in windows]
+    counters = [(metrics[m].counter(m), seconds) for m, seconds in windows]
+    few = {c for c, how in zip(counters, hows, strict=True) if how == "few"}
+    return [Counted(how, c, c in few) for c, how in zip(counters, hows, strict=True)]
 
 
 # a remote refusal that names a blocklist: the message (or its sender) looks
@@ -114,6 +147,9 @@ METRICS: dict[str, Metric] = {
     # and an autoresponder) repeats one pair; a rush of reports to one
     # address, or a backlog flushed, comes from many mailboxes
     "top_pair": per_key("accepted", keys=sender_to_recipient, read="top"),
+    # the same, to a few addresses: a loop among a handful of addresses
+    # stays under one pair's line with each, but not with all of them
+    "top_few_pairs": per_key("accepted", keys=sender_to_recipient, read="few", of="top_pair"),
     # messages to a domain the system never mailed before: spam to a harvested
     # list reaches a new domain with most messages, a system's own mail
     # rarely; a circular to 300 addresses is one message, however many new

@@ -17,11 +17,12 @@ same code serves live traffic and `mailgw replay`. Time must not go back.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from mailgw.anomaly.metrics import METRICS, Metric, summed_windows
+from mailgw.anomaly.metrics import FEW, METRICS, Counted, Metric, kept
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 
 BUCKETS = 12
@@ -71,17 +72,25 @@ class Counter:
 
 class KeyCounter:
     """Counts per key (recipient, domain) over the last `window` seconds:
-    how many distinct keys, and the largest count of one key."""
+    how many distinct keys, the largest count of one key, and (with `few`)
+    the counts of the FEW largest summed."""
 
-    __slots__ = ("width", "slots", "epoch", "totals", "top_count")
+    __slots__ = ("width", "slots", "epoch", "totals", "top_count", "leaders", "few_count",
+                 "floor")
 
-    def __init__(self, window: float, buckets: int = BUCKETS):
+    def __init__(self, window: float, buckets: int = BUCKETS, few: bool = False):
         self.width = window / buckets
         # a bucket's counts per key; None while it has none (most, for a sender)
         self.slots: list[dict[str, int] | None] = [None] * buckets
         self.epoch = -(1 << 62)
         self.totals: dict[str, int] = {}
         self.top_count = 0
+        # with `few`: the FEW keys counted most and their counts, the sum of
+        # those, and the least of them once there are FEW (a key counted
+        # past it takes its place: counts only grow between expiries)
+        self.leaders: dict[str, int] | None = {} if few else None
+        self.few_count = 0
+        self.floor = 0
 
     def _advance(self, ts: float) -> int:
         epoch = int(ts / self.width)
@@ -102,19 +111,27 @@ class KeyCounter:
                 self.slots[e % n] = None
             if expired:
                 self.top_count = max(self.totals.values(), default=0)
+                if self.leaders is not None:
+                    self._lead(dict(heapq.nlargest(FEW, self.totals.items(),
+                                                   key=lambda kv: kv[1])))
             self.epoch = epoch
         return epoch
 
-    def add(self, ts: float, keys: Sequence[str]) -> tuple[int, int]:
+    def _lead(self, leaders: dict[str, int]) -> None:
+        self.leaders = leaders
+        self.few_count = sum(leaders.values())
+        self.floor = min(leaders.values()) if len(leaders) == FEW else 0
+
+    def add(self, ts: float, keys: Sequence[str]) -> tuple[int, int, int]:
         """Count `keys` at `ts` (not if older than the window); the distinct
-        keys and the top count after it."""
+        keys, the top count and the FEW top counts' sum after it."""
         epoch = self._advance(ts)
         if not keys or epoch <= self.epoch - len(self.slots):
-            return len(self.totals), self.top_count
+            return len(self.totals), self.top_count, self.few_count
         slot = self.slots[epoch % len(self.slots)]
         if slot is None:
             slot = self.slots[epoch % len(self.slots)] = {}
-        totals = self.totals
+        totals, leaders = self.totals, self.leaders
         for key in keys:
             if key in slot:
                 slot[key] += 1
@@ -126,7 +143,25 @@ class KeyCounter:
             totals[key] = count
             if count > self.top_count:
                 self.top_count = count
-        return len(totals), self.top_count
+            if leaders is not None and (count > self.floor or key in leaders):
+                self._rise(leaders, key, count)
+        return len(totals), self.top_count, self.few_count
+
+    def _rise(self, leaders: dict[str, int], key: str, count: int) -> None:
+        """`key` counted up to `count`, a leader already or one now."""
+        if key in leaders:
+            leaders[key] = count
+            self.few_count += 1
+            if count - 1 == self.floor and len(leaders) == FEW:
+                self.floor = min(leaders.values())
+            return
+        if len(leaders) == FEW:
+            low = min(leaders, key=leaders.__getitem__)
+            self.few_count -= leaders.pop(low)
+        leaders[key] = count
+        self.few_count += count
+        if len(leaders) == FEW:
+            self.floor = min(leaders.values())
 
     def distinct(self, ts: float) -> int:
         self._advance(ts)
@@ -139,6 +174,10 @@ class KeyCounter:
     def top(self, ts: float) -> int:
         self._advance(ts)
         return self.top_count
+
+    def few(self, ts: float) -> int:
+        self._advance(ts)
+        return self.few_count
 
 
 class Baseline:
@@ -283,21 +322,29 @@ class Seen:
 
 class SystemWindows:
     """One system's (or sender's) windows, indexed as the engine's list of
-    windows. A sender's cost little: no bound methods or dicts per window
-    beyond its counters."""
+    windows (two windows of one count share its counter). A sender's cost
+    little: no bound methods or dicts per window beyond its counters."""
 
     __slots__ = ("sums", "keyed", "hours", "history")
 
-    def __init__(self, windows: Sequence[Window], metrics: Mapping[str, Metric]) -> None:
+    def __init__(self, windows: Sequence[Window], kept: Sequence[Counted]) -> None:
         self.sums: dict[int, Counter] = {}
         self.keyed: dict[int, KeyCounter] = {}
-        for i, (metric, seconds) in enumerate(windows):
-            if summed_windows(metrics[metric].how):
+        shared: dict[tuple[str, float], KeyCounter] = {}
+        for i, ((_, seconds), k) in enumerate(zip(windows, kept, strict=True)):
+            if k.how == "sum":
                 self.sums[i] = Counter(seconds)
             else:
-                self.keyed[i] = KeyCounter(seconds)
+                kc = shared.get(k.counter)
+                if kc is None:
+                    kc = shared[k.counter] = KeyCounter(seconds, few=k.few)
+                self.keyed[i] = kc
         self.hours: dict[str, tuple[int, float]] = {}  # metric -> (clock hour, count)
         self.history: dict[int, float] = {}  # history step -> messages
+
+
+# KeyCounter.add's figures, by the reading each is
+_FIGURES = ("distinct", "top", "few")
 
 
 class LocalWindows:
@@ -328,22 +375,22 @@ class LocalWindows:
         self.on_evict = on_evict
         # memory -> its keys, idle longest first, with when each was last counted
         self._lines: dict[str, OrderedDict[str, float]] = {}
-        # keyed window -> read as distinct keys (else as the top count)
-        self._distinct = {i: metrics[m].how == "distinct" for i, (m, _) in enumerate(windows)
-                          if not summed_windows(metrics[m].how)}
+        self._kept = kept(windows, metrics)
+        # keyed window -> which of KeyCounter.add's figures it reads
+        self._pick = {i: _FIGURES.index(k.how) for i, k in enumerate(self._kept)
+                      if k.how != "sum"}
 
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
         if w is None:
-            w = self.systems[t.system] = SystemWindows(self.windows, self.metrics)
+            w = self.systems[t.system] = SystemWindows(self.windows, self._kept)
         if self.cap:
             self._queue(t.system, t.memory or t.system, t.ts)
         ts, sums, keyed = t.ts, w.sums, w.keyed
         # a window the event adds to is one its rules read (engine.py)
         values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
         for window, keys in t.keys:
-            distinct, top = keyed[window].add(ts, keys)
-            values[window] = distinct if self._distinct[window] else top
+            values[window] = keyed[window].add(ts, keys)[self._pick[window]]
         for metric, keys, windows in t.novel:
             memory = self.memory.get(t.memory or t.system)
             if memory is None:
@@ -379,7 +426,8 @@ class LocalWindows:
         if counter is not None:
             return counter.total(ts)
         kc = w.keyed[window]
-        return float(kc.distinct(ts) if self._distinct[window] else kc.top(ts))
+        pick = self._pick[window]
+        return float(kc.distinct(ts) if pick == 0 else kc.top(ts) if pick == 1 else kc.few(ts))
 
     def _queue(self, key: str, memory: str, ts: float) -> None:
         line = self._lines.get(memory)
@@ -438,5 +486,5 @@ class LocalWindows:
         (what it sent is still what it sent)."""
         w = self.systems.pop(system, None)
         if w is not None:
-            self.systems[system] = fresh = SystemWindows(self.windows, self.metrics)
+            self.systems[system] = fresh = SystemWindows(self.windows, self._kept)
             fresh.history = w.history

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 from redis.exceptions import NoScriptError
 
-from mailgw.anomaly.metrics import METRICS, Metric, summed_windows
+from mailgw.anomaly.metrics import FEW, METRICS, Counted, Metric, kept
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 from mailgw.anomaly.windows import BUCKETS, KEY_CAP, SEEN_CAP, SEEN_PERIOD
 from mailgw.outage import Outage
@@ -79,8 +79,21 @@ end
 
 -- a per-key window, as windows.KeyCounter: a hash per bucket, a totals
 -- hash ':t', and ':m' with the newest epoch `e`, the largest total `top`
--- and each bucket's size. Buckets that leave are taken out of the totals.
-local function keyed_window(key, width, ttl)
+-- and each bucket's size; with `few`, the spec.few largest totals in ':f'
+-- and their sum `few` in ':m'. Buckets that leave are taken out of the totals.
+local function lead(key, leaders, ttl)
+  local flat, sum = {}, 0
+  for member, count in pairs(leaders) do
+    flat[#flat + 1], flat[#flat + 2], sum = member, count, sum + count
+  end
+  redis.call('DEL', key .. ':f')
+  if #flat > 0 then
+    redis.call('HSET', key .. ':f', unpack(flat))
+    redis.call('EXPIRE', key .. ':f', ttl)
+  end
+  return sum
+end
+local function keyed_window(key, width, ttl, few)
   local meta = key .. ':m'
   local epoch = math.floor(ts / width)
   local e = tonumber(redis.call('HGET', meta, 'e'))
@@ -105,9 +118,20 @@ local function keyed_window(key, width, ttl)
       end
     end
     if expired then
-      local top = 0
-      for _, v in ipairs(redis.call('HVALS', key .. ':t')) do top = math.max(top, tonumber(v)) end
+      local top, ranked = 0, {}
+      local flat = redis.call('HGETALL', key .. ':t')
+      for j = 1, #flat, 2 do
+        local v = tonumber(flat[j + 1])
+        top = math.max(top, v)
+        if few then ranked[#ranked + 1] = {flat[j], v} end
+      end
       redis.call('HSET', meta, 'top', top)
+      if few then
+        table.sort(ranked, function(a, b) return a[2] > b[2] end)
+        local leaders = {}
+        for j = 1, math.min(spec.few, #ranked) do leaders[ranked[j][1]] = ranked[j][2] end
+        redis.call('HSET', meta, 'few', lead(key, leaders, ttl))
+      end
     end
   end
   if e == nil or epoch > e then
@@ -129,19 +153,43 @@ for _, s in ipairs(spec.sums) do  -- {name, width, ttl, amount}
     sums[s[1]] = tonumber(redis.call('HINCRBYFLOAT', key, 'r', s[4]))
   end
 end
-for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}}
-  local key = base .. k[1]
-  local epoch, e, meta = keyed_window(key, k[2], k[3])
+-- `member` counted up to `count`: a leader if it is one of the few counted
+-- most (counts only grow between expiries); whether the leaders changed
+local function rise(leaders, member, count)
+  if leaders[member] then leaders[member] = count return true end
+  local low, size = nil, 0
+  for m, c in pairs(leaders) do
+    size = size + 1
+    if low == nil or c < leaders[low] then low = m end
+  end
+  if size < spec.few then leaders[member] = count return true end
+  if count > leaders[low] then
+    leaders[low], leaders[member] = nil, count
+    return true
+  end
+  return false
+end
+for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}, few}
+  local key, few = base .. k[1], k[5]
+  local epoch, e, meta = keyed_window(key, k[2], k[3], few)
   if epoch > e - n then
     local bucket, z = key .. ':b:' .. epoch, 'z' .. epoch % n
     local got = redis.call('HMGET', meta, z, 'top')
     local size, top = tonumber(got[1]) or 0, tonumber(got[2]) or 0
     local was_size, was_top = size, top
+    local leaders, moved = nil, false
+    if few then
+      leaders = {}
+      local flat = redis.call('HGETALL', key .. ':f')
+      for j = 1, #flat, 2 do leaders[flat[j]] = tonumber(flat[j + 1]) end
+    end
     for _, member in ipairs(k[4]) do
       -- past the cap a bucket learns no new keys
       if size < cap or redis.call('HEXISTS', bucket, member) == 1 then
         if redis.call('HINCRBY', bucket, member, 1) == 1 then size = size + 1 end
-        top = math.max(top, redis.call('HINCRBY', key .. ':t', member, 1))
+        local count = redis.call('HINCRBY', key .. ':t', member, 1)
+        top = math.max(top, count)
+        if few and rise(leaders, member, count) then moved = true end
       end
     end
     if was_size == 0 and size > 0 then  -- a new bucket: it and the totals outlive it
@@ -149,6 +197,9 @@ for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}}
       redis.call('EXPIRE', key .. ':t', k[3])
     end
     if size ~= was_size or top ~= was_top then redis.call('HSET', meta, z, size, 'top', top) end
+    if moved then
+      redis.call('HSET', meta, 'few', lead(key, leaders, k[3]))
+    end
   end
 end
 -- a novel metric, as windows.Seen: per period a bitmap of 65,536 bits and a
@@ -214,9 +265,9 @@ for i, r in ipairs(spec.reads) do  -- {name, width, ttl, how}
       values[i] = tonumber(redis.call('HGET', key, 'r'))
     end
   else
-    local _, _, meta = keyed_window(key, r[2], r[3])
+    local _, _, meta = keyed_window(key, r[2], r[3], r[5])
     if r[4] == 'distinct' then values[i] = redis.call('HLEN', key .. ':t')
-    else values[i] = tonumber(redis.call('HGET', meta, 'top')) or 0 end
+    else values[i] = tonumber(redis.call('HGET', meta, r[4])) or 0 end
   end
 end
 return cjson.encode({values, hours})
@@ -235,15 +286,15 @@ for _, name in ipairs(spec.keys) do
   if e then
     for x = e - n + 1, e do redis.call('DEL', key .. ':b:' .. x) end
   end
-  redis.call('DEL', key .. ':t', key .. ':m')
+  redis.call('DEL', key .. ':t', key .. ':m', key .. ':f')
 end
 return 1
 """
 
 
-def _name(window: Window, how: str) -> str:
-    metric, seconds = window
-    return f"{'s' if summed_windows(how) else 'k'}:{metric}:{seconds:g}"
+def _name(k: Counted) -> str:
+    metric, seconds = k.counter
+    return f"{'s' if k.how == 'sum' else 'k'}:{metric}:{seconds:g}"
 
 
 def _ttl(seconds: float) -> int:
@@ -279,16 +330,17 @@ class RedisWindows:
         self._count = self.r.register_script(_COUNT)
         self._reset = self.r.register_script(_RESET)
         self._loaded = False  # both scripts are in Redis's script cache
-        # each window as the scripts know it: key, bucket width, time to live, how
-        # read (a novel metric's windows hold sums)
-        self._how = ["sum" if summed_windows(metrics[m].how) else metrics[m].how
-                     for m, _ in windows]
-        self._window = [(_name(w, how), w[1] / BUCKETS, _ttl(w[1]))
-                        for w, how in zip(windows, self._how, strict=True)]
-        named = list(zip((key for key, _, _ in self._window), self._how, strict=True))
+        # each window as the scripts know it: key, bucket width, time to live;
+        # how read (a novel metric's windows hold sums), whether its count
+        # keeps the few keys counted most
+        plan = kept(windows, metrics)
+        self._how = [(k.how, k.few) for k in plan]
+        self._window = [(_name(k), w[1] / BUCKETS, _ttl(w[1]))
+                        for w, k in zip(windows, plan, strict=True)]
+        named = {_name(k): k.how for k in plan}  # two windows may share one count
         self._reset_spec = {"n": BUCKETS,
-                            "sums": [key for key, how in named if how == "sum"],
-                            "keys": [key for key, how in named if how != "sum"]}
+                            "sums": [key for key, how in named.items() if how == "sum"],
+                            "keys": [key for key, how in named.items() if how != "sum"]}
         self._queue: deque[_Pending | tuple[str, str]] = deque()  # (system, once): a reset
         self._resets: list[tuple[str, str]] = []  # not yet through
         self._wake = asyncio.Event()
@@ -446,16 +498,16 @@ class RedisWindows:
     def _spec(self, t: Tally) -> bytes:
         window, how = self._window, self._how
         return orjson.dumps({
-            "ts": t.ts, "n": BUCKETS, "cap": KEY_CAP,
+            "ts": t.ts, "n": BUCKETS, "cap": KEY_CAP, "few": FEW,
             "sums": [(*window[i], a) for i, a in t.sums],
-            "keys": [(*window[i], keys) for i, keys in t.keys],
+            "keys": [(*window[i], keys, how[i][1]) for i, keys in t.keys],
             "novel": [(f"seen:{metric}", keys, [window[i] for i in windows])
                       for metric, keys, windows in t.novel],
             "memory": self._base(t.memory or t.system),
             "gen": int(t.ts // SEEN_PERIOD), "seen_cap": SEEN_CAP,
             "seen_ttl": 2 * SEEN_PERIOD,
             "hours": t.hours,
-            "reads": [(*window[i], how[i]) for i in t.reads],
+            "reads": [(*window[i], *how[i]) for i in t.reads],
             "traffic": t.traffic, "step": HISTORY_STEP, "steps": HISTORY_STEPS,
         })
 
