@@ -175,3 +175,28 @@ def test_a_ceiling_acts_above_its_threshold_and_may_only_watch():
     assert rule.judge(Reading(100), 100) is None
     verdict = rule.judge(Reading(101), 100)
     assert verdict is not None and verdict.action == "watch" and verdict.expected == 100
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.sampled_from(["bounces", "spike", "loop", "bare", "bare_loop"]),
+       st.integers(0, 300), st.integers(0, 1000), st.integers(0, 5000), st.integers(0, 50000),
+       st.one_of(st.none(), st.floats(0, 100)), st.floats(0, 30 * 86400),
+       st.sampled_from([0.05, 0.1, 0.3, 1.0, 3.0]))
+def test_a_count_beneath_its_rules_line_gets_no_verdict(kind, x, per, long_x, long_per,
+                                                        usual, span, threshold):
+    """The engine passes over a rule whose count is beneath its line
+    (Rule.beneath) without reading the rest: judged in full, it would have
+    given no verdict either."""
+    rule = {"bounces": BOUNCES,
+            "spike": Rule("spike", "spike", "messages", 3600, 3, min_sample=50, floor=1,
+                          baseline=7 * 86400, watch=1e-3),
+            "loop": Rule("loop", "spike", "top_pair", 3600, 3, min_sample=20, floor=10,
+                         min_count=20, baseline=7 * 86400, per_key=True, watch=1e-3,
+                         suspend=1e-7),
+            "bare": Rule("bare", "ratio", "perm_failures", 3600, 0.1, per="attempts",
+                         min_sample=10),
+            "bare_loop": Rule("bare_loop", "spike", "top_pair", 3600, 3, min_sample=20,
+                              baseline=7 * 86400, per_key=True)}[kind]
+    reading = Reading(x, per, long_x + x, long_per + per, usual, span)
+    if rule.beneath(x, per, usual, threshold):
+        assert rule.judge(reading, threshold) is None

@@ -30,7 +30,7 @@ not seen for a month or more (the rotation of a spammer's addresses).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from mailgw.anomaly.metrics import HISTORY, METRICS, NOT_THE_SYSTEMS, Amount, Metric, kept
 from mailgw.anomaly.rules import Action, Decision, Reading, Rule, Verdict
@@ -39,14 +39,19 @@ from mailgw.anomaly.windows import BUCKETS, Baseline, LocalWindows
 from mailgw.senders import Attribution, split, subject
 
 
-class _Reads(NamedTuple):
+class _Reads:
     """The windows one rule reads, by id (-1: none), and the name its usual
     is learned under (Rule.learns, worked out once)."""
-    value: int
-    per: int
-    long_value: int
-    long_per: int
-    learns: str | None
+
+    __slots__ = ("value", "per", "long_value", "long_per", "learns")
+
+    def __init__(self, value: int, per: int, long_value: int, long_per: int,
+                 learns: str | None) -> None:
+        self.value = value
+        self.per = per
+        self.long_value = long_value
+        self.long_per = long_per
+        self.learns = learns
 
 
 class Engine:
@@ -345,9 +350,11 @@ class Engine:
                     rule.kind == "ceiling" and value <= threshold):
                 continue
             usual = _usual(learned, rule, reads.learns, ts) if reads.learns else None
+            per = values[reads.per] if reads.per >= 0 else 0.0
+            if rule.beneath(value, per, usual, threshold):
+                continue
             verdict = rule.judge(Reading(
-                value, values[reads.per] if reads.per >= 0 else 0.0,
-                values[reads.long_value] if reads.long_value >= 0 else 0.0,
+                value, per, values[reads.long_value] if reads.long_value >= 0 else 0.0,
                 values[reads.long_per] if reads.long_per >= 0 else 0.0, usual, ts - first),
                 threshold)
             if verdict is None:

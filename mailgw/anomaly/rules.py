@@ -128,7 +128,7 @@ class Rule:
             if verdict is None:
                 return None
             return Verdict(verdict[0], round(x / n, 4), usual, line * n, verdict[1])
-        usual_count = self._usual_count(reading)
+        usual_count = self._usual_count(reading.usual)
         if usual_count is None:
             return None  # nothing learned to compare with yet: silent
         average = self._average(reading)
@@ -159,14 +159,27 @@ class Rule:
         seen, of = r.long_value - r.value, r.long_per - r.per
         return (seen + PRIOR_WEIGHT * self.prior) / (of + PRIOR_WEIGHT)
 
-    def _usual_count(self, r: Reading) -> float | None:
+    def _usual_count(self, usual: float | None) -> float | None:
         """The learned usual (None until learned), as a count over the
         window: a per-key metric's is its window's peak already; until it
         is learned, a per-key metric's is none (0): the floor, which weighs
         its average over the baseline window, is the whole line."""
-        if r.usual is not None:
-            return r.usual if self.per_key else r.usual * self.window / 3600
+        if usual is not None:
+            return usual if self.per_key else usual * self.window / 3600
         return 0.0 if self.per_key else None  # per key: the floor alone
+
+    def beneath(self, x: float, per: float, usual: float | None, threshold: float) -> bool:
+        """Whether a ratio's or a spike's count `x` (of `per`, with the
+        learned `usual`) is under what its line can never be below: no
+        verdict, known without reading the baseline window. A busy
+        system's top pair and failures are past their least counts at most
+        events, and well within their lines."""
+        if self.kind == "ratio":
+            return x < threshold * per  # the line is the threshold's share or more
+        if self.kind == "spike":
+            count = self._usual_count(usual)
+            return count is None or x <= threshold * count + self.min_sample
+        return False
 
     @property
     def learns(self) -> str | None:

@@ -11,7 +11,7 @@ an event then costs no hashing of (metric, seconds) pairs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 Window = tuple[str, float]  # (metric, seconds)
 
@@ -20,25 +20,48 @@ HISTORY_STEP = 600
 HISTORY_STEPS = 144
 
 
-class Tally(NamedTuple):
-    system: str
-    ts: float
-    kind: str  # the event
-    sums: tuple[tuple[int, float], ...]  # (window, amount) to add
-    keys: tuple[tuple[int, tuple[str, ...]], ...]  # (keyed window, keys) to count
-    hours: tuple[tuple[str, float], ...]  # (metric, amount) to add to this clock hour's count
-    reads: tuple[int, ...]  # windows the rules judging this event read
-    traffic: float = 0.0  # messages to add to the system's 24-hour history
-    # (metric, keys, windows): the keys' count never seen before, to add to the windows
-    novel: tuple[tuple[str, tuple[str, ...], tuple[int, ...]], ...] = ()
-    # whose memory of the keys seen a novel metric asks: the system's, also
-    # for one of its senders ("": `system` itself)
-    memory: str = ""
+class Tally:
+    """Made for every event by each engine: a plain class, which the
+    compiled engine builds natively (a NamedTuple's __new__ runs as Python)."""
+
+    __slots__ = ("system", "ts", "kind", "sums", "keys", "hours", "reads", "traffic", "novel",
+                 "memory")
+
+    def __init__(self, system: str, ts: float, kind: str,
+                 sums: tuple[tuple[int, float], ...],
+                 keys: tuple[tuple[int, tuple[str, ...]], ...],
+                 hours: tuple[tuple[str, float], ...], reads: tuple[int, ...],
+                 traffic: float = 0.0,
+                 novel: tuple[tuple[str, tuple[str, ...], tuple[int, ...]], ...] = (),
+                 memory: str = "") -> None:
+        self.system = system
+        self.ts = ts
+        self.kind = kind  # the event
+        self.sums = sums  # (window, amount) to add
+        self.keys = keys  # (keyed window, keys) to count
+        self.hours = hours  # (metric, amount) to add to this clock hour's count
+        self.reads = reads  # windows the rules judging this event read
+        self.traffic = traffic  # messages to add to the system's 24-hour history
+        # (metric, keys, windows): the keys' count never seen before, to add to the windows
+        self.novel = novel
+        # whose memory of the keys seen a novel metric asks: the system's,
+        # also for one of its senders ("": `system` itself)
+        self.memory = memory
 
 
-class Counts(NamedTuple):
-    values: dict[int, float]  # each window of `reads`, after the tally
-    hours: dict[str, float]  # each metric of `hours`: its count so far this clock hour
+class Counts:
+    __slots__ = ("values", "hours")
+
+    def __init__(self, values: dict[int, float], hours: dict[str, float]) -> None:
+        self.values = values  # each window of `reads`, after the tally
+        self.hours = hours  # each metric of `hours`: its count so far this clock hour
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Counts) and (self.values, self.hours) == (other.values,
+                                                                           other.hours)
+
+    def __repr__(self) -> str:
+        return f"Counts({self.values!r}, {self.hours!r})"
 
 
 class SharedWindows(Protocol):

@@ -110,16 +110,19 @@ class KeyCounter:
                     expired = True
                 self.slots[e % n] = None
             if expired:
-                self.top_count = max(self.totals.values(), default=0)
-                if self.leaders is not None:
-                    self._lead(dict(heapq.nlargest(FEW, self.totals.items(),
-                                                   key=lambda kv: kv[1])))
+                totals = self.totals
+                if self.leaders is None:
+                    self.top_count = max(totals.values(), default=0)
+                else:  # the top count is a leader's
+                    self._lead({k: totals[k] for k in heapq.nlargest(FEW, totals,
+                                                                      key=totals.__getitem__)})
             self.epoch = epoch
         return epoch
 
     def _lead(self, leaders: dict[str, int]) -> None:
         self.leaders = leaders
         self.few_count = sum(leaders.values())
+        self.top_count = max(leaders.values(), default=0)
         self.floor = min(leaders.values()) if len(leaders) == FEW else 0
 
     def add(self, ts: float, keys: Sequence[str]) -> tuple[int, int, int]:
@@ -379,6 +382,10 @@ class LocalWindows:
         # keyed window -> which of KeyCounter.add's figures it reads
         self._pick = {i: _FIGURES.index(k.how) for i, k in enumerate(self._kept)
                       if k.how != "sum"}
+        # keyed window -> every window of its count, with the figure each reads
+        self._shared = {i: tuple((j, self._pick[j]) for j, o in enumerate(self._kept)
+                                 if o.how != "sum" and o.counter == k.counter)
+                        for i, k in enumerate(self._kept) if k.how != "sum"}
 
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
@@ -390,7 +397,9 @@ class LocalWindows:
         # a window the event adds to is one its rules read (engine.py)
         values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
         for window, keys in t.keys:
-            values[window] = keyed[window].add(ts, keys)[self._pick[window]]
+            figures = keyed[window].add(ts, keys)
+            for i, pick in self._shared[window]:
+                values[i] = figures[pick]
         for metric, keys, windows in t.novel:
             memory = self.memory.get(t.memory or t.system)
             if memory is None:
