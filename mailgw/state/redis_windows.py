@@ -79,19 +79,16 @@ end
 
 -- a per-key window, as windows.KeyCounter: a hash per bucket, a totals
 -- hash ':t', and ':m' with the newest epoch `e`, the largest total `top`
--- and each bucket's size; with `few`, the spec.few largest totals in ':f'
--- and their sum `few` in ':m'. Buckets that leave are taken out of the totals.
-local function lead(key, leaders, ttl)
-  local flat, sum = {}, 0
+-- and each bucket's size; with `few`, the spec.few largest totals (`lead`,
+-- a JSON list of pairs, read and written with the rest of ':m', no key or
+-- call of their own) and their sum `few`. Buckets that leave are taken
+-- out of the totals.
+local function lead(leaders)
+  local pairs_, sum = {}, 0
   for member, count in pairs(leaders) do
-    flat[#flat + 1], flat[#flat + 2], sum = member, count, sum + count
+    pairs_[#pairs_ + 1], sum = {member, count}, sum + count
   end
-  redis.call('DEL', key .. ':f')
-  if #flat > 0 then
-    redis.call('HSET', key .. ':f', unpack(flat))
-    redis.call('EXPIRE', key .. ':f', ttl)
-  end
-  return sum
+  return cjson.encode(pairs_), sum
 end
 local function keyed_window(key, width, ttl, few)
   local meta = key .. ':m'
@@ -130,7 +127,8 @@ local function keyed_window(key, width, ttl, few)
         table.sort(ranked, function(a, b) return a[2] > b[2] end)
         local leaders = {}
         for j = 1, math.min(spec.few, #ranked) do leaders[ranked[j][1]] = ranked[j][2] end
-        redis.call('HSET', meta, 'few', lead(key, leaders, ttl))
+        local encoded, sum = lead(leaders)
+        redis.call('HSET', meta, 'lead', encoded, 'few', sum)
       end
     end
   end
@@ -174,14 +172,15 @@ for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}, few}
   local epoch, e, meta = keyed_window(key, k[2], k[3], few)
   if epoch > e - n then
     local bucket, z = key .. ':b:' .. epoch, 'z' .. epoch % n
-    local got = redis.call('HMGET', meta, z, 'top')
+    local got = redis.call('HMGET', meta, z, 'top', 'lead')
     local size, top = tonumber(got[1]) or 0, tonumber(got[2]) or 0
     local was_size, was_top = size, top
     local leaders, moved = nil, false
     if few then
       leaders = {}
-      local flat = redis.call('HGETALL', key .. ':f')
-      for j = 1, #flat, 2 do leaders[flat[j]] = tonumber(flat[j + 1]) end
+      if got[3] then
+        for _, p in ipairs(cjson.decode(got[3])) do leaders[p[1]] = p[2] end
+      end
     end
     for _, member in ipairs(k[4]) do
       -- past the cap a bucket learns no new keys
@@ -196,9 +195,11 @@ for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}, few}
       redis.call('EXPIRE', bucket, 3 * k[3])
       redis.call('EXPIRE', key .. ':t', k[3])
     end
-    if size ~= was_size or top ~= was_top then redis.call('HSET', meta, z, size, 'top', top) end
     if moved then
-      redis.call('HSET', meta, 'few', lead(key, leaders, k[3]))
+      local encoded, sum = lead(leaders)
+      redis.call('HSET', meta, z, size, 'top', top, 'lead', encoded, 'few', sum)
+    elseif size ~= was_size or top ~= was_top then
+      redis.call('HSET', meta, z, size, 'top', top)
     end
   end
 end
@@ -286,7 +287,7 @@ for _, name in ipairs(spec.keys) do
   if e then
     for x = e - n + 1, e do redis.call('DEL', key .. ':b:' .. x) end
   end
-  redis.call('DEL', key .. ':t', key .. ':m', key .. ':f')
+  redis.call('DEL', key .. ':t', key .. ':m')
 end
 return 1
 """
