@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ from mailgw.relay.files import SHARED
 log = logging.getLogger("mailgw.events")
 
 
-Event = Mapping[str, Any]  # {"ts", "system", "event", ...fields}: a line of the event log
+Event = dict[str, Any]  # {"ts", "system", "event", ...fields}: a line of the event log
 Subscriber = Callable[[Event], None]
 
 

@@ -12,15 +12,21 @@ here, so one address is one sender everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Iterable
+from typing import Any, Literal
 
 SenderBy = Literal["envelope", "login"]
 
 
-class Policy(NamedTuple):
-    by: SenderBy = "envelope"
-    subaddress: str | None = None  # the delimiter of a `+tag`, if the system uses one
+class Policy:
+    """How a system's senders are told apart: a plain class, read natively
+    by the compiled engine at every event (a NamedTuple's fields are not)."""
+
+    __slots__ = ("by", "subaddress")
+
+    def __init__(self, by: SenderBy = "envelope", subaddress: str | None = None) -> None:
+        self.by = by
+        self.subaddress = subaddress  # the delimiter of a `+tag`, if the system uses one
 
 
 ENVELOPE = Policy()  # a system that says nothing: its envelope senders as they are
@@ -57,8 +63,8 @@ def split(key: str) -> tuple[str, str | None]:
 class Attribution:
     """The policy of every configured system; reloadable."""
 
-    def __init__(self, policies: Mapping[str, Policy] | None = None):
-        self.policies: Mapping[str, Policy] = policies or {}
+    def __init__(self, policies: dict[str, Policy] | None = None):
+        self.policies: dict[str, Policy] = policies or {}
 
     @classmethod
     def of(cls, systems: Iterable[Any]) -> Attribution:
@@ -78,7 +84,7 @@ class Attribution:
         """A config reload."""
         self.policies = Attribution.of(systems).policies
 
-    def of_event(self, event: Mapping[str, Any]) -> str | None:
+    def of_event(self, event: dict[str, Any]) -> str | None:
         """The sender of a system's event, from its `sender` and `auth`
         (None for an event that carries neither)."""
         envelope = event.get("sender")

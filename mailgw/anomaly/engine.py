@@ -56,7 +56,7 @@ class _Reads:
 
 class Engine:
     def __init__(
-        self, rules: list[Rule], overrides: Mapping[str, Mapping[str, float]] | None = None,
+        self, rules: list[Rule], overrides: dict[str, dict[str, float]] | None = None,
         history: bool = True, metrics: Mapping[str, Metric] = METRICS,
         senders: Attribution | None = None, max_senders: int = 2000,
         counted: Iterable[Window] = (),
@@ -186,7 +186,7 @@ class Engine:
 
     def named(self, counts: Counts) -> dict[Window, float]:
         """`counts` by (metric, seconds) rather than window id."""
-        return {self.windows[i]: v for i, v in counts.values.items()}
+        return {self.windows[i]: counts.values[i] for i in counts.read}
 
     def baselines(self) -> dict[str, dict[str, Any]]:
         """Learned baselines, per system and metric, to keep across restarts."""
@@ -261,7 +261,7 @@ class Engine:
         for rule in self.rules:
             self.watched.pop((key, rule.name), None)
 
-    def tally(self, event: Mapping[str, Any], known: dict[Any, Any] | None = None
+    def tally(self, event: dict[str, Any], known: dict[Any, Any] | None = None
               ) -> Tally | None:
         """What `event` adds to its system's (or sender's) windows, or None
         if it is not the system's traffic (or, judging senders, nobody's).
@@ -376,7 +376,7 @@ class Engine:
             watches.append(decision)
         return watches
 
-    def observe(self, event: Mapping[str, Any]) -> list[Decision]:
+    def observe(self, event: dict[str, Any]) -> list[Decision]:
         """Tally, count in process, judge, the recorded suspensions and lifts
         taking effect as they come (one engine alone; the judge runs both)."""
         kind, system = event.get("event"), event.get("system")
@@ -387,7 +387,7 @@ class Engine:
         return self.judge(tally, self.local.count(tally)) if tally is not None else []
 
 
-def _made(known: dict[Any, Any], made: Any, event: Mapping[str, Any]) -> Any:
+def _made(known: dict[Any, Any], made: Any, event: dict[str, Any]) -> Any:
     """What the metric function `made` makes of `event`, worked out once:
     a system's and its sender's engines share the work, and the very same
     keys let the memory of keys seen answer both alike (windows.Seen)."""

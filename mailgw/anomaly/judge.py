@@ -230,7 +230,7 @@ class Judge:
             self.engine.beware(system, any(
                 k.startswith(f"{system} ") for k in self.senders.suspended))
 
-    def set_overrides(self, overrides: Mapping[str, Mapping[str, float]]) -> None:
+    def set_overrides(self, overrides: dict[str, dict[str, float]]) -> None:
         """Per-system thresholds (a config reload); they hold for the
         system's senders too."""
         for engine in self._engines:

@@ -23,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 
 from mailgw.anomaly.tally import Window
 
-Event = Mapping[str, Any]
+Event = dict[str, Any]
 Amount = Callable[[Event], float]
 Keys = Callable[[Event], tuple[str, ...]]
 

@@ -50,18 +50,27 @@ class Tally:
 
 
 class Counts:
-    __slots__ = ("values", "hours")
+    """A tally's windows after it: a list by window id (an event then
+    costs no dict of boxed ids), of which those in `read` hold a count."""
 
-    def __init__(self, values: dict[int, float], hours: dict[str, float]) -> None:
-        self.values = values  # each window of `reads`, after the tally
+    __slots__ = ("values", "read", "hours")
+
+    def __init__(self, values: list[float], read: tuple[int, ...],
+                 hours: dict[str, float]) -> None:
+        self.values = values  # by window id: each window of `read` after the tally
+        self.read = read  # the tally's `reads`
         self.hours = hours  # each metric of `hours`: its count so far this clock hour
 
+    def of_reads(self) -> dict[int, float]:
+        """The windows read, by id."""
+        return {i: self.values[i] for i in self.read}
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Counts) and (self.values, self.hours) == (other.values,
-                                                                           other.hours)
+        return isinstance(other, Counts) and (self.of_reads(), self.hours) == (
+            other.of_reads(), other.hours)
 
     def __repr__(self) -> str:
-        return f"Counts({self.values!r}, {self.hours!r})"
+        return f"Counts({self.of_reads()!r}, {self.hours!r})"
 
 
 class SharedWindows(Protocol):

@@ -17,12 +17,11 @@ same code serves live traffic and `mailgw replay`. Time must not go back.
 from __future__ import annotations
 
 import hashlib
-import heapq
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mailgw.anomaly.metrics import FEW, METRICS, Counted, Metric, kept
+from mailgw.anomaly.metrics import FEW, METRICS, Metric, kept
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, Tally, Window
 
 BUCKETS = 12
@@ -114,8 +113,7 @@ class KeyCounter:
                 if self.leaders is None:
                     self.top_count = max(totals.values(), default=0)
                 else:  # the top count is a leader's
-                    self._lead({k: totals[k] for k in heapq.nlargest(FEW, totals,
-                                                                      key=totals.__getitem__)})
+                    self._lead(_busiest(totals))
             self.epoch = epoch
         return epoch
 
@@ -125,7 +123,7 @@ class KeyCounter:
         self.top_count = max(leaders.values(), default=0)
         self.floor = min(leaders.values()) if len(leaders) == FEW else 0
 
-    def add(self, ts: float, keys: Sequence[str]) -> tuple[int, int, int]:
+    def add(self, ts: float, keys: tuple[str, ...]) -> tuple[int, int, int]:
         """Count `keys` at `ts` (not if older than the window); the distinct
         keys, the top count and the FEW top counts' sum after it."""
         epoch = self._advance(ts)
@@ -181,6 +179,25 @@ class KeyCounter:
     def few(self, ts: float) -> int:
         self._advance(ts)
         return self.few_count
+
+
+def _busiest(totals: dict[str, int]) -> dict[str, int]:
+    """The FEW keys counted most, and their counts: one pass, each count
+    compared with the least leader's (heapq.nlargest's loop runs as Python
+    even in the compiled engine, a call for every key)."""
+    leaders: dict[str, int] = {}
+    floor = 0
+    for key, count in totals.items():
+        if len(leaders) < FEW:
+            leaders[key] = count
+        elif count > floor:
+            del leaders[min(leaders, key=leaders.__getitem__)]
+            leaders[key] = count
+        else:
+            continue
+        if len(leaders) == FEW:
+            floor = min(leaders.values())
+    return leaders
 
 
 class Baseline:
@@ -294,7 +311,7 @@ class Seen:
         self.asked: object = None
         self.answer = 0
 
-    def novel(self, ts: float, keys: Iterable[str]) -> int:
+    def novel(self, ts: float, keys: tuple[str, ...]) -> int:
         """How many of `keys` were never seen; they are remembered now."""
         if keys is self.asked:
             return self.answer
@@ -330,18 +347,18 @@ class SystemWindows:
 
     __slots__ = ("sums", "keyed", "hours", "history")
 
-    def __init__(self, windows: Sequence[Window], kept: Sequence[Counted]) -> None:
+    def __init__(self, plan: Sequence[tuple[int, float, int, bool]]) -> None:
+        """`plan`: per window (LocalWindows._plan), its id, seconds, the
+        first window of its count (-1: summed) and whether it keeps leaders."""
         self.sums: dict[int, Counter] = {}
         self.keyed: dict[int, KeyCounter] = {}
-        shared: dict[tuple[str, float], KeyCounter] = {}
-        for i, ((_, seconds), k) in enumerate(zip(windows, kept, strict=True)):
-            if k.how == "sum":
+        for i, seconds, first, few in plan:
+            if first < 0:
                 self.sums[i] = Counter(seconds)
+            elif first == i:
+                self.keyed[i] = KeyCounter(seconds, few=few)
             else:
-                kc = shared.get(k.counter)
-                if kc is None:
-                    kc = shared[k.counter] = KeyCounter(seconds, few=k.few)
-                self.keyed[i] = kc
+                self.keyed[i] = self.keyed[first]
         self.hours: dict[str, tuple[int, float]] = {}  # metric -> (clock hour, count)
         self.history: dict[int, float] = {}  # history step -> messages
 
@@ -379,6 +396,11 @@ class LocalWindows:
         # memory -> its keys, idle longest first, with when each was last counted
         self._lines: dict[str, OrderedDict[str, float]] = {}
         self._kept = kept(windows, metrics)
+        # how each system's windows are made (SystemWindows), worked out once
+        firsts: dict[tuple[str, float], int] = {}
+        self._plan = tuple(
+            (i, seconds, -1 if k.how == "sum" else firsts.setdefault(k.counter, i), k.few)
+            for i, ((_, seconds), k) in enumerate(zip(windows, self._kept, strict=True)))
         # keyed window -> which of KeyCounter.add's figures it reads
         self._pick = {i: _FIGURES.index(k.how) for i, k in enumerate(self._kept)
                       if k.how != "sum"}
@@ -390,12 +412,15 @@ class LocalWindows:
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
         if w is None:
-            w = self.systems[t.system] = SystemWindows(self.windows, self._kept)
+            w = self.systems[t.system] = SystemWindows(self._plan)
         if self.cap:
             self._queue(t.system, t.memory or t.system, t.ts)
         ts, sums, keyed = t.ts, w.sums, w.keyed
-        # a window the event adds to is one its rules read (engine.py)
-        values = {window: sums[window].add(ts, amount) for window, amount in t.sums}
+        # a window the event adds to is one its rules read (engine.py); -1:
+        # not counted yet (no count is below 0)
+        values = [-1.0] * len(self.windows)
+        for window, amount in t.sums:
+            values[window] = sums[window].add(ts, amount)
         for window, keys in t.keys:
             figures = keyed[window].add(ts, keys)
             for i, pick in self._shared[window]:
@@ -426,9 +451,9 @@ class LocalWindows:
                     del history[old]
             history[step] = history.get(step, 0.0) + t.traffic
         for r in t.reads:
-            if r not in values:
+            if values[r] < 0:
                 values[r] = self._read(w, r, ts)
-        return Counts(values, hours)
+        return Counts(values, t.reads, hours)
 
     def _read(self, w: SystemWindows, window: int, ts: float) -> float:
         counter = w.sums.get(window)
@@ -495,5 +520,5 @@ class LocalWindows:
         (what it sent is still what it sent)."""
         w = self.systems.pop(system, None)
         if w is not None:
-            self.systems[system] = fresh = SystemWindows(self.windows, self._kept)
+            self.systems[system] = fresh = SystemWindows(self._plan)
             fresh.history = w.history

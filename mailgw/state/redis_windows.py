@@ -512,11 +512,13 @@ class RedisWindows:
             "traffic": t.traffic, "step": HISTORY_STEP, "steps": HISTORY_STEPS,
         })
 
-    @staticmethod
-    def _counts(t: Tally, reply: bytes) -> Counts:
-        values, hours = orjson.loads(reply)
+    def _counts(self, t: Tally, reply: bytes) -> Counts:
+        read, hours = orjson.loads(reply)
+        values = [0.0] * len(self._window)
         # cjson encodes an empty table as an object
-        return Counts(dict(zip(t.reads, values or [], strict=True)),
+        for i, value in zip(t.reads, read or [], strict=True):
+            values[i] = value
+        return Counts(values, t.reads,
                       {m: v for (m, _), v in zip(t.hours, hours or [], strict=True)})
 
     async def close(self) -> None:

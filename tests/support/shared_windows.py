@@ -17,7 +17,7 @@ from mailgw.state.redis_windows import RedisWindows
 _prefixes = itertools.count()
 # what the backend would judge on without Redis: nothing, so a test whose
 # counts did not come from Redis fails on a missing window
-EMPTY = Counts({}, {})
+EMPTY = Counts([], (), {})
 
 
 def fresh_prefix() -> str:
