@@ -112,16 +112,15 @@ class KeyCounter:
                 totals = self.totals
                 if self.leaders is None:
                     self.top_count = max(totals.values(), default=0)
-                else:  # the top count is a leader's
-                    self._lead(_busiest(totals))
+                else:  # chosen again, in one pass; the top count is a leader's
+                    leaders = self.leaders = {}
+                    self.few_count = self.floor = 0
+                    for key, count in totals.items():
+                        if count > self.floor:
+                            self._rise(leaders, key, count)
+                    self.top_count = max(leaders.values(), default=0)
             self.epoch = epoch
         return epoch
-
-    def _lead(self, leaders: dict[str, int]) -> None:
-        self.leaders = leaders
-        self.few_count = sum(leaders.values())
-        self.top_count = max(leaders.values(), default=0)
-        self.floor = min(leaders.values()) if len(leaders) == FEW else 0
 
     def add(self, ts: float, keys: tuple[str, ...]) -> tuple[int, int, int]:
         """Count `keys` at `ts` (not if older than the window); the distinct
@@ -179,25 +178,6 @@ class KeyCounter:
     def few(self, ts: float) -> int:
         self._advance(ts)
         return self.few_count
-
-
-def _busiest(totals: dict[str, int]) -> dict[str, int]:
-    """The FEW keys counted most, and their counts: one pass, each count
-    compared with the least leader's (heapq.nlargest's loop runs as Python
-    even in the compiled engine, a call for every key)."""
-    leaders: dict[str, int] = {}
-    floor = 0
-    for key, count in totals.items():
-        if len(leaders) < FEW:
-            leaders[key] = count
-        elif count > floor:
-            del leaders[min(leaders, key=leaders.__getitem__)]
-            leaders[key] = count
-        else:
-            continue
-        if len(leaders) == FEW:
-            floor = min(leaders.values())
-    return leaders
 
 
 class Baseline:
