@@ -218,15 +218,16 @@ class Gateway:
             # the embedded store is itself local and durable
             self.journal = Journal(cfg.gateway.spool_dir)
             state = cfg.state
-            connect = {"ca_file": str(state.tls_ca_file) if state.tls_ca_file else None,
-                       "sentinel_password": state.sentinel_password}
-            self.windows = RedisWindows(state.redis_url, state.redis_prefix, engine.windows,
-                                        metrics=engine.metrics,
-                                        on_error=self.metrics.backend_error, **connect)
+            self.windows = RedisWindows(
+                state.redis_url, state.redis_prefix, engine.windows, metrics=engine.metrics,
+                on_error=self.metrics.backend_error,
+                ca_file=str(state.tls_ca_file) if state.tls_ca_file else None,
+                sentinel_password=state.sentinel_password)
             if senders is not None:
+                # an event's tallies, its sender's and its system's, in one script call
                 self.sender_windows = RedisWindows(
                     state.redis_url, f"{state.redis_prefix}u:", senders.windows,
-                    metrics=senders.metrics, on_error=self.metrics.backend_error, **connect)
+                    metrics=senders.metrics, along=self.windows)
 
     def _delivery(self, outbox: Outbox, templates: jinja2.Environment) -> Delivery:
         cfg = self.config.delivery

@@ -11,9 +11,10 @@ import random
 import redis
 
 from mailgw.anomaly.engine import Engine
+from mailgw.anomaly.judge import engines
 from mailgw.anomaly.rules import Rule
 from mailgw.anomaly.windows import KEY_CAP, SEEN_PERIOD
-from mailgw.config import DEFAULT_RULES
+from mailgw.config import DEFAULT_RULES, Anomaly, System
 from mailgw.state.redis_windows import RedisWindows
 from tests.support.redis_server import RedisServer
 from tests.support.shared_windows import count, fresh_prefix
@@ -69,6 +70,41 @@ def test_redis_counts_and_history_equal_the_in_process_ones(redis_server):
         return compared
 
     assert asyncio.run(go()) > 2500
+
+
+def test_an_events_sender_and_system_tallies_go_in_one_script_call_and_read_as_in_process(
+        redis_server):
+    mfa = System(id="mfa", name="MFA", owners=["postmaster@mfa.kz"], networks=["10.0.0.0/8"],
+                 sender_domains=["mfa.kz"])
+    systems, senders = engines(Anomaly(), [mfa])
+    assert senders is not None  # the default rules judge senders too
+    prefix = fresh_prefix()
+    client = redis.Redis.from_url(redis_server.url)
+
+    async def go():
+        windows = RedisWindows(redis_server.url, prefix, systems.windows,
+                               metrics=systems.metrics)
+        of_senders = RedisWindows(redis_server.url, f"{prefix}u:", senders.windows,
+                                  metrics=senders.metrics, along=windows)
+        rng, both = random.Random(3), 0
+        client.config_resetstat()
+        for event in stream(rng, 400):
+            event = {**event, "system": "mfa", "sender": f"u{rng.randrange(4)}@mfa.kz"}
+            known: dict = {}  # as the judge makes an event's tallies: what both make of it
+            tallies = [(w, e, t) for w, e in ((of_senders, senders), (windows, systems))
+                       if (t := e.tally(event, known)) is not None]
+            local = [e.local.count(t) for _, e, t in tallies]
+            shared = await asyncio.gather(*(count(w, t) for w, _, t in tallies))
+            assert list(shared) == local, event
+            both += len(tallies) == 2
+        calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        await windows.close()
+        await of_senders.close()
+        return both, calls
+
+    both, calls = asyncio.run(go())
+    client.close()
+    assert both > 150 and calls <= 400  # one call an event, however many of its tallies
 
 
 def test_a_bucket_stops_learning_new_keys_at_the_cap(redis_server):
@@ -151,8 +187,7 @@ def test_without_redis_the_process_counts_and_redis_takes_over_when_back(caplog)
         return tally, engine.local.count(tally)
 
     async def go():
-        windows = RedisWindows(servers[0].url, prefix, engine.windows)
-        windows.RETRY = 0.2
+        windows = RedisWindows(servers[0].url, prefix, engine.windows, retry=0.2)
         shared = await count(windows, *message(0))
         servers[0].stop()
         during = [await count(windows, *message(i)) for i in range(1, 4)]

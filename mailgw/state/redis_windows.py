@@ -1,15 +1,19 @@
 """Window counts in Redis, shared by every gateway on it: a system that
 spreads its mail over several instances is judged on its whole traffic.
 
-Each event is one Lua script, atomic on the server: it adds the event's
+A tally is counted by a Lua script, atomic on the server: it adds the
 tally to the system's windows and reads back the windows its rules need.
+The engines' windows are written into the script's text, so a call carries
+only what changes (window ids, amounts, keys), and one call counts the
+tallies queued together for one system: an event's for its sender and for
+its system, and the system's next events.
 The windows have the shape of the in-process ones (windows.py): 12 buckets
 per window, a running total, so an event costs a few hash increments and a
 window slides with work once per bucket. Every key expires once its window
 has passed with no traffic, so an idle system costs nothing. All of a
-system's keys share the hash tag {system}, and a script is given its
-system's base key: on a Redis Cluster each script runs on the one node
-that holds its system. A sender's windows (an engine of senders) are
+system's keys share the hash tag {system}, and a script is given the base
+keys of its system (and of its senders): on a Redis Cluster each script
+runs on the one node that holds its system. A sender's windows (an engine of senders) are
 another instance's, under a prefix of their own, keyed `{system}:sender:`
 in its system's slot, where they ask their system's memory of recipient
 domains.
@@ -47,39 +51,38 @@ log = logging.getLogger("mailgw.windows")
 
 Judge = Callable[[Tally, Counts], None]
 
+# the helpers both scripts use; `ts` is the tally's, set before each
 _COMMON = """
-local base = KEYS[1]
-local spec = cjson.decode(ARGV[1])
-local n, ts = spec.n, spec.ts
+local ts
 
 -- a sum window, as windows.Counter: a hash of a slot per bucket, the
 -- newest epoch `e` and the running total `r` of the slots. Sliding it costs
--- work once per bucket, not per event.
+-- work once per bucket, not per event. Returns the epoch of `ts`, the
+-- window's newest and its total.
 local function sum_window(key, width, ttl)
   local epoch = math.floor(ts / width)
-  local e = tonumber(redis.call('HGET', key, 'e'))
+  local got = redis.call('HMGET', key, 'e', 'r')
+  local e, r = tonumber(got[1]), tonumber(got[2]) or 0
   if e == nil or epoch > e then
-    local r = 0
     if e ~= nil and epoch - e < n then
-      local gone = {'r'}
+      local gone = {}
       for x = e + 1, epoch do gone[#gone + 1] = x % n end
-      local values = redis.call('HMGET', key, unpack(gone))
-      r = tonumber(values[1]) or 0
-      for i = 2, #values do r = r - (tonumber(values[i]) or 0) end
-      redis.call('HDEL', key, unpack(gone, 2))
+      for _, v in ipairs(redis.call('HMGET', key, unpack(gone))) do r = r - (tonumber(v) or 0) end
+      redis.call('HDEL', key, unpack(gone))
     else
+      r = 0
       redis.call('DEL', key)
     end
     redis.call('HSET', key, 'e', epoch, 'r', r)
     redis.call('EXPIRE', key, ttl)  -- a new bucket: the window outlives it
     e = epoch
   end
-  return epoch, e
+  return epoch, e, r
 end
 
 -- a per-key window, as windows.KeyCounter: a hash per bucket, a totals
 -- hash ':t', and ':m' with the newest epoch `e`, the largest total `top`
--- and each bucket's size; with `few`, the spec.few largest totals (`lead`,
+-- and each bucket's size; with `few`, the FEW largest totals (`lead`,
 -- a JSON list of pairs, read and written with the rest of ':m', no key or
 -- call of their own) and their sum `few`. Buckets that leave are taken
 -- out of the totals.
@@ -90,10 +93,12 @@ local function lead(leaders)
   end
   return cjson.encode(pairs_), sum
 end
-local function keyed_window(key, width, ttl, few)
+-- `fields`: more fields of ':m' to read, returned as of after the slide
+local function keyed_window(key, width, ttl, few, fields)
   local meta = key .. ':m'
   local epoch = math.floor(ts / width)
-  local e = tonumber(redis.call('HGET', meta, 'e'))
+  local got = redis.call('HMGET', meta, 'e', unpack(fields))
+  local e = tonumber(got[1])
   if e == nil then
     -- nothing known (first use, or lost): no leftovers counted
     redis.call('DEL', key .. ':t')
@@ -126,7 +131,7 @@ local function keyed_window(key, width, ttl, few)
       if few then
         table.sort(ranked, function(a, b) return a[2] > b[2] end)
         local leaders = {}
-        for j = 1, math.min(spec.few, #ranked) do leaders[ranked[j][1]] = ranked[j][2] end
+        for j = 1, math.min(FEW, #ranked) do leaders[ranked[j][1]] = ranked[j][2] end
         local encoded, sum = lead(leaders)
         redis.call('HSET', meta, 'lead', encoded, 'few', sum)
       end
@@ -136,21 +141,13 @@ local function keyed_window(key, width, ttl, few)
     redis.call('HSET', meta, 'e', epoch)
     redis.call('EXPIRE', meta, ttl)
     e = epoch
+    if #fields > 0 then got = {epoch, unpack(redis.call('HMGET', meta, unpack(fields)))} end
   end
-  return epoch, e, meta
+  return epoch, e, meta, got
 end
 """
 
-_COUNT = _COMMON + """
-local cap, values, sums = spec.cap, {}, {}
-for _, s in ipairs(spec.sums) do  -- {name, width, ttl, amount}
-  local key = base .. s[1]
-  local epoch, e = sum_window(key, s[2], s[3])
-  if epoch > e - n then  -- not too late for its bucket
-    redis.call('HINCRBYFLOAT', key, epoch % n, s[4])
-    sums[s[1]] = tonumber(redis.call('HINCRBYFLOAT', key, 'r', s[4]))
-  end
-end
+_COUNT = """
 -- `member` counted up to `count`: a leader if it is one of the few counted
 -- most (counts only grow between expiries); whether the leaders changed
 local function rise(leaders, member, count)
@@ -160,53 +157,13 @@ local function rise(leaders, member, count)
     size = size + 1
     if low == nil or c < leaders[low] then low = m end
   end
-  if size < spec.few then leaders[member] = count return true end
+  if size < FEW then leaders[member] = count return true end
   if count > leaders[low] then
     leaders[low], leaders[member] = nil, count
     return true
   end
   return false
 end
-for _, k in ipairs(spec.keys) do  -- {name, width, ttl, {keys}, few}
-  local key, few = base .. k[1], k[5]
-  local epoch, e, meta = keyed_window(key, k[2], k[3], few)
-  if epoch > e - n then
-    local bucket, z = key .. ':b:' .. epoch, 'z' .. epoch % n
-    local got = redis.call('HMGET', meta, z, 'top', 'lead')
-    local size, top = tonumber(got[1]) or 0, tonumber(got[2]) or 0
-    local was_size, was_top = size, top
-    local leaders, moved = nil, false
-    if few then
-      leaders = {}
-      if got[3] then
-        for _, p in ipairs(cjson.decode(got[3])) do leaders[p[1]] = p[2] end
-      end
-    end
-    for _, member in ipairs(k[4]) do
-      -- past the cap a bucket learns no new keys
-      if size < cap or redis.call('HEXISTS', bucket, member) == 1 then
-        if redis.call('HINCRBY', bucket, member, 1) == 1 then size = size + 1 end
-        local count = redis.call('HINCRBY', key .. ':t', member, 1)
-        top = math.max(top, count)
-        if few and rise(leaders, member, count) then moved = true end
-      end
-    end
-    if was_size == 0 and size > 0 then  -- a new bucket: it and the totals outlive it
-      redis.call('EXPIRE', bucket, 3 * k[3])
-      redis.call('EXPIRE', key .. ':t', k[3])
-    end
-    if moved then
-      local encoded, sum = lead(leaders)
-      redis.call('HSET', meta, z, size, 'top', top, 'lead', encoded, 'few', sum)
-    elseif size ~= was_size or top ~= was_top then
-      redis.call('HSET', meta, z, size, 'top', top)
-    end
-  end
-end
--- a novel metric, as windows.Seen: per period a bitmap of 65,536 bits and a
--- count of keys learned; a key is new unless all three of its probes are set
--- in this period's bitmap or the last's; an event with a new key adds 1 to its
--- windows
 local function probes(member)
   local h = redis.sha1hex(member)
   return {tonumber(h:sub(1, 4), 16), tonumber(h:sub(5, 8), 16), tonumber(h:sub(9, 12), 16)}
@@ -217,77 +174,150 @@ local function all_set(key, ps)
   end
   return true
 end
-for _, nv in ipairs(spec.novel) do  -- {name, {keys}, {{name, width, ttl}, ...}}
-  -- the memory is the system's, also for one of its senders
-  local cur = spec.memory .. nv[1] .. ':' .. spec.gen
-  local prev = spec.memory .. nv[1] .. ':' .. (spec.gen - 1)
-  local new = 0
-  for _, member in ipairs(nv[2]) do
-    local ps = probes(member)
-    if not all_set(cur, ps) then
-      if not all_set(prev, ps) then new = 1 end
-      if redis.call('INCR', cur .. ':n') <= spec.seen_cap then
-        for _, p in ipairs(ps) do redis.call('SETBIT', cur, p, 1) end
-        redis.call('EXPIRE', cur, spec.seen_ttl)
-        redis.call('EXPIRE', cur .. ':n', spec.seen_ttl)
+-- `members` counted in keyed window `w`; what they leave in its ':m' (top,
+-- few) kept in `tops` for the reads
+local function count_keys(base, w, members, tops)  -- w: {name, width, ttl, how, few}
+  local key, few = base .. w[1], w[5]
+  local z = 'z' .. math.floor(ts / w[2]) % n
+  local epoch, e, meta, got = keyed_window(key, w[2], w[3], few, {z, 'top', 'lead', 'few'})
+  local size, top = tonumber(got[2]) or 0, tonumber(got[3]) or 0
+  local sum = tonumber(got[5]) or 0
+  if epoch > e - n then
+    local bucket = key .. ':b:' .. epoch
+    local was_size, was_top = size, top
+    local leaders, moved = nil, false
+    if few then
+      leaders = {}
+      if got[4] then
+        for _, p in ipairs(cjson.decode(got[4])) do leaders[p[1]] = p[2] end
       end
     end
-  end
-  for _, s in ipairs(nv[3]) do
-    local key = base .. s[1]
-    local epoch, e = sum_window(key, s[2], s[3])
-    if epoch > e - n then
-      redis.call('HINCRBYFLOAT', key, epoch % n, new)
-      sums[s[1]] = tonumber(redis.call('HINCRBYFLOAT', key, 'r', new))
+    for _, member in ipairs(members) do
+      -- past the cap a bucket learns no new keys
+      if size < CAP or redis.call('HEXISTS', bucket, member) == 1 then
+        if redis.call('HINCRBY', bucket, member, 1) == 1 then size = size + 1 end
+        local count = redis.call('HINCRBY', key .. ':t', member, 1)
+        top = math.max(top, count)
+        if few and rise(leaders, member, count) then moved = true end
+      end
+    end
+    if was_size == 0 and size > 0 then  -- a new bucket: it and the totals outlive it
+      redis.call('EXPIRE', bucket, 3 * w[3])
+      redis.call('EXPIRE', key .. ':t', w[3])
+    end
+    if moved then
+      local encoded
+      encoded, sum = lead(leaders)
+      redis.call('HSET', meta, z, size, 'top', top, 'lead', encoded, 'few', sum)
+    elseif size ~= was_size or top ~= was_top then
+      redis.call('HSET', meta, z, size, 'top', top)
     end
   end
+  tops[w[1]] = {top = top, few = sum}
 end
-local hours = {}
-for i, h in ipairs(spec.hours) do  -- {metric, amount}
-  local key = base .. 'h:' .. h[1] .. ':' .. math.floor(ts / 3600)
-  hours[i] = tonumber(redis.call('INCRBYFLOAT', key, h[2]))
-  if hours[i] == h[2] then redis.call('EXPIRE', key, 7200) end
-end
-if spec.traffic > 0 then  -- the 24-hour history, a field per step
-  local key, step = base .. 'history', math.floor(ts / spec.step)
-  if tonumber(redis.call('HINCRBYFLOAT', key, step, spec.traffic)) == spec.traffic then
-    for _, old in ipairs(redis.call('HKEYS', key)) do  -- a new step: the oldest leave
-      if tonumber(old) <= step - spec.steps then redis.call('HDEL', key, old) end
+-- one tally: its sums and keys added to the windows of layout `W` under
+-- `base`, and the windows its rules read read back
+local function count(base, W, spec)
+  ts = spec.ts
+  local values, sums, tops = {}, {}, {}
+  local function add(w, amount)
+    local key = base .. w[1]
+    local epoch, e = sum_window(key, w[2], w[3])
+    if epoch > e - n then  -- not too late for its bucket
+      redis.call('HINCRBYFLOAT', key, epoch % n, amount)
+      sums[w[1]] = tonumber(redis.call('HINCRBYFLOAT', key, 'r', amount))
     end
-    redis.call('EXPIRE', key, spec.step * (spec.steps + 1))
   end
-end
-for i, r in ipairs(spec.reads) do  -- {name, width, ttl, how}
-  local key = base .. r[1]
-  if r[4] == 'sum' then
-    values[i] = sums[r[1]]
-    if values[i] == nil then
-      sum_window(key, r[2], r[3])
-      values[i] = tonumber(redis.call('HGET', key, 'r'))
+  for _, s in ipairs(spec.sums) do add(W[s[1] + 1], s[2]) end  -- {window, amount}
+  for _, k in ipairs(spec.keys) do  -- {window, {keys}}
+    -- no keys: nothing to count (a read slides the window)
+    if #k[2] > 0 then count_keys(base, W[k[1] + 1], k[2], tops) end
+  end
+  -- a novel metric, as windows.Seen: per period a bitmap of 65,536 bits and
+  -- a count of keys learned; a key is new unless all three of its probes are
+  -- set in this period's bitmap or the last's; an event with a new key adds 1
+  -- to its windows
+  for _, nv in ipairs(spec.novel) do  -- {name, {keys}, {window, ...}}
+    -- the memory is the system's, also for one of its senders
+    local cur = spec.memory .. nv[1] .. ':' .. spec.gen
+    local prev = spec.memory .. nv[1] .. ':' .. (spec.gen - 1)
+    local new = 0
+    for _, member in ipairs(nv[2]) do
+      local ps = probes(member)
+      if not all_set(cur, ps) then
+        if not all_set(prev, ps) then new = 1 end
+        if redis.call('INCR', cur .. ':n') <= SEEN_CAP then
+          for _, p in ipairs(ps) do redis.call('SETBIT', cur, p, 1) end
+          redis.call('EXPIRE', cur, SEEN_TTL)
+          redis.call('EXPIRE', cur .. ':n', SEEN_TTL)
+        end
+      end
     end
-  else
-    local _, _, meta = keyed_window(key, r[2], r[3], r[5])
-    if r[4] == 'distinct' then values[i] = redis.call('HLEN', key .. ':t')
-    else values[i] = tonumber(redis.call('HGET', meta, r[4])) or 0 end
+    for _, i in ipairs(nv[3]) do add(W[i + 1], new) end
   end
+  local hours = {}
+  for i, h in ipairs(spec.hours) do  -- {metric, amount}
+    local key = base .. 'h:' .. h[1] .. ':' .. math.floor(ts / 3600)
+    hours[i] = tonumber(redis.call('INCRBYFLOAT', key, h[2]))
+    if hours[i] == h[2] then redis.call('EXPIRE', key, 7200) end
+  end
+  if spec.traffic > 0 then  -- the 24-hour history, a field per step
+    local key, step = base .. 'history', math.floor(ts / STEP)
+    if tonumber(redis.call('HINCRBYFLOAT', key, step, spec.traffic)) == spec.traffic then
+      for _, old in ipairs(redis.call('HKEYS', key)) do  -- a new step: the oldest leave
+        if tonumber(old) <= step - STEPS then redis.call('HDEL', key, old) end
+      end
+      redis.call('EXPIRE', key, STEP * (STEPS + 1))
+    end
+  end
+  for i, r in ipairs(spec.reads) do
+    local w = W[r + 1]
+    local key, how = base .. w[1], w[4]
+    if how == 'sum' then
+      values[i] = sums[w[1]]
+      if values[i] == nil then
+        local _, _, total = sum_window(key, w[2], w[3])
+        values[i] = total
+      end
+    elseif how == 'distinct' then
+      keyed_window(key, w[2], w[3], w[5], {})
+      values[i] = redis.call('HLEN', key .. ':t')
+    elseif tops[w[1]] then
+      values[i] = tops[w[1]][how]
+    else
+      local _, _, _, got = keyed_window(key, w[2], w[3], w[5], {how})
+      values[i] = tonumber(got[2]) or 0
+    end
+  end
+  return {values, hours}
 end
-return cjson.encode({values, hours})
+-- a tally per key given (a system's, or a sender's in its slot), each in
+-- its layout: {values, hours} for each
+local counted = {}
+for i, base in ipairs(KEYS) do
+  local spec = cjson.decode(ARGV[i])
+  counted[i] = count(base, LAYOUTS[spec.layout + 1], spec)
+end
+return cjson.encode(counted)
 """
 
 # once per lift (`once`: the lifted suspension), however many gateways see
 # it; the hour counts stay: they feed the learned baselines, which a lift keeps
-_RESET = _COMMON + """
-local marker = base .. 'lifted'
-if redis.call('GET', marker) == spec.once then return 0 end
-redis.call('SET', marker, spec.once, 'EX', 86400)
-for _, name in ipairs(spec.sums) do redis.call('DEL', base .. name) end
-for _, name in ipairs(spec.keys) do
-  local key = base .. name
-  local e = tonumber(redis.call('HGET', key .. ':m', 'e'))
-  if e then
-    for x = e - n + 1, e do redis.call('DEL', key .. ':b:' .. x) end
+_RESET = """
+local base, marker = KEYS[1], KEYS[1] .. 'lifted'
+if redis.call('GET', marker) == ARGV[2] then return 0 end
+redis.call('SET', marker, ARGV[2], 'EX', 86400)
+for _, w in ipairs(LAYOUTS[tonumber(ARGV[1]) + 1]) do
+  local key = base .. w[1]
+  if w[4] == 'sum' then
+    redis.call('DEL', key)
+  else
+    local e = tonumber(redis.call('HGET', key .. ':m', 'e'))
+    if e then
+      for x = e - n + 1, e do redis.call('DEL', key .. ':b:' .. x) end
+    end
+    redis.call('DEL', key .. ':t', key .. ':m')
   end
-  redis.call('DEL', key .. ':t', key .. ':m')
 end
 return 1
 """
@@ -304,76 +334,87 @@ def _ttl(seconds: float) -> int:
     return math.ceil(seconds + seconds / BUCKETS) + 2
 
 
+def _scripts(layouts: Sequence[Sequence[tuple[str, float, int, str, bool]]]) -> tuple[str, str]:
+    """The count and reset scripts' text, with the windows of every engine
+    (`layouts`, by index) and the constants in it: a tally names its windows
+    by index, and the scripts' arguments are only what changes."""
+    tables = ",\n".join("{" + ", ".join(
+        f"{{{orjson.dumps(name).decode()}, {width!r}, {ttl}, '{how}', {str(few).lower()}}}"
+        for name, width, ttl, how, few in layout) + "}" for layout in layouts)
+    head = (f"local n, CAP, FEW, SEEN_CAP, SEEN_TTL, STEP, STEPS = {BUCKETS}, {KEY_CAP}, {FEW}, "
+            f"{SEEN_CAP}, {2 * SEEN_PERIOD}, {HISTORY_STEP}, {HISTORY_STEPS}\n"
+            f"-- each engine's windows: {{name, bucket width, time to live, how read, few}}\n"
+            f"local LAYOUTS = {{\n{tables}\n}}\n")
+    return head + _COMMON + _COUNT, head + _COMMON + _RESET
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
+    windows: RedisWindows
     tally: Tally
     fallback: Counts
     then: Judge
 
 
-class RedisWindows:
-    """The SharedWindows of tally.py, on Redis."""
+@dataclass(frozen=True, slots=True)
+class _Reset:
+    windows: RedisWindows
+    system: str
+    once: str
+
+
+class _Counting:
+    """What the RedisWindows of one gateway share: a connection, the queue of
+    tallies and resets, and the scripts. A tally goes to Redis with those
+    queued right after it for the same system (a sender's tally and its
+    system's, of one event) as one script call: half the calls, the same
+    order."""
 
     BATCH = 512
-    RETRY = 1.0  # seconds without Redis after it failed
+    TOGETHER = 16  # tallies in one script call at most
 
-    def __init__(self, url: str, prefix: str, windows: Sequence[Window],
-                 on_error: Callable[[str], None] = lambda operation: None,
-                 metrics: Mapping[str, Metric] = METRICS, *, ca_file: str | None = None,
-                 sentinel_password: str | None = None):
-        """`windows`: the engine's windows (a tally names them by index);
-        `on_error(operation)`: told of each failed call (metrics);
-        `metrics`: the engine's, which say how each window counts;
-        `url`, `ca_file`, `sentinel_password`: as state/redis_client.py takes them."""
+    def __init__(self, url: str, on_error: Callable[[str], None], ca_file: str | None,
+                 sentinel_password: str | None, retry: float):
+        self.retry = retry  # seconds without Redis after it failed
         # redis-py types every reply as "maybe awaitable"
         self.r: Any = asyncio_client(url, ca_file, sentinel_password)
-        self.prefix = prefix
-        self._count = self.r.register_script(_COUNT)
-        self._reset = self.r.register_script(_RESET)
+        self.layouts: list[list[tuple[str, float, int, str, bool]]] = []
+        self._count: Any = None  # the scripts, made once every layout is known
+        self._reset: Any = None
         self._loaded = False  # both scripts are in Redis's script cache
-        # each window as the scripts know it: key, bucket width, time to live;
-        # how read (a novel metric's windows hold sums), whether its count
-        # keeps the few keys counted most
-        plan = kept(windows, metrics)
-        self._how = [(k.how, k.few) for k in plan]
-        self._window = [(_name(k), w[1] / BUCKETS, _ttl(w[1]))
-                        for w, k in zip(windows, plan, strict=True)]
-        named = {_name(k): k.how for k in plan}  # two windows may share one count
-        self._reset_spec = {"n": BUCKETS,
-                            "sums": [key for key, how in named.items() if how == "sum"],
-                            "keys": [key for key, how in named.items() if how != "sum"]}
-        self._queue: deque[_Pending | tuple[str, str]] = deque()  # (system, once): a reset
-        self._resets: list[tuple[str, str]] = []  # not yet through
+        self._queue: deque[_Pending | _Reset] = deque()
+        self._resets: list[_Reset] = []  # not yet through
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self._down_until = 0.0
+        self.down_until = 0.0
         # while Redis does not answer, the rules judge on in-process counts
-        self._outage = Outage(log, "window counts in Redis", lambda: on_error("count windows"))
+        self.outage = Outage(log, "window counts in Redis", lambda: on_error("count windows"))
         self._pending: dict[str, int] = {}  # system -> its tallies not judged yet
         self._settled: dict[str, asyncio.Event] = {}  # set when a system has none
+        self._closed = False
 
-    @property
-    def degraded(self) -> bool:
-        """Judging on in-process counts: Redis did not answer."""
-        return self._outage.down
+    def layout(self, windows: list[tuple[str, float, int, str, bool]]) -> int:
+        self.layouts.append(windows)
+        self._count = self._reset = None
+        self._loaded = False
+        return len(self.layouts) - 1
 
-    def _base(self, name: str) -> str:
-        """The keys' base of a system, or of "system sender" (senders.subject)
-        in the slot of its system."""
-        system, _, sender = name.partition(" ")
-        return f"{self.prefix}w:{{{system}}}:{sender}:" if sender else \
-            f"{self.prefix}w:{{{system}}}:"
-
-    def submit(self, tally: Tally, fallback: Counts, then: Judge) -> None:
-        if time.monotonic() < self._down_until or len(self._queue) >= 50 * self.BATCH:
-            then(tally, fallback)
-            return
-        self._queue.append(_Pending(tally, fallback, then))
-        owner = tally.memory or tally.system  # a sender's tallies are its system's
+    def submit(self, item: _Pending) -> bool:
+        """Queue a tally; False if Redis is known to be away, or too far behind."""
+        if time.monotonic() < self.down_until or len(self._queue) >= 50 * self.BATCH:
+            return False
+        self._queue.append(item)
+        owner = item.tally.memory or item.tally.system  # a sender's tallies are its system's
         self._pending[owner] = self._pending.get(owner, 0) + 1
         self._start()
+        return True
 
-    async def settled(self, system: str, timeout: float = 2.0) -> None:
+    def reset(self, item: _Reset) -> None:
+        # queued in order with the counts: what came before the lift is cleared
+        self._queue.append(item)
+        self._start()
+
+    async def settled(self, system: str, timeout: float) -> None:
         if system not in self._pending:
             return
         done = self._settled.setdefault(system, asyncio.Event())
@@ -390,34 +431,6 @@ class RedisWindows:
         if done is not None:
             done.set()
 
-    def reset(self, system: str, once: str) -> None:
-        # queued in order with the counts: what came before the lift is cleared
-        self._queue.append((system, once))
-        self._start()
-
-    async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
-        try:
-            totals = await self.r.hgetall(f"{self._base(system)}{self._window[window][0]}:t")
-        except UNAVAILABLE:
-            return None
-        ranked = sorted(totals.items(), key=lambda kv: int(kv[1]), reverse=True)
-        return [key.decode() for key, _ in ranked[:n]]
-
-    async def counts(self, tally: Tally) -> Counts | None:
-        try:
-            reply = await self._count(keys=[self._base(tally.system)], args=[self._spec(tally)])
-        except UNAVAILABLE:
-            return None
-        return self._counts(tally, reply)
-
-    async def history(self, system: str, ts: float) -> dict[int, float] | None:
-        try:
-            steps = await self.r.hgetall(self._base(system) + "history")
-        except UNAVAILABLE:
-            return None
-        first = int(ts // HISTORY_STEP) - HISTORY_STEPS
-        return {s: n for s, n in ((int(k), float(v)) for k, v in steps.items()) if s > first}
-
     def _start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
@@ -428,20 +441,21 @@ class RedisWindows:
             # resets left over from an outage are tried again even when idle
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(),
-                                       self.RETRY if self._resets else None)
+                                       self.retry if self._resets else None)
             self._wake.clear()
             while self._queue or self._resets:
-                batch = [*self._resets, *(self._queue.popleft()
-                                          for _ in range(min(len(self._queue), self.BATCH)))]
+                batch: list[_Pending | _Reset] = [
+                    *self._resets, *(self._queue.popleft()
+                                     for _ in range(min(len(self._queue), self.BATCH)))]
                 self._resets = []
                 try:
                     answers = await self._send(batch)
                 except Exception as e:  # a bug, not Redis: the batch is judged in process
                     log.exception("counting in Redis failed")
-                    self._outage.failed(e, "judging on this instance's own counts")
+                    self.outage.failed(e, "judging on this instance's own counts")
                     answers = [None] * len(batch)
                 for item, counts in zip(batch, answers, strict=True):
-                    if isinstance(item, tuple):
+                    if isinstance(item, _Reset):
                         continue
                     try:
                         item.then(item.tally, counts or item.fallback)
@@ -451,69 +465,174 @@ class RedisWindows:
                 if self._resets:
                     break
 
-    async def _send(self, batch: list[_Pending | tuple[str, str]]) -> list[Counts | None]:
+    async def _send(self, batch: list[_Pending | _Reset]) -> list[Counts | None]:
         """Send `batch`; the counts for each tally in it, None where Redis
         did not answer. Resets that did not go through are kept for later."""
-        if time.monotonic() >= self._down_until:
+        if time.monotonic() >= self.down_until:
+            calls = self._calls(batch)
             try:
-                replies = await self._pipeline(batch)
+                replies = await self._pipeline(calls)
                 # a Redis that restarted (or a cluster node) lacks the scripts:
                 # what it was sent did not run, and goes again
                 again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                 if again:
                     self._loaded = False
-                    for i, reply in zip(again, await self._pipeline([batch[i] for i in again]),
+                    for i, reply in zip(again, await self._pipeline([calls[i] for i in again]),
                                         strict=True):
                         replies[i] = reply
                 failed = next((r for r in replies if isinstance(r, Exception)), None)
                 if failed is not None:
                     raise failed
             except UNAVAILABLE as e:
-                self._down_until = time.monotonic() + self.RETRY
-                self._outage.failed(e, "judging on this instance's own counts until it is back")
+                self.down_until = time.monotonic() + self.retry
+                self.outage.failed(e, "judging on this instance's own counts until it is back")
             else:
-                self._outage.ok()
-                return [None if isinstance(item, tuple) else self._counts(item.tally, reply)
-                        for item, reply in zip(batch, replies, strict=True)]
-        self._resets = [item for item in batch if isinstance(item, tuple)]
+                self.outage.ok()
+                answers: list[Counts | None] = []
+                for call, reply in zip(calls, replies, strict=True):
+                    if isinstance(call, _Reset):
+                        answers.append(None)
+                        continue
+                    for item, part in zip(call, orjson.loads(reply), strict=True):
+                        answers.append(item.windows.counts_of(item.tally, part))
+                return answers
+        self._resets = [item for item in batch if isinstance(item, _Reset)]
         return [None] * len(batch)
 
-    async def _pipeline(self, batch: list[_Pending | tuple[str, str]]) -> list[Any]:
+    def _calls(self, batch: list[_Pending | _Reset]) -> list[list[_Pending] | _Reset]:
+        """The batch as script calls: a reset alone, tallies together while
+        they are one system's (one hash slot), in order."""
+        calls: list[list[_Pending] | _Reset] = []
+        owner = None
+        for item in batch:
+            if isinstance(item, _Reset):
+                calls.append(item)
+                owner = None
+                continue
+            mine = item.tally.memory or item.tally.system
+            last = calls[-1] if calls else None
+            if mine == owner and isinstance(last, list) and len(last) < self.TOGETHER:
+                last.append(item)
+            else:
+                calls.append([item])
+                owner = mine
+        return calls
+
+    async def _pipeline(self, calls: list[list[_Pending] | _Reset]) -> list[Any]:
         # by sha, loaded once: redis-py's scripts in a pipeline would ask
         # SCRIPT EXISTS first, a second round trip for every batch
+        if self._count is None:
+            count, reset = _scripts(self.layouts)
+            self._count, self._reset = self.r.register_script(count), \
+                self.r.register_script(reset)
         if not self._loaded:
             for script in (self._count, self._reset):
                 await self.r.script_load(script.script)  # its sha is fixed by its text
             self._loaded = True
         async with self.r.pipeline(transaction=False) as pipe:
-            for item in batch:
-                if isinstance(item, tuple):
-                    system, once = item
-                    spec = orjson.dumps({**self._reset_spec, "once": once})
-                    pipe.evalsha(self._reset.sha, 1, self._base(system), spec)
+            for call in calls:
+                if isinstance(call, _Reset):
+                    pipe.evalsha(self._reset.sha, 1, call.windows.base(call.system),
+                                 call.windows.layout, call.once)
                 else:
-                    pipe.evalsha(self._count.sha, 1, self._base(item.tally.system),
-                                 self._spec(item.tally))
+                    pipe.evalsha(self._count.sha, len(call),
+                                 *(item.windows.base(item.tally.system) for item in call),
+                                 *(item.windows.spec(item.tally) for item in call))
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
-    def _spec(self, t: Tally) -> bytes:
-        window, how = self._window, self._how
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        await self.r.aclose()
+
+
+class RedisWindows:
+    """The SharedWindows of tally.py, on Redis."""
+
+    def __init__(self, url: str, prefix: str, windows: Sequence[Window],
+                 on_error: Callable[[str], None] = lambda operation: None,
+                 metrics: Mapping[str, Metric] = METRICS, *, ca_file: str | None = None,
+                 sentinel_password: str | None = None, retry: float = 1.0,
+                 along: RedisWindows | None = None):
+        """`windows`: the engine's windows (a tally names them by index);
+        `on_error(operation)`: told of each failed call (metrics);
+        `metrics`: the engine's, which say how each window counts;
+        `url`, `ca_file`, `sentinel_password`: as state/redis_client.py takes them;
+        `retry`: seconds without trying Redis after it failed;
+        `along`: another engine's RedisWindows whose connection and script
+        calls these share (the senders' along the systems'), the rest ignored."""
+        self._counting: _Counting = along._counting if along is not None else \
+            _Counting(url, on_error, ca_file, sentinel_password, retry)
+        self.prefix = prefix
+        # each window as the scripts know it: key, bucket width, time to live,
+        # how read (a novel metric's windows hold sums), whether its count
+        # keeps the few keys counted most
+        self._window = [(_name(k), w[1] / BUCKETS, _ttl(w[1]), k.how, k.few)
+                        for w, k in zip(windows, kept(windows, metrics), strict=True)]
+        self.layout = self._counting.layout(self._window)
+
+    @property
+    def degraded(self) -> bool:
+        """Judging on in-process counts: Redis did not answer."""
+        return self._counting.outage.down
+
+    def base(self, name: str) -> str:
+        """The keys' base of a system, or of "system sender" (senders.subject)
+        in the slot of its system."""
+        system, _, sender = name.partition(" ")
+        return f"{self.prefix}w:{{{system}}}:{sender}:" if sender else \
+            f"{self.prefix}w:{{{system}}}:"
+
+    def submit(self, tally: Tally, fallback: Counts, then: Judge) -> None:
+        if not self._counting.submit(_Pending(self, tally, fallback, then)):
+            then(tally, fallback)
+
+    async def settled(self, system: str, timeout: float = 2.0) -> None:
+        await self._counting.settled(system, timeout)
+
+    def reset(self, system: str, once: str) -> None:
+        self._counting.reset(_Reset(self, system, once))
+
+    async def top_keys(self, system: str, window: int, n: int) -> list[str] | None:
+        try:
+            totals = await self._counting.r.hgetall(
+                f"{self.base(system)}{self._window[window][0]}:t")
+        except UNAVAILABLE:
+            return None
+        ranked = sorted(totals.items(), key=lambda kv: int(kv[1]), reverse=True)
+        return [key.decode() for key, _ in ranked[:n]]
+
+    async def counts(self, tally: Tally) -> Counts | None:
+        done: asyncio.Future[Counts | None] = asyncio.get_running_loop().create_future()
+        # judged on None: Redis did not answer
+        if not self._counting.submit(_Pending(self, tally, _NONE, lambda t, c: done.set_result(
+                None if c is _NONE else c))):
+            return None
+        return await done
+
+    async def history(self, system: str, ts: float) -> dict[int, float] | None:
+        try:
+            steps = await self._counting.r.hgetall(self.base(system) + "history")
+        except UNAVAILABLE:
+            return None
+        first = int(ts // HISTORY_STEP) - HISTORY_STEPS
+        return {s: n for s, n in ((int(k), float(v)) for k, v in steps.items()) if s > first}
+
+    def spec(self, t: Tally) -> bytes:
+        """A tally as the count script takes it: windows by index."""
         return orjson.dumps({
-            "ts": t.ts, "n": BUCKETS, "cap": KEY_CAP, "few": FEW,
-            "sums": [(*window[i], a) for i, a in t.sums],
-            "keys": [(*window[i], keys, how[i][1]) for i, keys in t.keys],
-            "novel": [(f"seen:{metric}", keys, [window[i] for i in windows])
-                      for metric, keys, windows in t.novel],
-            "memory": self._base(t.memory or t.system),
-            "gen": int(t.ts // SEEN_PERIOD), "seen_cap": SEEN_CAP,
-            "seen_ttl": 2 * SEEN_PERIOD,
-            "hours": t.hours,
-            "reads": [(*window[i], *how[i]) for i in t.reads],
-            "traffic": t.traffic, "step": HISTORY_STEP, "steps": HISTORY_STEPS,
+            "layout": self.layout, "ts": t.ts, "sums": t.sums, "keys": t.keys,
+            "novel": t.novel, "memory": self.base(t.memory or t.system),
+            "gen": int(t.ts // SEEN_PERIOD), "hours": t.hours, "reads": t.reads,
+            "traffic": t.traffic,
         })
 
-    def _counts(self, t: Tally, reply: bytes) -> Counts:
-        read, hours = orjson.loads(reply)
+    def counts_of(self, t: Tally, reply: list[Any]) -> Counts:
+        read, hours = reply
         values = [0.0] * len(self._window)
         # cjson encodes an empty table as an object
         for i, value in zip(t.reads, read or [], strict=True):
@@ -522,7 +641,8 @@ class RedisWindows:
                       {m: v for (m, _), v in zip(t.hours, hours or [], strict=True)})
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-        await self.r.aclose()
+        await self._counting.close()
+
+
+# a tally's fallback when no count in process stands behind it (`counts`)
+_NONE = Counts([], (), {})

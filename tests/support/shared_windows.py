@@ -39,7 +39,7 @@ def run_on_redis(url: str, prefix: str, engine: Engine, events: Iterable[Mapping
     async def go() -> list[tuple[int, Decision]]:
         windows = RedisWindows(url, prefix, engine.windows, metrics=engine.metrics)
         of_senders = None if senders is None else RedisWindows(
-            url, f"{prefix}u:", senders.windows, metrics=senders.metrics)
+            url, f"{prefix}u:", senders.windows, metrics=senders.metrics, along=windows)
         decided: list[Decision] = []
         judge = Judge(engine, suspend=decided.append, watch=decided.append, shared=windows,
                       senders=senders, shared_senders=of_senders)
