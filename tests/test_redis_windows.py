@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 
 import redis
 
@@ -155,7 +156,7 @@ def test_a_lift_clears_the_windows_once_however_many_gateways_see_it(redis_serve
     assert engine.named(after_next_lift) == {("messages", 600): 1, ("recipient_domains", 600): 1}
 
 
-def test_every_key_expires(redis_server):
+def test_every_key_expires_and_is_named_as_the_releases_before_named_it(redis_server):
     engine = Engine(RULES)
     prefix = fresh_prefix()
 
@@ -174,6 +175,15 @@ def test_every_key_expires(redis_server):
     assert keys and all(0 < client.ttl(k) <= longest for k in keys), [
         (k, client.ttl(k)) for k in keys if not 0 < client.ttl(k) <= longest]
     client.close()
+    # named as every release so far named them: an upgraded gateway (or one
+    # of the last release beside it) reads the same windows and the same
+    # memory of the domains each system has mailed
+    layout = re.compile(re.escape(prefix) + r"w:\{(mfa|mof|edu)\}:(s:\w+:\d+|k:\w+:\d+:(t|m|b:\d+)"
+                        r"|seen:\w+:\d+(:n)?|h:\w+:\d+|history)")
+    names = [k.decode() for k in keys]
+    assert all(layout.fullmatch(k) for k in names), [k for k in names if not layout.fullmatch(k)]
+    for kind in (":s:", ":t", ":seen:", ":h:", ":history"):
+        assert any(kind in k for k in names), kind
 
 
 def test_without_redis_the_process_counts_and_redis_takes_over_when_back(caplog):

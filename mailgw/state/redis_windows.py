@@ -239,8 +239,8 @@ local function count(base, W, spec)
   -- to its windows
   for _, nv in ipairs(spec.novel) do  -- {name, {keys}, {window, ...}}
     -- the memory is the system's, also for one of its senders
-    local cur = spec.memory .. nv[1] .. ':' .. spec.gen
-    local prev = spec.memory .. nv[1] .. ':' .. (spec.gen - 1)
+    local cur = spec.memory .. 'seen:' .. nv[1] .. ':' .. spec.gen
+    local prev = spec.memory .. 'seen:' .. nv[1] .. ':' .. (spec.gen - 1)
     local new = 0
     for _, member in ipairs(nv[2]) do
       local ps = probes(member)
