@@ -17,6 +17,7 @@ from mailgw.anomaly.rules import Rule
 from mailgw.anomaly.windows import KEY_CAP, SEEN_PERIOD
 from mailgw.config import DEFAULT_RULES, Anomaly, System
 from mailgw.state.redis_windows import RedisWindows
+from tests.support.process import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.shared_windows import count, fresh_prefix
 
@@ -106,6 +107,31 @@ def test_an_events_sender_and_system_tallies_go_in_one_script_call_and_read_as_i
     both, calls = asyncio.run(go())
     client.close()
     assert both > 150 and calls <= 400  # one call an event, however many of its tallies
+
+
+def test_the_status_pages_reading_is_the_shared_counts_and_none_without_redis(redis_server):
+    engine = Engine(RULES)
+
+    async def go():
+        windows = RedisWindows(redis_server.url, fresh_prefix(), engine.windows)
+        ts = T0
+        for event in stream(random.Random(7), 300):
+            if (tally := engine.tally({**event, "system": "mfa"})) is not None:
+                engine.local.count(tally)
+                await count(windows, tally)
+                ts = tally.ts
+        reading = engine.reading("mfa", ts + 1)
+        shared = await windows.counts(reading)
+        await windows.close()
+        away = RedisWindows(f"redis://127.0.0.1:{free_port()}/0", fresh_prefix(),
+                            engine.windows)
+        unanswered = await away.counts(reading)
+        await away.close()
+        return shared, engine.local.count(reading), unanswered
+
+    shared, local, unanswered = asyncio.run(go())
+    assert shared == local and any(v > 0 for v in engine.named(shared).values())
+    assert unanswered is None
 
 
 def test_a_bucket_stops_learning_new_keys_at_the_cap(redis_server):

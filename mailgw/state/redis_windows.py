@@ -608,9 +608,12 @@ class RedisWindows:
 
     async def counts(self, tally: Tally) -> Counts | None:
         done: asyncio.Future[Counts | None] = asyncio.get_running_loop().create_future()
-        # judged on None: Redis did not answer
-        if not self._counting.submit(_Pending(self, tally, _NONE, lambda t, c: done.set_result(
-                None if c is _NONE else c))):
+
+        def answered(_: Tally, counts: Counts) -> None:
+            if not done.done():  # the reader may have gone (a status request cancelled)
+                done.set_result(None if counts is _NONE else counts)  # _NONE: Redis did not answer
+
+        if not self._counting.submit(_Pending(self, tally, _NONE, answered)):
             return None
         return await done
 
