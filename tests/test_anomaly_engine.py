@@ -486,6 +486,20 @@ def test_what_a_system_has_sent_to_is_remembered_across_a_period_within_its_boun
     assert len(seen.cur) + len(seen.prev) == 16 * 1024  # its whole memory, whatever came
 
 
+def test_the_keys_probes_worked_out_once_are_bounded_and_answer_alike_when_worked_out_again():
+    from mailgw.anomaly import windows
+    from mailgw.anomaly.windows import Seen
+
+    seen = Seen()
+    assert seen.novel(T0, tuple(["kept.kz"])) == 1
+    many = tuple(f"d{i}.example" for i in range(windows.PROBES_CAP + 10))
+    for i in range(0, len(many), 1000):  # other systems' domains, past the bound
+        Seen().novel(T0, many[i:i + 1000])
+    assert 0 < len(windows._probes) <= windows.PROBES_CAP  # forgotten when full
+    assert "kept.kz" not in windows._probes
+    assert seen.novel(T0, tuple(["kept.kz"])) == 0  # its probes again, the same bits
+
+
 def test_the_same_keys_asked_twice_get_one_answer_and_new_ones_find_them_seen():
     from mailgw.anomaly.windows import Seen
 

@@ -264,6 +264,22 @@ class Baseline:
 SEEN_PERIOD = 30 * 86400
 SEEN_BITS = 1 << 16
 SEEN_CAP = 6000
+# a key's three probes, worked out once for every system that asks (the
+# same correspondents' domains come again and again; SHA-1 was a third of
+# what asking cost): at most PROBES_CAP keys, about 2.2 MiB with the keys
+# (domains) themselves, forgotten at once when full
+PROBES_CAP = 1 << 14
+_probes: dict[str, int] = {}
+
+
+def _probe(key: str) -> int:
+    """The first three 16-bit words of `key`'s SHA-1, as one int."""
+    p = _probes.get(key)
+    if p is None:
+        if len(_probes) >= PROBES_CAP:
+            _probes.clear()
+        p = _probes[key] = int.from_bytes(hashlib.sha1(key.encode()).digest()[:6], "big")
+    return p
 
 
 class Seen:
@@ -303,8 +319,8 @@ class Seen:
         cur, prev = self.cur, self.prev
         new = 0
         for key in keys:
-            d = hashlib.sha1(key.encode()).digest()
-            p1, p2, p3 = (d[0] << 8) | d[1], (d[2] << 8) | d[3], (d[4] << 8) | d[5]
+            p = _probe(key)
+            p1, p2, p3 = p >> 32, (p >> 16) & 0xFFFF, p & 0xFFFF
             b1, b2, b3 = 1 << (p1 & 7), 1 << (p2 & 7), 1 << (p3 & 7)
             i1, i2, i3 = p1 >> 3, p2 >> 3, p3 >> 3
             if cur[i1] & b1 and cur[i2] & b2 and cur[i3] & b3:
@@ -322,23 +338,16 @@ class Seen:
 
 class SystemWindows:
     """One system's (or sender's) windows, indexed as the engine's list of
-    windows (two windows of one count share its counter). A sender's cost
-    little: no bound methods or dicts per window beyond its counters."""
+    windows (two windows of one count share its counter), each made when
+    first counted: a sender that never bounces has no counters of failures.
+    A sender's cost little: no bound methods or dicts per window beyond its
+    counters."""
 
     __slots__ = ("sums", "keyed", "hours", "history")
 
-    def __init__(self, plan: Sequence[tuple[int, float, int, bool]]) -> None:
-        """`plan`: per window (LocalWindows._plan), its id, seconds, the
-        first window of its count (-1: summed) and whether it keeps leaders."""
+    def __init__(self) -> None:
         self.sums: dict[int, Counter] = {}
         self.keyed: dict[int, KeyCounter] = {}
-        for i, seconds, first, few in plan:
-            if first < 0:
-                self.sums[i] = Counter(seconds)
-            elif first == i:
-                self.keyed[i] = KeyCounter(seconds, few=few)
-            else:
-                self.keyed[i] = self.keyed[first]
         self.hours: dict[str, tuple[int, float]] = {}  # metric -> (clock hour, count)
         self.history: dict[int, float] = {}  # history step -> messages
 
@@ -376,11 +385,9 @@ class LocalWindows:
         # memory -> its keys, idle longest first, with when each was last counted
         self._lines: dict[str, OrderedDict[str, float]] = {}
         self._kept = kept(windows, metrics)
-        # how each system's windows are made (SystemWindows), worked out once
-        firsts: dict[tuple[str, float], int] = {}
-        self._plan = tuple(
-            (i, seconds, -1 if k.how == "sum" else firsts.setdefault(k.counter, i), k.few)
-            for i, ((_, seconds), k) in enumerate(zip(windows, self._kept, strict=True)))
+        # each window's seconds and whether its count keeps leaders
+        self._seconds = [seconds for _, seconds in windows]
+        self._few = [k.few for k in self._kept]
         # keyed window -> which of KeyCounter.add's figures it reads
         self._pick = {i: _FIGURES.index(k.how) for i, k in enumerate(self._kept)
                       if k.how != "sum"}
@@ -392,7 +399,7 @@ class LocalWindows:
     def count(self, t: Tally) -> Counts:
         w = self.systems.get(t.system)
         if w is None:
-            w = self.systems[t.system] = SystemWindows(self._plan)
+            w = self.systems[t.system] = SystemWindows()
         if self.cap:
             self._queue(t.system, t.memory or t.system, t.ts)
         ts, sums, keyed = t.ts, w.sums, w.keyed
@@ -400,10 +407,19 @@ class LocalWindows:
         # not counted yet (no count is below 0)
         values = [-1.0] * len(self.windows)
         for window, amount in t.sums:
-            values[window] = sums[window].add(ts, amount)
+            counter = sums.get(window)
+            if counter is None:
+                counter = sums[window] = Counter(self._seconds[window])
+            values[window] = counter.add(ts, amount)
         for window, keys in t.keys:
-            figures = keyed[window].add(ts, keys)
-            for i, pick in self._shared[window]:
+            shared = self._shared[window]
+            kc = keyed.get(window)
+            if kc is None:
+                kc = KeyCounter(self._seconds[window], few=self._few[window])
+                for i, _ in shared:
+                    keyed[i] = kc
+            figures = kc.add(ts, keys)
+            for i, pick in shared:
                 values[i] = figures[pick]
         for metric, keys, windows in t.novel:
             memory = self.memory.get(t.memory or t.system)
@@ -414,7 +430,10 @@ class LocalWindows:
                 seen = memory[metric] = Seen()
             new = 1.0 if seen.novel(ts, keys) else 0.0
             for window in windows:
-                values[window] = sums[window].add(ts, new)
+                counter = sums.get(window)
+                if counter is None:
+                    counter = sums[window] = Counter(self._seconds[window])
+                values[window] = counter.add(ts, new)
         hours: dict[str, float] = {}
         if t.hours:
             hour = int(ts // 3600)
@@ -439,7 +458,9 @@ class LocalWindows:
         counter = w.sums.get(window)
         if counter is not None:
             return counter.total(ts)
-        kc = w.keyed[window]
+        kc = w.keyed.get(window)
+        if kc is None:  # never counted
+            return 0.0
         pick = self._pick[window]
         return float(kc.distinct(ts) if pick == 0 else kc.top(ts) if pick == 1 else kc.few(ts))
 
@@ -452,8 +473,8 @@ class LocalWindows:
         if known:
             line.move_to_end(key)
         while line:
-            oldest, last = next(iter(line.items()))
-            if len(line) <= self.cap and (not self.idle or last >= ts - self.idle):
+            oldest = next(iter(line))  # a view of its items cost as much again
+            if len(line) <= self.cap and (not self.idle or line[oldest] >= ts - self.idle):
                 break
             del line[oldest]
             del self.systems[oldest]
@@ -500,5 +521,5 @@ class LocalWindows:
         (what it sent is still what it sent)."""
         w = self.systems.pop(system, None)
         if w is not None:
-            self.systems[system] = fresh = SystemWindows(self._plan)
+            self.systems[system] = fresh = SystemWindows()
             fresh.history = w.history
