@@ -58,11 +58,11 @@ local ts
 -- a sum window, as windows.Counter: a hash of a slot per bucket, the
 -- newest epoch `e` and the running total `r` of the slots. Sliding it costs
 -- work once per bucket, not per event. Returns the epoch of `ts`, the
--- window's newest and its total.
+-- window's newest, its total and the count in `ts`'s bucket.
 local function sum_window(key, width, ttl)
   local epoch = math.floor(ts / width)
-  local got = redis.call('HMGET', key, 'e', 'r')
-  local e, r = tonumber(got[1]), tonumber(got[2]) or 0
+  local got = redis.call('HMGET', key, 'e', 'r', epoch % n)
+  local e, r, slot = tonumber(got[1]), tonumber(got[2]) or 0, tonumber(got[3]) or 0
   if e == nil or epoch > e then
     if e ~= nil and epoch - e < n then
       local gone = {}
@@ -75,9 +75,9 @@ local function sum_window(key, width, ttl)
     end
     redis.call('HSET', key, 'e', epoch, 'r', r)
     redis.call('EXPIRE', key, ttl)  -- a new bucket: the window outlives it
-    e = epoch
+    e, slot = epoch, 0  -- its bucket is among those gone
   end
-  return epoch, e, r
+  return epoch, e, r, slot
 end
 
 -- a per-key window, as windows.KeyCounter: a hash per bucket, a totals
@@ -222,10 +222,12 @@ local function count(base, W, spec)
   local values, sums, tops = {}, {}, {}
   local function add(w, amount)
     local key = base .. w[1]
-    local epoch, e = sum_window(key, w[2], w[3])
-    if epoch > e - n then  -- not too late for its bucket
-      redis.call('HINCRBYFLOAT', key, epoch % n, amount)
-      sums[w[1]] = tonumber(redis.call('HINCRBYFLOAT', key, 'r', amount))
+    local epoch, e, r, slot = sum_window(key, w[2], w[3])
+    sums[w[1]] = r
+    -- not too late for its bucket; counts are whole, exact as written
+    if epoch > e - n and amount ~= 0 then
+      redis.call('HSET', key, epoch % n, slot + amount, 'r', r + amount)
+      sums[w[1]] = r + amount
     end
   end
   for _, s in ipairs(spec.sums) do add(W[s[1] + 1], s[2]) end  -- {window, amount}
