@@ -266,7 +266,7 @@ SEEN_BITS = 1 << 16
 SEEN_CAP = 6000
 # a key's three probes, worked out once for every system that asks (the
 # same correspondents' domains come again and again; SHA-1 was a third of
-# what asking cost): at most PROBES_CAP keys, about 2.2 MiB with the keys
+# what asking cost): at most PROBES_CAP keys, about 2.1 MiB with the keys
 # (domains) themselves, forgotten at once when full
 PROBES_CAP = 1 << 14
 _probes: dict[str, int] = {}
@@ -407,10 +407,7 @@ class LocalWindows:
         # not counted yet (no count is below 0)
         values = [-1.0] * len(self.windows)
         for window, amount in t.sums:
-            counter = sums.get(window)
-            if counter is None:
-                counter = sums[window] = Counter(self._seconds[window])
-            values[window] = counter.add(ts, amount)
+            values[window] = self._sum(sums, window).add(ts, amount)
         for window, keys in t.keys:
             shared = self._shared[window]
             kc = keyed.get(window)
@@ -430,10 +427,7 @@ class LocalWindows:
                 seen = memory[metric] = Seen()
             new = 1.0 if seen.novel(ts, keys) else 0.0
             for window in windows:
-                counter = sums.get(window)
-                if counter is None:
-                    counter = sums[window] = Counter(self._seconds[window])
-                values[window] = counter.add(ts, new)
+                values[window] = self._sum(sums, window).add(ts, new)
         hours: dict[str, float] = {}
         if t.hours:
             hour = int(ts // 3600)
@@ -453,6 +447,13 @@ class LocalWindows:
             if values[r] < 0:
                 values[r] = self._read(w, r, ts)
         return Counts(values, t.reads, hours)
+
+    def _sum(self, sums: dict[int, Counter], window: int) -> Counter:
+        """A summed window's counter, made when first counted."""
+        counter = sums.get(window)
+        if counter is None:
+            counter = sums[window] = Counter(self._seconds[window])
+        return counter
 
     def _read(self, w: SystemWindows, window: int, ts: float) -> float:
         counter = w.sums.get(window)
