@@ -84,6 +84,10 @@ def test_spooled_mail_is_held_and_a_lift_releases_it(gw, dest):
     dest.faults.data = None
     store = gw.gateway.store
     wait_until(lambda: "mfa" in store.active())
+    # each hold is recorded just after its file is moved: the lift comes after
+    # the records, as an operator's would
+    wait_until(lambda: sum(h.action == "held" for h in store.history("mfa")) == 4,
+               what="4 holds recorded")
     # at the time it happens, as the CLI does: the history reads in time order
     assert store.lift("mfa", "operator-alice", "account password reset", time.time()) is not None
     wait_until(lambda: len(from_system(dest)) == 4, timeout=10, what="released mail delivered")
