@@ -39,6 +39,7 @@ from mailgw.clock import utc_time
 from mailgw.relay.spool import STATE_NAMES
 from mailgw.senders import Attribution
 from mailgw.state.records import Suspension
+from mailgw.units import parse_duration
 from mailgw.wording import things, why
 
 if TYPE_CHECKING:
@@ -271,6 +272,7 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
         _known(cfg, system)
     store = _reader(cfg)
     active = _call(cfg, store.active) if store else {}
+    spared = _call(cfg, store.spared, time.time()) if store else {}
     spool = _spool_to_read(cfg)
     held = spool.count_by_system("hold") if spool else Counter[str]()
     ids = [system] if system else [s.id for s in cfg.systems]
@@ -278,11 +280,15 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
     for r in sorted(active.values(), key=lambda r: r.since):
         if r.sender is not None:
             restricted.setdefault(r.system, []).append(r)
+    graces: dict[str, list[Suspension]] = {}
+    for r in sorted(spared.values(), key=lambda r: r.grace_until or 0.0):
+        graces.setdefault(r.system, []).append(r)
     if as_json:
         click.echo(json.dumps([{"system": i, "state": "suspended" if i in active else "active",
                                 "suspension": active[i].as_dict() if i in active else None,
                                 "restricted_senders": [r.as_dict()
                                                        for r in restricted.get(i, [])],
+                                "spared_senders": [r.as_dict() for r in graces.get(i, [])],
                                 "held": held[i]} for i in ids], indent=2, ensure_ascii=False))
         return
     rules = {r.name: r for r in cfg.anomaly.rules}
@@ -295,6 +301,9 @@ def status(config_path: Path, as_json: bool, system: str | None) -> None:
                      record.by if record else ""])
         rows += [[f"  sender {r.sender}", "restricted", "", _when(r.since),
                   why(r, rules.get(r.rule or ""))["en"], r.by] for r in restricted.get(i, [])]
+        rows += [[f"  sender {r.sender}", "spared", "", _when(r.lifted_at),
+                  f"until {_when(r.grace_until)}: {r.lift_reason}", r.lifted_by or ""]
+                 for r in graces.get(i, [])]
     _table(rows, ["SYSTEM", "STATE", "HELD", "SINCE", "WHY", "BY"])
 
 
@@ -327,26 +336,56 @@ def suspend(config_path: Path, reason: str, operator: str, as_json: bool, sender
 @REASON_OPTION
 @OPERATOR_OPTION
 @click.option("--purge", is_flag=True, help="Delete the held mail instead of releasing it.")
+@click.option("--grace", callback=lambda ctx, param, value: _grace(value),
+              help="With --sender: spare that sender this long (30m, 2h, at most 1d): its "
+                   "mail is neither judged nor counted, so the rest of a mailing the owner "
+                   "vouched for, and its server's retries, do not restrict it again.")
 @JSON_OPTION
 @SENDER_OPTION
 @click.argument("system")
-def lift(config_path: Path, reason: str, operator: str, purge: bool, as_json: bool,
-         sender: str | None, system: str) -> None:
+def lift(config_path: Path, reason: str, operator: str, purge: bool, grace: float | None,
+         as_json: bool, sender: str | None, system: str) -> None:
     """Lift a system's suspension (with --sender: that sender's
     restriction); the held mail it stopped is released for delivery (or
     deleted, with --purge)."""
+    if grace is not None and sender is None:
+        raise click.UsageError("--grace spares one sender: give --sender too (a whole "
+                               "system's traffic is never left unjudged)")
     cfg = _load(config_path)
     _known(cfg, system)
     sender = _sender(cfg, system, sender)
     store = _store(cfg)
-    record = _call(cfg, store.lift, system, operator, reason, time.time(), purge, sender)
+    now = time.time()
+    record = _call(cfg, store.lift, system, operator, reason, now, purge, sender,
+                   None if grace is None else now + grace)
     if record is None:
         click.echo(f"{_whom(system, sender)} is not {_done(sender)}", err=True)
         sys.exit(3)
     click.echo(json.dumps(record.as_dict(), indent=2, ensure_ascii=False) if as_json
                else f"{_whom(system, sender)}: {'suspension' if sender is None else 'restriction'}"
                f" lifted by {operator}: {reason}"
-               + ("; held mail will be purged" if purge else ""))
+               + ("; held mail will be purged" if purge else "")
+               + (f"; spared until {_when(record.grace_until)}" if record.grace_until else ""))
+
+
+# a grace is for the rest of one mailing the owner vouched for; a sender
+# whose usual traffic crosses a rule wants its system's thresholds raised
+LONGEST_GRACE = 86400.0
+
+
+def _grace(value: str | None) -> float | None:
+    """--grace in seconds."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grace") from None
+    if not 0 < seconds <= LONGEST_GRACE:
+        raise click.BadParameter(f"{value}: a grace runs more than 0 and at most 1d "
+                                 "(a sender that needs longer needs its system's thresholds "
+                                 "raised)", param_hint="--grace")
+    return seconds
 
 
 def _sender(cfg: config_mod.Config, system: str, sender: str | None) -> str | None:

@@ -269,7 +269,8 @@ class Gateway:
         status = StatusService(directory=self.directory, judge=self.judge,
                                suspended=self.suspensions.suspended, held=self._held,
                                restricted=self.suspensions.restrictions,
-                               clock=self.clock, listings=self._listings)
+                               spared=self.suspensions.spared, clock=self.clock,
+                               listings=self._listings)
         web_app = WebApp(status=status, directory=self.directory, tokens=self.tokens,
                          metrics=self.metrics, healthy=self._health, templates=templates,
                          secure_cookie=cfg.http.secure_cookie, run_io=self.run_io,

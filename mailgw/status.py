@@ -22,13 +22,15 @@ class StatusService:
                  suspended: Callable[[str], Suspension | None],
                  held: Callable[[str], Awaitable[int]], clock: Clock,
                  listings: Callable[[], Awaitable[list[dict[str, Any]]]],
-                 restricted: Callable[[str], list[Suspension]] = lambda system: []):
+                 restricted: Callable[[str], list[Suspension]] = lambda system: [],
+                 spared: Callable[[str], list[Suspension]] = lambda system: []):
         """`suspended(system)`: its suspension in force; `restricted(system)`:
-        its senders' restrictions in force; `held(system)`: its own mail
+        its senders' restrictions in force; `spared(system)`: the lifts of
+        its senders with a grace running; `held(system)`: its own mail
         waiting at the gateway; `listings()`: the egress addresses' DNSBL
         states."""
         self.directory, self.judge, self.suspended = directory, judge, suspended
-        self.restricted = restricted
+        self.restricted, self.spared = restricted, spared
         self.held, self.clock, self.listings = held, clock, listings
 
     async def status(self, system: System) -> dict[str, Any]:
@@ -41,6 +43,8 @@ class StatusService:
             "suspension": None if record is None else self._shown(record),
             "restricted_senders": [{"sender": r.sender, **self._shown(r)}
                                    for r in self.restricted(system.id)],
+            "spared_senders": [{"sender": r.sender, "until": r.grace_until, "by": r.lifted_by,
+                                "reason": r.lift_reason} for r in self.spared(system.id)],
             "held": await self.held(system.id),
             "windows": {f"{m}/{w:g}s": v for (m, w), v in windows.items()},
             "limits": self.judge.limits(system.id, windows, ts),

@@ -120,7 +120,8 @@ async def problems(templates: jinja2.Environment, cfg: Config) -> list[str]:
          lambda: notifier.send("suspended", system, restricted, held=2)),
         ("the owner notice of a restriction's lift",
          lambda: notifier.send("lifted", system, replace(
-             restricted, lifted_at=now, lifted_by="alice", lift_reason="password reset"))),
+             restricted, lifted_at=now, lifted_by="alice", lift_reason="password reset",
+             grace_until=now + 7200))),
         ("a DSN", lambda: [build_dsn(
             bounced, b"Subject: report\r\n\r\nbody\r\n", bounced.recipients,
             reporting_mta=cfg.gateway.hostname, now=now, templates=templates, reason=reason)

@@ -175,6 +175,60 @@ def test_a_sender_restricted_and_lifted_with_purge_while_the_gateway_is_stopped(
     assert "restricted" in history and "unrestricted" in history and "Clerk@mfa.gov.kz" in history
 
 
+# a sender's "more than 3 messages in 10 minutes": its 4th crosses it
+SENDER_BURST_RULE = BURST_RULE.replace('"messages_10m"', '"sender_messages_10m"') + \
+    'scope = "sender"\n'
+
+
+def test_a_sender_lifted_with_a_grace_is_spared_across_a_restart(tmp_path, dest, state):
+    """A press office's mailing restricted by a rule, the owner confirms it:
+    `lift --sender --grace` lets the rest of it (and its server's retries)
+    through unjudged, also after the gateway is killed and started again;
+    restricted again by hand, the grace is over and a plain lift judges the
+    sender again."""
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port, anomaly=SENDER_BURST_RULE, extra=state)
+    press = "press@mfa.gov.kz"
+    gw = ServeProcess(config, port).start()
+    try:
+        assert [send(port, n, press)[0] for n in range(4)] == [250] * 4
+        wait_until(lambda: mail_code(port, press) == 450, timeout=5, what="restricted")
+        assert cli(config, "lift", "mfa", "--grace", "1h", "--reason", "x").returncode == 2
+        too_long = cli(config, "lift", "mfa", "--sender", press, "--grace", "3d",
+                       "--reason", "x")
+        assert too_long.returncode == 2 and "at most 1d" in too_long.stderr
+        out = cli(config, "lift", "mfa", "--sender", press, "--grace", "2h", "--reason",
+                  "press release, the owner confirmed", "--operator", "bob")
+        assert out.returncode == 0, out.stderr
+        assert "spared until " in out.stdout
+        wait_until(lambda: mail_code(port, press) == 250, timeout=5, what="lifted")
+        assert [send(port, n, press)[0] for n in range(10, 18)] == [250] * 8
+        status = json.loads(cli(config, "status", "mfa", "--json").stdout)[0]
+        (spared,) = status["spared_senders"]
+        assert spared["sender"] == press and spared["lifted_by"] == "bob"
+        assert 7100 < spared["grace_until"] - spared["lifted_at"] <= 7200
+        assert "sender press@mfa.gov.kz  spared" in cli(config, "status").stdout
+        gw.kill()
+        gw.start()
+        assert [send(port, n, press)[0] for n in range(20, 26)] == [250] * 6
+        assert cli(config, "suspend", "mfa", "--sender", press, "--reason",
+                   "complaints came in").returncode == 0
+        wait_until(lambda: mail_code(port, press) == 450, timeout=5, what="restricted again")
+        assert json.loads(cli(config, "status", "mfa", "--json").stdout)[0][
+            "spared_senders"] == []
+        assert cli(config, "lift", "mfa", "--sender", press, "--reason", "ok").returncode == 0
+        wait_until(lambda: mail_code(port, press) == 250, timeout=5, what="lifted again")
+        assert [send(port, n, press)[0] for n in range(30, 34)] == [250] * 4
+        wait_until(lambda: mail_code(port, press) == 450, timeout=5, what="judged again")
+        assert gw.terminate() == 0  # the event log written out
+    finally:
+        gw.stop()
+    log = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    lifts = [e for e in log if e["event"] == "unrestricted"]
+    assert [round(e["grace_until"] - e["ts"], -2) if "grace_until" in e else None
+            for e in lifts] == [7200, None]
+
+
 # every verb that needs the state store, with Redis not there
 STORE_VERBS = [
     ["status"],

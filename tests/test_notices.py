@@ -96,3 +96,21 @@ def test_a_lift_with_purge_says_the_held_mail_was_deleted(notifier):
                                        policy=email.policy.default)
     body = message.get_body(("plain",)).get_content()
     assert "was deleted" in body and "удалены" in body and "being delivered" not in body
+
+
+def test_a_senders_lift_with_a_grace_says_until_when_its_mail_is_not_checked(notifier):
+    lifted = Suspension(**{**BY_HAND.as_dict(), "sender": "press@mfa.gov.kz",
+                           "lifted_at": 1_796_000_000.0, "lifted_by": "bob",
+                           "lift_reason": "press release", "grace_until": 1_796_007_200.0})
+    for grace in (True, False):
+        record = lifted if grace else Suspension(**{**lifted.as_dict(), "grace_until": None})
+        message = email.message_from_bytes(notifier.build("lifted", system("MFA"), record),
+                                           policy=email.policy.default)
+        for part in ("plain", "html"):
+            body = message.get_body((part,)).get_content()
+            lines = ("2026-11-30 02:53 UTC дейін бұл жіберушінің хаттары ережелермен",
+                     "До 2026-11-30 02:53 UTC письма этого отправителя не проверяются",
+                     "Until 2026-11-30 02:53 UTC this sender's mail is not checked")
+            assert all((line in body) == grace for line in lines), body
+        if grace:
+            assert "\r\n\r\nРУССКИЙ" in message.get_body(("plain",)).get_content()

@@ -12,6 +12,7 @@ import email.policy
 import itertools
 import json
 import time
+import urllib.request
 
 import pytest
 
@@ -101,6 +102,28 @@ def test_the_restricted_sender_waits_while_the_systems_other_senders_flow(gw, de
     history = [(h.action, h.details.get("sender")) for h in gw.gateway.store.history("mfa")]
     assert history[0] == ("restricted", CLERK) and history[-1] == ("unrestricted", CLERK)
     assert [a for a, _ in history].count("held") == 2
+
+
+def test_a_sender_lifted_with_a_grace_is_shown_spared_until_it_ends(gw, dest):
+    restrict(gw, CLERK)
+    until = time.time() + 3600
+    assert gw.gateway.store.lift("mfa", "operator-alice", "press release", time.time(),
+                                 sender=CLERK, grace_until=until) is not None
+    wait_until(lambda: gw.gateway.suspensions.restricted("mfa", CLERK) is None,
+               what="the lift taken in")
+    status, body = get(f"{gw.http}/v1/systems/mfa/status", TOKEN)
+    assert status == 200 and body["restricted_senders"] == []
+    # as Redis keeps times: to the ms
+    assert body["spared_senders"] == [{"sender": CLERK, "until": pytest.approx(until, abs=1e-3),
+                                       "by": "operator-alice", "reason": "press release"}]
+    request = urllib.request.Request(f"{gw.http}/systems/mfa?lang=ru",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        page = response.read().decode()
+    assert "Отправители, освобождённые от проверки" in page and CLERK in page
+    # restricted again: spared no more
+    restrict(gw, CLERK)
+    assert get(f"{gw.http}/v1/systems/mfa/status", TOKEN)[1]["spared_senders"] == []
 
 
 def test_the_owner_notice_names_the_mailbox_and_what_to_do(gw, dest):

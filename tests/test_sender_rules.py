@@ -196,6 +196,33 @@ def test_a_lifted_restriction_counts_afresh_and_a_recorded_one_is_obeyed(run):
     assert [(i, d.sender) for i, d in decisions] == [(5, ALICE), (12, ALICE)]
 
 
+def test_a_sender_lifted_with_a_grace_is_spared_until_it_ends(run):
+    """Neither judged nor counted, by its rules or its system's, till the
+    grace ends; then judged afresh. Restricted again, the grace is over."""
+    system_burst = Rule("system_burst", "ceiling", "messages", 600, 10)
+    first = [accepted(T0 + i, ALICE) for i in range(6)]  # restricted at the 6th
+    lift = {"ts": T0 + 7, "system": "mfa", "event": "unrestricted", "sender": ALICE,
+            "grace_until": T0 + 607}
+    during = [accepted(T0 + 8 + i * 40, ALICE) for i in range(12)]
+    after = [accepted(T0 + 608 + i, ALICE) for i in range(6)]
+
+    def decided(lift):
+        return [(i, d.rule, d.sender) for i, d in run(
+            Engine([system_burst]), [*first, lift, *during, *after],
+            senders_engine(SENDER_BURST, counted=[("messages", 600)]))]
+
+    assert decided(lift) == [(5, "sender_burst", ALICE), (24, "sender_burst", ALICE)]
+    # without the grace her mail after the lift restricts her again at once
+    no_grace = {k: v for k, v in lift.items() if k != "grace_until"}
+    assert decided(no_grace)[:2] == [(5, "sender_burst", ALICE), (12, "sender_burst", ALICE)]
+    # restricted again by hand within the grace, then lifted without one
+    again = [{**no_grace, "event": "restricted", "ts": T0 + 100},
+             {**no_grace, "ts": T0 + 101}]
+    decisions = run(Engine([]), [*first, lift, *again, *during[3:]],
+                    senders_engine(SENDER_BURST))
+    assert [(i, d.sender) for i, d in decisions] == [(5, ALICE), (14, ALICE)]
+
+
 def test_a_systems_senders_beyond_the_cap_give_way_to_the_idle_longest():
     engine = senders_engine(SENDER_BURST, cap=2)
     for n, sender in enumerate((ALICE, BOB, ALICE, "carol@mfa.gov.kz")):

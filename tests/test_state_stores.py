@@ -193,6 +193,32 @@ def test_a_senders_restriction_is_a_subject_of_its_own(stores):
     assert ("suspended", "clerk@mfa.gov.kz") in kinds and ("lifted", "clerk@mfa.gov.kz") in kinds
 
 
+def test_a_lift_with_a_grace_spares_the_sender_until_it_ends_or_it_is_restricted_again(stores):
+    a, b = stores
+    clerk, boss = "clerk@mfa.gov.kz", "boss@mfa.gov.kz"
+    a.suspend(restriction())
+    a.suspend(restriction(boss))
+    lifted = b.lift("mfa", "bob", "press release, owner confirmed", 200.0, sender=clerk,
+                    grace_until=7400.25)
+    assert lifted is not None and lifted.grace_until == 7400.25
+    b.lift("mfa", "bob", "fixed", 201.0, sender=boss)  # no grace
+    assert list(a.spared(7400.0)) == ["mfa clerk@mfa.gov.kz"]
+    assert a.spared(7400.0)["mfa clerk@mfa.gov.kz"].lift_reason == \
+        "press release, owner confirmed"
+    assert a.spared(7400.25) == {}  # it has run out
+    assert a.latest("mfa", clerk).grace_until == 7400.25
+    (entry,) = [h for h in a.history("mfa") if h.details.get("sender") == clerk
+                and h.action == "unrestricted"]
+    assert entry.details["grace_until"] == 7400.25 and entry.by == "bob"
+    # restricted again within it: the grace is over
+    assert b.suspend(restriction(ts=300.0)) is not None
+    assert a.spared(400.0) == {}
+    # a later grace of another sender leaves a past one out
+    b.suspend(restriction(boss, ts=500.0))
+    b.lift("mfa", "bob", "ok", 600.0, sender=boss, grace_until=9000.0)
+    assert list(a.spared(8000.0)) == ["mfa boss@mfa.gov.kz"]
+
+
 def test_a_lost_restriction_is_written_back_as_a_restriction(store_that_forgets):
     old, forget = store_that_forgets
     record = old.suspend(restriction())
@@ -227,5 +253,9 @@ def test_a_state_file_from_before_restrictions_takes_them(tmp_path):
         assert store.suspend(restriction()) is not None
         assert store.suspend(Suspension("mfa", 60.0, "bob", reason="again")) is None
         assert set(store.active()) == {"mfa", "mfa clerk@mfa.gov.kz"}
+        # and lifts with a grace (a column it gains)
+        assert store.lift("mfa", "bob", "ok", 70.0, sender="clerk@mfa.gov.kz",
+                          grace_until=80.0).grace_until == 80.0
+        assert list(store.spared(75.0)) == ["mfa clerk@mfa.gov.kz"]
     finally:
         store.close()

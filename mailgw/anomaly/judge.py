@@ -74,18 +74,23 @@ class Judge:
         # system -> (when, windows): what a sender whose restriction was
         # lifted had counted at its last message; `_whose`
         self._absolved: dict[str, list[tuple[float, dict[tuple[str, float], float]]]] = {}
+        # a sender's key -> when its grace ends (`spare`)
+        self._spared: dict[str, float] = {}
 
     def observe(self, event: Event) -> None:
         """A subscriber of the event bus: count the event if it is a system's
         traffic, and judge the rules it may cross. A sender's first: the
         traffic of a sender restricted (by this event, or before) is
         contained, not its system's any more, so a trouble that one mailbox
-        makes does not also stop the agency."""
+        makes does not also stop the agency. A spared sender's traffic is
+        not counted at all."""
         known: dict[Any, Any] = {}  # what both tallies make of the event, made once
         if self.senders is not None:
             assert self._of_senders is not None  # made with `senders`
             tally = self.senders.tally(event, known)
             if tally is not None:
+                if self._spared and self._spares(tally.system, tally.ts):
+                    return
                 self._count(self.senders, self.shared_senders, tally, self._of_senders)
                 if tally.system in self.senders.suspended:
                     return
@@ -114,7 +119,7 @@ class Judge:
         elif kind == "restricted" and sender is not None:
             self.restricted(system, sender)
         elif kind == "unrestricted" and sender is not None:
-            self.unrestricted(system, sender, once)
+            self.unrestricted(system, sender, once, event.get("grace_until"))
 
     def _judger(self, engine: Engine) -> Callable[[Tally, Counts], None]:
         def judge(tally: Tally, counts: Counts) -> None:
@@ -201,6 +206,7 @@ class Judge:
         lifted, and (senders judged) its system is suspect meanwhile
         (Engine.beware)."""
         if self.senders is not None:
+            self._spared.pop(subject(system, sender), None)  # restricted again: no grace
             self.senders.suspend(subject(system, sender))
             self.engine.beware(system, True)
 
@@ -214,10 +220,12 @@ class Judge:
             self._absolved[system] = held
         return held
 
-    def unrestricted(self, system: str, sender: str, once: str) -> None:
+    def unrestricted(self, system: str, sender: str, once: str,
+                     grace_until: float | None = None) -> None:
         """That sender's restriction lifted: it is judged afresh, as `lifted`,
         and what it had sent is not held against its system either (`_whose`);
-        its system is no longer suspect once none of its senders is restricted."""
+        its system is no longer suspect once none of its senders is restricted.
+        With a grace, it is spared until then (`spare`)."""
         if self.senders is not None:
             key = subject(system, sender)
             last = self.senders.local.last_counted(system, key)
@@ -229,6 +237,27 @@ class Judge:
                 self.shared_senders.reset(key, once)
             self.engine.beware(system, any(
                 k.startswith(f"{system} ") for k in self.senders.suspended))
+            if grace_until is not None:
+                self.spare(system, sender, grace_until)
+
+    def spare(self, system: str, sender: str, until: float) -> None:
+        """An operator vouched for that sender until `until` (a lift with a
+        grace): its traffic is neither judged nor counted, in its windows or
+        its system's, so that the rest of a press release, or its own
+        server's retries of the mail its restriction deferred, do not
+        restrict it again. Its windows start afresh when the grace ends."""
+        if self.senders is not None:
+            self._spared[subject(system, sender)] = until
+
+    def _spares(self, key: str, ts: float) -> bool:
+        """Whether the sender `key` is spared at `ts`; a grace past is forgotten."""
+        until = self._spared.get(key)
+        if until is None:
+            return False
+        if ts < until:
+            return True
+        del self._spared[key]
+        return False
 
     def set_overrides(self, overrides: dict[str, dict[str, float]]) -> None:
         """Per-system thresholds (a config reload); they hold for the

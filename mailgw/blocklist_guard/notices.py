@@ -88,6 +88,7 @@ class Notifier:
         context = self._context(system, record) | {
             **{f"held_{lang}": count("messages", held, lang) for lang in LANGS},
             "lifted_at": utc_time(record.lifted_at), "purged": record.purge,
+            "grace_until": utc_time(record.grace_until),
             "lifted_by": record.lifted_by or "", "reason": record.lift_reason or record.reason
             or ""}
         subject, text, html = self._render(

@@ -21,10 +21,12 @@ back, or released) and to the event bus.
 What this gateway knows is the truth until the store confirms it: a
 suspension missing from the store's active list ends only if the store
 holds that very record lifted; one the store lost (Redis restarted empty)
-is written back. With a journal (Redis), what it knows is also written down
-beside the spool, so a gateway restarted while the store is away still
-refuses that mail, and audit entries the store cannot take wait in the
-journal's outbox.
+is written back. A sender's restriction lifted with a grace spares that
+sender until the grace ends (Judge.spare), here and in gateways started
+meanwhile (`Store.spared`). With a journal (Redis), what it knows is also
+written down beside the spool, so a gateway restarted while the store is
+away still refuses that mail, and audit entries the store cannot take
+wait in the journal's outbox.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class Suspensions:
         self._journal_lock = asyncio.Lock()  # one write at a time, the last one last
         self._saves = 0  # a refresh that overlapped a save is stale
         self._lifted_away: set[str] = set()  # held mail at start, no suspension known
+        self._graces: dict[str, Suspension] = {}  # lifted with a grace, by subject
+        self._graces_known = False  # read from the store once it answers
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, held_at_start: Iterable[str]) -> None:
@@ -90,6 +94,7 @@ class Suspensions:
         # while the store is away: known from the journal, and the next refresh
         with contextlib.suppress(Unavailable):
             self._active.update(await self.store("read suspensions", self.store.store.active))
+            await self._read_graces()
         for record in self.in_force().values():
             self._tell_judge(record)
         self._lifted_away = {s for s in held_at_start if self.suspended(s) is None}
@@ -117,6 +122,25 @@ class Suspensions:
             self.judge.suspended(record.system)
         else:
             self.judge.restricted(record.system, record.sender)
+
+    async def _read_graces(self) -> None:
+        """The senders lifted with a grace still running (before this
+        gateway started) are spared here too."""
+        spared = await self.store("read suspensions", self.store.store.spared, self.clock.now())
+        for key, record in spared.items():
+            if key not in self.in_force() and record.sender is not None \
+                    and record.grace_until is not None:
+                self.judge.spare(record.system, record.sender, record.grace_until)
+                self._graces[key] = record
+        self._graces_known = True
+
+    def spared(self, system: str) -> list[Suspension]:
+        """The system's senders lifted with a grace that runs on now (the
+        records of those lifts), the first to end first."""
+        now = self.clock.now()
+        return sorted((r for key, r in self._graces.items() if r.system == system
+                       and key not in self.in_force() and (r.grace_until or 0.0) > now),
+                      key=lambda r: r.grace_until or 0.0)
 
     def in_force(self) -> dict[str, Suspension]:
         """Every suspension in effect here."""
@@ -318,13 +342,18 @@ class Suspensions:
             if record.sender is None:
                 self.judge.lifted(record.system, once=str(record.id))
             else:
-                self.judge.unrestricted(record.system, record.sender, once=str(record.id))
+                self.judge.unrestricted(record.system, record.sender, once=str(record.id),
+                                        grace_until=record.grace_until)
+            grace = {"grace_until": record.grace_until} if record.grace_until else {}
+            if grace:
+                self._graces[record.subject] = record
             self.events.emit(record.actions[1], record.system, **_sender(record),
-                             by=record.lifted_by, reason=record.lift_reason)
+                             by=record.lifted_by, reason=record.lift_reason, **grace)
             log.warning("lifted the %s of %s (since %s: %s) by %s: %s; its held mail "
-                        "is %s", _noun(record), _whom(record), utc_time(record.since),
+                        "is %s%s", _noun(record), _whom(record), utc_time(record.since),
                         self.why(record), record.lifted_by, record.lift_reason,
-                        "purged" if record.purge else "released")
+                        "purged" if record.purge else "released",
+                        f"; spared until {utc_time(record.grace_until)}" if grace else "")
             self.spawn(self.hold.lifted(record.system, record.sender, record.purge))
 
     async def _release_lifted_away(self) -> None:
@@ -360,6 +389,8 @@ class Suspensions:
                 await self._save(self._unsaved[system])
         await self._remember()
         await self._release_lifted_away()
+        if not self._graces_known:  # the store was away at start
+            await self._read_graces()
         if self.journal is not None:
             await self.store("write audit", self.journal.deliver, self.store.store)
 

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS suspensions (
     evidence TEXT NOT NULL DEFAULT '{}',
     lifted_at REAL, lifted_by TEXT, lift_reason TEXT,
     purge INTEGER NOT NULL DEFAULT 0,
-    sender TEXT
+    sender TEXT,
+    grace_until REAL
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
@@ -84,7 +85,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_subject
 """
 
 _COLUMNS = ("id", "system", "since", "by", "rule", "observed", "threshold", "window", "reason",
-            "evidence", "lifted_at", "lifted_by", "lift_reason", "purge", "sender")
+            "evidence", "lifted_at", "lifted_by", "lift_reason", "purge", "sender",
+            "grace_until")
 
 
 _SELECTED = ", ".join(_COLUMNS)
@@ -120,8 +122,9 @@ class EmbeddedStore:
         self._lock = threading.Lock()
         self._db = open_shared(path, _SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(suspensions)")}
-        if "sender" not in columns:
-            self._db.execute("ALTER TABLE suspensions ADD COLUMN sender TEXT")
+        for column, kind in (("sender", "TEXT"), ("grace_until", "REAL")):
+            if column not in columns:  # a file from a release before it
+                self._db.execute(f"ALTER TABLE suspensions ADD COLUMN {column} {kind}")
         self._db.executescript(_SUBJECTS)
 
     @_locked
@@ -226,23 +229,30 @@ class EmbeddedStore:
 
     @_locked
     def lift(self, system: str, by: str, reason: str, at: float,
-             purge: bool = False, sender: str | None = None) -> Suspension | None:
-        """End the active suspension (with `sender`: that sender's
-        restriction); None when there was none. `purge`: the held mail is to
-        be deleted rather than released."""
+             purge: bool = False, sender: str | None = None,
+             grace_until: float | None = None) -> Suspension | None:
+        """See `Store.lift`."""
         with self._transaction():
             cur = self._db.execute(
-                "UPDATE suspensions SET lifted_at=?, lifted_by=?, lift_reason=?, purge=?"
-                " WHERE system=? AND sender IS ? AND lifted_at IS NULL RETURNING " + _SELECTED,
-                (at, by, reason, int(purge), system, sender))
+                "UPDATE suspensions SET lifted_at=?, lifted_by=?, lift_reason=?, purge=?,"
+                " grace_until=? WHERE system=? AND sender IS ? AND lifted_at IS NULL"
+                " RETURNING " + _SELECTED,
+                (at, by, reason, int(purge), grace_until, system, sender))
             row = cur.fetchone()
             if row is None:
                 return None
             lifted = _suspension(row)
-            self._audit(AuditEntry(at, system, lifted.actions[1], by, reason,
-                                   {"suspension": lifted.id, "purge": purge,
-                                    **({"sender": sender} if sender is not None else {})}))
+            self._audit(AuditEntry(at, system, lifted.actions[1], by, reason, lifted.ending()))
         return lifted
+
+    @_locked
+    def spared(self, now: float) -> dict[str, Suspension]:
+        """See `Store.spared`."""
+        rows = self._db.execute(
+            f"SELECT {_SELECTED} FROM suspensions s WHERE grace_until > ? AND NOT EXISTS"
+            " (SELECT 1 FROM suspensions t WHERE t.system = s.system AND t.sender IS s.sender"
+            " AND t.id > s.id)", (now,)).fetchall()
+        return {(r := _suspension(row)).subject: r for row in rows}
 
     @_locked
     def claim_notice(self, suspension_id: int, kind: str) -> bool:

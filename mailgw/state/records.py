@@ -28,6 +28,10 @@ class Suspension:
     lifted_by: str | None = None
     lift_reason: str | None = None
     purge: bool = False  # lifted with the held mail purged rather than released
+    # a sender's restriction lifted with a grace: until then that sender's
+    # traffic is neither judged nor counted against its system (the
+    # operator vouched for it: a press release, its own server's retries)
+    grace_until: float | None = None
     # None: the whole system is suspended; an address: only that sender of
     # the system is restricted (mailgw/senders.py), the rest of it flows
     sender: str | None = None
@@ -44,6 +48,12 @@ class Suspension:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def ending(self) -> dict[str, Any]:
+        """How it was lifted, for the audit trail."""
+        return {"suspension": self.id, "purge": self.purge,
+                **({"sender": self.sender} if self.sender is not None else {}),
+                **({"grace_until": self.grace_until} if self.grace_until is not None else {})}
 
     def finding(self) -> dict[str, Any]:
         """What a rule found, for the audit trail: the figures, and the

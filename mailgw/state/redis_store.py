@@ -32,8 +32,9 @@ from mailgw.state.redis_client import blocking_client, clustered
 _SUSPEND = """
 local active, seq, latest, audit, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, subject, record, ts, by, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local system, action = ARGV[8], ARGV[9]
+local system, action, graces = ARGV[8], ARGV[9], KEYS[6]
 if redis.call('HEXISTS', active, subject) == 1 then return false end
+redis.call('HDEL', graces, subject)  -- restricted again: the grace is over
 local id = redis.call('INCR', seq)
 local rec = cjson.decode(record)
 rec['id'] = id
@@ -50,9 +51,9 @@ return text
 """
 
 _LIFT = """
-local active, audit, pending = KEYS[1], KEYS[2], KEYS[3]
+local active, audit, pending, graces = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, subject, at, by, reason, purge = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local system, action = ARGV[7], ARGV[8]
+local system, action, grace = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local text = redis.call('HGET', active, subject)
 if not text then return false end
 local rec = cjson.decode(text)
@@ -60,11 +61,23 @@ rec['lifted_at'] = tonumber(at)
 rec['lifted_by'] = by
 rec['lift_reason'] = reason
 rec['purge'] = (purge == '1')
+if grace then rec['grace_until'] = grace end
 text = cjson.encode(rec)
 redis.call('HDEL', active, subject)
 redis.call('SET', prefix .. 'rec:' .. rec['id'], text)
 local details = {suspension = rec['id'], purge = (purge == '1')}
 if subject ~= system then details['sender'] = rec['sender'] end
+if grace then
+  details['grace_until'] = grace
+  -- the graces run out: those past are dropped as a new one comes
+  local held = redis.call('HGETALL', graces)
+  for i = 1, #held, 2 do
+    if cjson.decode(held[i + 1])['grace_until'] <= tonumber(at) then
+      redis.call('HDEL', graces, held[i])
+    end
+  end
+  redis.call('HSET', graces, subject, text)
+end
 redis.call('XADD', audit, '*', 'entry', cjson.encode({ts = tonumber(at), system = system,
   action = action, by = by, reason = reason, details = details}))
 redis.call('SADD', pending, 'lifted:' .. rec['id'])
@@ -161,18 +174,26 @@ class RedisStore:
         record = {k: v for k, v in asdict(s).items() if k != "id"}
         text = self._suspend(
             keys=[self._k("active"), self._k("seq"), self._k("latest"), self._k("audit"),
-                  self._k("pending")],
+                  self._k("pending"), self._k("graces")],
             args=[self.p, s.subject, json.dumps(record), s.since, s.by,
                   s.reason or s.rule or "", json.dumps(s.finding()), s.system, s.actions[0]])
         return _record(text) if text else None
 
     def lift(self, system: str, by: str, reason: str, at: float,
-             purge: bool = False, sender: str | None = None) -> Suspension | None:
+             purge: bool = False, sender: str | None = None,
+             grace_until: float | None = None) -> Suspension | None:
         action = "lifted" if sender is None else "unrestricted"
-        text = self._lift(keys=[self._k("active"), self._k("audit"), self._k("pending")],
+        text = self._lift(keys=[self._k("active"), self._k("audit"), self._k("pending"),
+                                self._k("graces")],
                           args=[self.p, subject(system, sender), at, by, reason,
-                                "1" if purge else "0", system, action])
+                                "1" if purge else "0", system, action,
+                                "" if grace_until is None else repr(grace_until)])
         return _record(text) if text else None
+
+    def spared(self, now: float) -> dict[str, Suspension]:
+        records = (_record(v) for v in self.r.hvals(self._k("graces")))
+        return {r.subject: r for r in records if r.grace_until is not None
+                and r.grace_until > now}
 
     def confirm(self, s: Suspension, at: float) -> tuple[Suspension, bool]:
         """See `Store.confirm`. The pending notices are not written back: the

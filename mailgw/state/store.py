@@ -17,7 +17,18 @@ UNAVAILABLE: tuple[type[Exception], ...] = (*redis_client.UNAVAILABLE, sqlite3.E
 class Store(Protocol):
     def suspend(self, s: Suspension) -> Suspension | None: ...
     def lift(self, system: str, by: str, reason: str, at: float,
-             purge: bool = False, sender: str | None = None) -> Suspension | None: ...
+             purge: bool = False, sender: str | None = None,
+             grace_until: float | None = None) -> Suspension | None:
+        """End the active suspension (with `sender`: that sender's
+        restriction); None when there was none. `purge`: the held mail is to
+        be deleted rather than released; `grace_until` (a sender's only):
+        that sender is spared until then (`spared`)."""
+        ...
+
+    def spared(self, now: float) -> dict[str, Suspension]:
+        """By subject, the senders' restrictions lifted with a grace that
+        runs past `now` and not restricted again since."""
+        ...
 
     def confirm(self, s: Suspension, at: float) -> tuple[Suspension, bool]:
         """`s`, a suspension a gateway knows to be in force, as the store
