@@ -262,6 +262,36 @@ class AnomalyRule(_Model):
         return self
 
 
+class RuleTuning(_Model):
+    """One system's own figures for a rule; what it leaves out is the rule's.
+    `respond = "watch"`: that system's crossings only alert (a weighing
+    rule loses its `suspend`)."""
+
+    threshold: float | None = Field(default=None, ge=0)
+    watch: Chance | None = None
+    suspend: Chance | None = None
+    respond: Literal["suspend", "watch"] | None = None
+
+
+def _tuning(value: object) -> object:
+    """A system's figure for a rule: a number is its threshold."""
+    return {"threshold": value} if isinstance(value, int | float) and \
+        not isinstance(value, bool) else value
+
+
+def tuned(rule: AnomalyRule, tuning: RuleTuning) -> AnomalyRule:
+    """`rule` as one system has it. ValueError when the result is not a
+    rule (suspend not below watch, a chance on a ceiling)."""
+    update = tuning.model_dump(exclude_none=True)
+    if tuning.respond == "watch":
+        update["suspend"] = None
+    try:
+        return AnomalyRule.model_validate({**rule.model_dump(), **update})
+    except ValidationError as e:
+        raise ValueError("; ".join(err["msg"].removeprefix("Value error, ")
+                                   for err in e.errors())) from None
+
+
 def _rule(name: str, kind: str, metric: str, window: str, threshold: float,
           **more: object) -> AnomalyRule:
     return AnomalyRule.model_validate({"name": name, "kind": kind, "metric": metric,
@@ -303,8 +333,10 @@ DEFAULT_RULES = (
     *(_rule(f"mail_loop{few}_{w}", "spike", metric, w, 3, baseline=WEEK,
             min_sample=20, floor=10, min_count=20, watch=WATCH, suspend=SUSPEND)
       for few, metric in (("", "top_pair"), ("_few", "top_few_pairs")) for w in ("1h", "3h")),
+    # a week is one sample of each hour of the week: a holiday in it would
+    # be the whole usual of that day; two weeks, averaged, halve it
     _rule("spike_1h", "spike", "messages", "1h", 3, baseline=WEEK, min_sample=50, floor=1,
-          min_history="7d", watch=WATCH),
+          min_history="14d", watch=WATCH),
     _rule("deferral_rate_1h", "ratio", "deferrals", "1h", 0.3, per="attempts",
           baseline=WEEK, factor=3, prior=0.05, min_count=50, min_sample=100, watch=WATCH),
     _rule("rejections_10m", "ceiling", "rejections", "10m", 50, respond="watch"),
@@ -396,7 +428,9 @@ class System(_Model):
     sender_domains: list[str] = Field(min_length=1)
     auth: list[Auth] = Field(default_factory=list)
     status_token_hash: str | None = None
-    anomaly: dict[str, float] = Field(default_factory=dict)  # rule name -> this system's threshold
+    # rule name -> this system's threshold, or its own figures (RuleTuning)
+    anomaly: dict[str, Annotated[RuleTuning, BeforeValidator(_tuning)]] = Field(
+        default_factory=dict)
     # who a message's sender is (mailgw/senders.py): its envelope sender, or
     # its SMTP AUTH login where each mailbox logs in with its own
     sender_by: Literal["envelope", "login"] = "envelope"
@@ -542,12 +576,16 @@ class Config(_Model):
                         f"{named}.auth[{j}].username",
                         f"{cred.username!r} is already a login of {other!r}",
                     )
-        rule_names = {r.name for r in self.anomaly.rules}
+        rules = {r.name: r for r in self.anomaly.rules}
         for i, system in enumerate(self.systems):
-            for name in system.anomaly:
-                if name not in rule_names:
-                    raise _KeyError(f"{_system_key(ids, i)}.anomaly.{name}",
-                                    f"no rule named {name!r} in [anomaly]")
+            for name, tuning in system.anomaly.items():
+                named = f"{_system_key(ids, i)}.anomaly.{name}"
+                if name not in rules:
+                    raise _KeyError(named, f"no rule named {name!r} in [anomaly]")
+                try:
+                    tuned(rules[name], tuning)
+                except ValueError as e:
+                    raise _KeyError(named, str(e)) from None
         seen_dkim: set[str] = set()
         for i, key in enumerate(self.dkim):
             if key.domain in seen_dkim:

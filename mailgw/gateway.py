@@ -21,7 +21,7 @@ from aiohttp import web
 from mailgw import config as config_mod
 from mailgw import templating
 from mailgw.anomaly.engine import Engine
-from mailgw.anomaly.judge import Judge, engines
+from mailgw.anomaly.judge import Judge, engines, tunings
 from mailgw.blocklist_guard.dnsbl import DnsblWatch, dnsbl_resolver
 from mailgw.blocklist_guard.egress import Egress
 from mailgw.blocklist_guard.hold import Hold
@@ -320,7 +320,12 @@ class Gateway:
         self.directory.load(new.systems)
         self.senders.load(new.systems)
         self.tokens.load(new.http.operator_tokens, new.systems)
-        self.judge.set_overrides({s.id: s.anomaly for s in new.systems if s.anomaly})
+        # the systems' own figures, for the rules running (new rules need a restart)
+        try:
+            self.judge.set_overrides(tunings(old.anomaly, new.systems))
+        except ValueError as e:
+            log.error("the systems' own rule figures not reloaded: against the rules "
+                      "running, %s (they take effect at a restart)", e)
         # operator tokens are taken in at once; the rest of [http] at a restart
         http = old.http.model_copy(update={"operator_tokens": new.http.operator_tokens})
         restart = [name for name, was in (("gateway", old.gateway), ("limits", old.limits),

@@ -5,10 +5,12 @@ normal week from a compromised account, a loop and a bounce storm."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import subprocess
 import sys
+from collections.abc import Collection
 
 import pytest
 from hypothesis import given, settings
@@ -125,10 +127,38 @@ def test_a_lift_rearms_the_rule_and_counting_starts_afresh(run):
 
 
 def test_per_system_threshold_override(run):
-    engine = Engine([RULE], overrides={"mof": {"m10": 100}})
+    engine = Engine([RULE], overrides={"mof": {"m10": dataclasses.replace(RULE, threshold=100)}})
     mof = run(engine, [accepted(T0 + i, ["x@e.com"], system="mof") for i in range(50)])
     mfa = run(engine, [accepted(T0 + i, ["x@e.com"]) for i in range(50)])
     assert mof == [] and len(mfa) == 1
+
+
+def test_a_systems_own_figures_make_a_rule_watch_or_suspend_for_it_alone(run):
+    from mailgw.anomaly.judge import tunings
+    from mailgw.config import AnomalyRule, System
+
+    bounces = {"name": "bounces", "kind": "ratio", "metric": "perm_failures", "window": "1h",
+               "threshold": 0.05, "per": "attempts", "min_count": 5, "min_sample": 10,
+               "watch": 1e-3, "suspend": 1e-7}
+    systems = [System.model_validate({
+        "id": sid, "name": sid, "owners": [f"postmaster@{sid}.gov.kz"],
+        "sender_domains": [f"{sid}.gov.kz"], "networks": ["10.9.0.0/16"],
+        "anomaly": {"bounces": tuning}})
+        for sid, tuning in (("quiet", {"respond": "watch"}),
+                            ("strict", {"watch": 1e-2, "suspend": 1e-3}))]
+    anomaly = Anomaly(rules=[AnomalyRule.model_validate(bounces)])
+    engine = Engine([Rule.from_config(r) for r in anomaly.rules], tunings(anomaly, systems))
+
+    def acts(system, every):
+        """The actions on 40 attempts of which every `every`-th bounced."""
+        return {d.action for _, d in run(engine, [
+            outcome(T0 + i, "delivered" if i % every else "bounced", system=system)
+            for i in range(40)])}
+
+    # half bounced: one in a billion by chance
+    assert "suspend" in acts("mfa", 2) and acts("quiet", 2) == {"watch"}
+    # a quarter: one in 3,000
+    assert acts("moj", 4) == {"watch"} and "suspend" in acts("strict", 4)
 
 
 def test_ratio_waits_for_its_minimum_sample():
@@ -386,16 +416,19 @@ def test_replay_names_a_line_that_is_not_an_event(tmp_path, bad):
     assert out.stderr == f"error: {log}:2: not an event (a JSON object with ts)\n"
 
 
-def office_weeks(weeks: int, system: str = "mfa"):
-    """Steady office traffic: 40 messages an hour, 9 to 18, Monday to Friday."""
+def office_weeks(weeks: int, system: str = "mfa", per_hour: int = 40,
+                 holidays: Collection[int] = (), correspondents: int = 1):
+    """Steady office traffic: 40 messages an hour, 9 to 18, Monday to
+    Friday, but on `holidays` (days from T0), to one address (or to each
+    of `correspondents` in turn)."""
     events = []
     for day in range(weeks * 7):
-        if day % 7 >= 5:
+        if day % 7 >= 5 or day in holidays:
             continue
         for hour in range(9, 18):
-            for k in range(40):
-                events.append(accepted(T0 + day * 86400 + hour * 3600 + k * 90, ["x@gov.kz"],
-                                       system=system))
+            for k in range(per_hour):
+                events.append(accepted(T0 + day * 86400 + hour * 3600 + k * 3600 / per_hour,
+                                       [f"x{k % correspondents}@gov.kz"], system=system))
     return events
 
 
@@ -411,6 +444,41 @@ def test_a_spike_at_night_after_weeks_of_office_traffic_is_watched_not_suspended
     # its usual at that hour is ~0: the floor of 50 decides, and the 79th is
     # more than luck gives; volume alone only alerts the operators
     assert (d.rule, d.action, i) == ("spike_1h", "watch", 78)
+
+
+def test_a_watch_alerts_once_while_its_rule_stays_crossed_and_again_after_a_quiet_hour(run):
+    engine = default_engine()
+    assert run(engine, office_weeks(3)) == []
+    night = T0 + 22 * 86400  # Tuesday of week 4
+    # three hours of a burst from 02:00, 240 an hour: crossed all along
+    burst = [accepted(night + 2 * 3600 + i * 15, [f"u{i}@example.com"]) for i in range(720)]
+    # and another at 07:00, after two hours without a message
+    later = [accepted(night + 7 * 3600 + i * 15, [f"v{i}@example.com"]) for i in range(240)]
+    decisions = run(engine, burst + later)
+    assert [(d.rule, d.action) for _, d in decisions] == [("spike_1h", "watch")] * 2
+    assert decisions[0][0] < 100 and 720 <= decisions[1][0] < 820
+
+
+def test_a_holiday_in_a_systems_first_weeks_does_not_make_the_next_normal_day_a_spike():
+    # first seen the Saturday before; 400 an hour on working days, its first
+    # Monday a holiday, learned as silent hours: a week of history would be
+    # all of that Monday's usual, and the next Monday three times over it
+    events = [accepted(T0 - 2 * 86400 + 10 * 3600, ["x@gov.kz"]),
+              *office_weeks(4, per_hour=400, holidays={0}, correspondents=400)]
+    assert observe(default_engine(), events) == []
+
+
+def test_a_usual_is_the_mean_of_its_first_weeks_then_a_moving_average():
+    from mailgw.anomaly.windows import Baseline
+
+    b, nine = Baseline(), T0 + 9 * 3600
+    for week, count in enumerate([0, 100, 100]):
+        b.seen(nine + week * 7 * 86400, count)
+    assert b.expected(nine + 2 * 7 * 86400, 0) == 50  # (0 + 100) / 2
+    assert b.expected(nine + 3 * 7 * 86400, 0) == pytest.approx(200 / 3)
+    b.seen(nine + 3 * 7 * 86400, 100)
+    # from the fourth week on, a week weighs 0.3
+    assert b.expected(nine + 4 * 7 * 86400, 0) == pytest.approx(200 / 3 + 0.3 * 100 / 3)
 
 
 def test_a_normal_day_after_learning_is_not_a_spike():

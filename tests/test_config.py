@@ -55,6 +55,10 @@ sender_domains = ["mfa.gov.kz"]
     ("[gateway]\nreuse_port = true\n", "gateway.reuse_port: gateways sharing a port must count and suspend together"),
     (RULE.replace('"perm_failures"', '"bounces"'), f"anomaly.rules[0].metric: expected one of the metrics {METRIC_NAMES} (got 'bounces')"),
     (RULE.replace('"attempts"', '"tries"'), f"anomaly.rules[0].per: expected one of the metrics {METRIC_NAMES} (got 'tries')"),
+    (SYSTEM + "anomaly = { bounce_rate_1h = { suspend = 0.01 } }\n", "systems[mfa].anomaly.bounce_rate_1h: suspend must be a smaller chance than watch"),
+    (SYSTEM + "anomaly = { rejections_10m = { watch = 0.01 } }\n", "systems[mfa].anomaly.rejections_10m: a ceiling is a hard cap"),
+    (SYSTEM + "anomaly = { no_such_rule = 3 }\n", "systems[mfa].anomaly.no_such_rule: no rule named 'no_such_rule'"),
+    (SYSTEM + "anomaly = { spike_1h = { treshold = 4 } }\n", "systems[mfa].anomaly.spike_1h.treshold: unknown key"),
 ])
 def test_config_errors_name_file_key_and_expectation(tmp_path, text, expected):
     path = tmp_path / "bad.toml"

@@ -1,6 +1,7 @@
 """SIGHUP reloads the config of a running `mailgw serve`: a connected system
-added to the file relays at once, with no restart; a file that does not load
-changes nothing; the reload is in the audit trail."""
+added to the file relays at once, with no restart, and a system's own
+figures for a rule take effect; a file that does not load changes nothing;
+the reload is in the audit trail."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 import signal
 import smtplib
 
+from tests.support.mail import send_as_mfa
 from tests.support.process import ServeProcess, free_port
 from tests.support.waiting import wait_until
-from tests.test_cli_suspensions import cli
+from tests.test_cli_suspensions import BURST_RULE, cli, mail_code
 from tests.test_serve_e2e import write_config
 
 EDU = """
@@ -68,3 +70,25 @@ def test_new_operator_tokens_are_taken_in_at_once_and_need_no_restart(tmp_path, 
     entries = [h for h in json.loads(cli(config, "history", "--json").stdout)
                if h["action"] == "config_reloaded"]
     assert [e["details"]["need_restart"] for e in entries] == [[], []]
+
+
+def test_sighup_takes_in_a_systems_own_figures_for_a_rule(tmp_path, dest):
+    """A system's `respond = "watch"` for a rule, added while the gateway
+    runs: its burst is only watched, and it keeps relaying."""
+    port = free_port()
+    config = write_config(tmp_path, dest.port, port, anomaly=BURST_RULE)
+    gw = ServeProcess(config, port).start()
+    try:
+        # the last table of the file is mfa's
+        config.write_text(config.read_text()
+                          + 'anomaly = { messages_10m = { respond = "watch" } }\n')
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "config reloaded" in gw.log.read_text(), timeout=5)
+        assert [send_as_mfa(port, n)[0] for n in range(6)] == [250] * 6
+        assert mail_code(port) == 250
+        assert gw.terminate() == 0  # the event log written out
+    finally:
+        gw.stop()
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["rule"] for e in events if e["event"] == "watch"] == ["messages_10m"]
+    assert not [e for e in events if e["event"] == "suspended"]

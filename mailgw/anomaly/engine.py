@@ -56,13 +56,14 @@ class _Reads:
 
 class Engine:
     def __init__(
-        self, rules: list[Rule], overrides: dict[str, dict[str, float]] | None = None,
+        self, rules: list[Rule], overrides: dict[str, dict[str, Rule]] | None = None,
         history: bool = True, metrics: Mapping[str, Metric] = METRICS,
         senders: Attribution | None = None, max_senders: int = 2000,
         counted: Iterable[Window] = (),
         remembers: Engine | None = None,
     ):
-        """`overrides`: system id -> rule name -> threshold for that system;
+        """`overrides`: system id -> rule name -> that rule as the system has
+        it, with its own figures (Judge.tunings);
         `history`: keep each system's 24-hour traffic (the status page);
         `metrics`: what the rules' metrics count (metrics.py);
         `senders`: judge each sender, attributed so (module docstring);
@@ -95,7 +96,7 @@ class Engine:
                                   memory=remembers.local.memory if remembers else None)
         self.suspended: set[str] = set()
         self.wary: set[str] = set()  # see `beware`
-        # (system, rule) -> when it last watched: once a window, not at every event
+        # (system, rule) -> when it was last crossed at watch strength (`judge`)
         self.watched: dict[tuple[str, str], float] = {}
         # when each system was first counted: how much history its windows hold
         self.first_seen: dict[str, float] = {}
@@ -220,6 +221,9 @@ class Engine:
         process less `less` (some of its senders' counts, by window): if
         not, the trouble is theirs."""
         rule = next(r for r in self.rules if r.name == name)
+        mine = self.overrides.get(system)
+        if mine is not None:
+            rule = mine.get(name, rule)
         counts = self.now(system, ts)
 
         def value(metric: str | None, seconds: float | None) -> float:
@@ -227,12 +231,11 @@ class Engine:
                 return 0.0
             return max(0.0, counts.get((metric, seconds), 0.0) - less.get((metric, seconds), 0.0))
 
-        mine = self.overrides.get(system)
         verdict = rule.judge(Reading(
             value(rule.metric, rule.window), value(rule.per, rule.window),
             value(rule.metric, rule.baseline), value(rule.per, rule.baseline),
             self.usual(system, rule, ts), ts - self.first_seen.get(system, ts)),
-            mine.get(rule.name, rule.threshold) if mine else rule.threshold)
+            rule.threshold)
         return verdict is not None and self._acts(system, rule, verdict) == "suspend"
 
     def usual(self, key: str, rule: Rule, ts: float) -> float | None:
@@ -317,8 +320,8 @@ class Engine:
     def judge(self, tally: Tally, counts: Counts) -> list[Decision]:
         """The rules on the counts that `tally` led to: a suspension if one
         is crossed and the system is not suspended already (at most one),
-        else a watch for each rule whose evidence is weaker (each rule once a
-        window)."""
+        else a watch for each rule whose evidence is weaker (each rule once
+        while it stays crossed)."""
         key, ts = tally.system, tally.ts
         learned = self.learned.get(key)
         values = counts.values
@@ -342,7 +345,9 @@ class Engine:
         mine = self.overrides.get(system)
         watches: list[Decision] = []
         for rule, reads in self._judged[tally.kind]:
-            threshold = mine.get(rule.name, rule.threshold) if mine else rule.threshold
+            if mine is not None:
+                rule = mine.get(rule.name, rule)
+            threshold = rule.threshold
             value = values[reads.value]
             # the common cases, decided without a call: under a ceiling, or
             # fewer than the least count any rule acts on (Rule.judge)
@@ -361,10 +366,13 @@ class Engine:
                 continue
             action = self._acts(key, rule, verdict)
             if action == "watch":
+                # one alert while the rule stays crossed: again only after
+                # a whole window without (a reporting rush is one alert a
+                # day, not one an hour)
                 last = self.watched.get((key, rule.name))
+                self.watched[(key, rule.name)] = ts
                 if last is not None and ts - last < rule.window:
                     continue
-                self.watched[(key, rule.name)] = ts
             decision = Decision(
                 ts, system, rule.name, verdict.observed, threshold, rule.window,
                 evidence={f"{m}/{w:g}s": v for (m, w), v in self.named(counts).items()},

@@ -22,7 +22,7 @@ from typing import Any
 from mailgw.anomaly.engine import Engine
 from mailgw.anomaly.rules import Decision, Rule
 from mailgw.anomaly.tally import HISTORY_STEP, HISTORY_STEPS, Counts, SharedWindows, Tally
-from mailgw.config import Anomaly, System
+from mailgw.config import Anomaly, System, tuned
 from mailgw.events import Event
 from mailgw.senders import Attribution, split, subject
 
@@ -35,7 +35,7 @@ def engines(anomaly: Anomaly, systems: Sequence[System], *, history: bool = True
     system rule that suspends reads over its window, so that a suspension
     one sender makes restricts that sender (Judge._whose)."""
     rules = [Rule.from_config(r) for r in anomaly.rules]
-    overrides = {s.id: s.anomaly for s in systems if s.anomaly}
+    overrides = tunings(anomaly, systems)
     of_systems = [r for r in rules if r.scope == "system"]
     of_senders = [r for r in rules if r.scope == "sender"]
     if not of_senders:
@@ -46,6 +46,15 @@ def engines(anomaly: Anomaly, systems: Sequence[System], *, history: bool = True
                           senders=attribution or Attribution.of(systems),
                           max_senders=anomaly.senders.max_per_system, counted=shares,
                           remembers=engine)
+
+
+def tunings(anomaly: Anomaly, systems: Sequence[System]) -> dict[str, dict[str, Rule]]:
+    """Each system's rules with figures of its own (`systems.anomaly`), by
+    system and rule name; names `anomaly` lacks are left out."""
+    rules = {r.name: r for r in anomaly.rules}
+    return {s.id: {name: Rule.from_config(tuned(rules[name], tuning))
+                   for name, tuning in s.anomaly.items() if name in rules}
+            for s in systems if s.anomaly}
 
 
 # the log's record of what was decided, which replay follows (`Judge.decided`)
@@ -259,9 +268,9 @@ class Judge:
         del self._spared[key]
         return False
 
-    def set_overrides(self, overrides: dict[str, dict[str, float]]) -> None:
-        """Per-system thresholds (a config reload); they hold for the
-        system's senders too."""
+    def set_overrides(self, overrides: dict[str, dict[str, Rule]]) -> None:
+        """Per-system figures (`tunings`, at a config reload); they hold
+        for the system's senders too."""
         for engine in self._engines:
             engine.overrides = overrides
 
@@ -301,8 +310,8 @@ class Judge:
         own if set) and where the system stands against it now."""
         mine = self.engine.overrides.get(system, {})
         out = []
-        for rule in self.engine.rules:
-            threshold = mine.get(rule.name, rule.threshold)
+        for rule in (mine.get(r.name, r) for r in self.engine.rules):
+            threshold = rule.threshold
             current = windows.get((rule.metric, rule.window), 0.0)
             limit: float | None = threshold
             if rule.kind == "ratio":

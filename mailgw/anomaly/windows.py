@@ -203,7 +203,14 @@ class Baseline:
     def _blend(self, hour: int, value: float) -> None:
         i = hour % self.WEEK
         old = self.slots[i]
-        self.slots[i] = value if old is None else old + self.ALPHA * (value - old)
+        if old is None:
+            self.slots[i] = value
+        else:
+            # the mean of its first weeks, then the moving average: a week
+            # weighs no more than its share while there are few (one odd
+            # first week, a holiday, is then half the usual after two, not 70%)
+            weeks = (hour - (self.first_hour or hour)) // self.WEEK + 1
+            self.slots[i] = old + max(self.ALPHA, 1.0 / weeks) * (value - old)
         self.ranked = None
 
     def _roll(self, hour: int) -> None:
