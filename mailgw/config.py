@@ -286,10 +286,14 @@ def tuned(rule: AnomalyRule, tuning: RuleTuning) -> AnomalyRule:
     if tuning.respond == "watch":
         update["suspend"] = None
     try:
-        return AnomalyRule.model_validate({**rule.model_dump(), **update})
+        mine = AnomalyRule.model_validate({**rule.model_dump(), **update})
     except ValidationError as e:
         raise ValueError("; ".join(err["msg"].removeprefix("Value error, ")
                                    for err in e.errors())) from None
+    if tuning.respond == "suspend" and mine.watch is not None and mine.suspend is None:
+        raise ValueError("a rule that weighs evidence suspends at a chance: give `suspend` "
+                         "(say 1e-7), not `respond`")
+    return mine
 
 
 def _rule(name: str, kind: str, metric: str, window: str, threshold: float,

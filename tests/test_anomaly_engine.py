@@ -161,6 +161,24 @@ def test_a_systems_own_figures_make_a_rule_watch_or_suspend_for_it_alone(run):
     assert acts("moj", 4) == {"watch"} and "suspend" in acts("strict", 4)
 
 
+def test_a_rule_one_system_makes_suspend_is_counted_per_sender_to_find_whose():
+    from mailgw.config import System
+
+    def senders_count_deferrals(tuning):
+        systems = [System.model_validate({
+            "id": "mfa", "name": "MFA", "owners": ["postmaster@mfa.gov.kz"],
+            "networks": ["10.1.0.0/16"], "sender_domains": ["mfa.gov.kz"],
+            "anomaly": tuning})]
+        senders = engines(Anomaly(), systems)[1]
+        assert senders is not None
+        return senders.window_of("deferrals", 3600) is not None
+
+    # deferral_rate_1h only watches, so its count is not a sender's to
+    # answer for, unless a system has it suspend
+    assert not senders_count_deferrals({})
+    assert senders_count_deferrals({"deferral_rate_1h": {"suspend": 1e-9}})
+
+
 def test_ratio_waits_for_its_minimum_sample():
     rule = Rule("bounce", "ratio", "perm_failures", 3600, 0.10, per="attempts", min_sample=50)
     events = [outcome(T0 + i, "bounced") for i in range(10)]  # 100% bounces, but only 10

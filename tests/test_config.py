@@ -59,6 +59,7 @@ sender_domains = ["mfa.gov.kz"]
     (SYSTEM + "anomaly = { rejections_10m = { watch = 0.01 } }\n", "systems[mfa].anomaly.rejections_10m: a ceiling is a hard cap"),
     (SYSTEM + "anomaly = { no_such_rule = 3 }\n", "systems[mfa].anomaly.no_such_rule: no rule named 'no_such_rule'"),
     (SYSTEM + "anomaly = { spike_1h = { treshold = 4 } }\n", "systems[mfa].anomaly.spike_1h.treshold: unknown key"),
+    (SYSTEM + 'anomaly = { spike_1h = { respond = "suspend" } }\n', "systems[mfa].anomaly.spike_1h: a rule that weighs evidence suspends at a chance"),
 ])
 def test_config_errors_name_file_key_and_expectation(tmp_path, text, expected):
     path = tmp_path / "bad.toml"

@@ -32,15 +32,20 @@ def engines(anomaly: Anomaly, systems: Sequence[System], *, history: bool = True
     """The configured rules' engines: the system's, and the senders' if a
     rule has scope "sender" (its senders attributed by `attribution`, by
     default the systems' own policies). The senders' also counts what each
-    system rule that suspends reads over its window, so that a suspension
-    one sender makes restricts that sender (Judge._whose)."""
+    system rule that suspends (for any system, by its own figures) reads
+    over its window, so that a suspension one sender makes restricts that
+    sender (Judge._whose); a rule a reload makes suspend counts so from
+    the next start."""
     rules = [Rule.from_config(r) for r in anomaly.rules]
     overrides = tunings(anomaly, systems)
     of_systems = [r for r in rules if r.scope == "system"]
     of_senders = [r for r in rules if r.scope == "sender"]
     if not of_senders:
         return Engine(of_systems, overrides, history), None
-    shares = {(m, r.window) for r in of_systems if r.stops for m in (r.metric, r.per) if m}
+    stopping = [r for r in (*of_systems, *(t for mine in overrides.values()
+                                           for t in mine.values() if t.scope == "system"))
+                if r.stops]
+    shares = {(m, r.window) for r in stopping for m in (r.metric, r.per) if m}
     engine = Engine(of_systems, overrides, history)
     return engine, Engine(of_senders, overrides, history=False,
                           senders=attribution or Attribution.of(systems),
