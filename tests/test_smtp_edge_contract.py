@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import re
 import socket
@@ -212,6 +213,8 @@ async def talk(dialogue: Callable[[Probe, Client], Awaitable[T]], **smtp: Any) -
         return await dialogue(made[0], client)
     finally:
         client.writer.close()
+        with contextlib.suppress(OSError):
+            await client.writer.wait_closed()
         server.close()
         await server.wait_closed()
 

@@ -26,24 +26,28 @@ class Proxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        if self.refuse:
-            writer.close()
-            return
-        try:
-            await self._open.wait()
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
-        except OSError:
-            writer.close()
-            return
+        # closed however this ends, a stop's cancel included: a transport
+        # left open when the loop closes is collected later, as a
+        # ResourceWarning blamed on whichever test runs then
+        async with contextlib.AsyncExitStack() as opened:
+            opened.callback(writer.close)
+            if self.refuse:
+                return
+            try:
+                await self._open.wait()
+                up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
+            except OSError:
+                return
+            opened.callback(up_writer.close)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while chunk := await src.read(65536):
-                    dst.write(chunk)
-                    await dst.drain()
-            dst.close()
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError):
+                    while chunk := await src.read(65536):
+                        dst.write(chunk)
+                        await dst.drain()
+                dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     def start(self) -> Proxy:
         self._thread.start()
@@ -55,9 +59,11 @@ class Proxy:
     def stop(self) -> None:
         async def close() -> None:
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)  # the closed transports' connection_lost
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
