@@ -29,7 +29,7 @@ class Proxy:
         # closed however this ends, a stop's cancel included: a transport
         # left open when the loop closes is collected later, as a
         # ResourceWarning blamed on whichever test runs then
-        async with contextlib.AsyncExitStack() as opened:
+        with contextlib.ExitStack() as opened:
             opened.callback(writer.close)
             if self.refuse:
                 return
